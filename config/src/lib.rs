@@ -1,0 +1,376 @@
+//! Configuration of vigie: one typed tree, parsed from TOML with unknown keys rejected, and
+//! validated so that every bad value is reported with the key that holds it.
+//!
+//! The documented default is `config/default.toml`; [`ModelParams::default`] and the other
+//! `Default`s in code equal it (a test checks). Zones come from GeoJSON zone files
+//! ([`zones`]); CSV feeds are described by [`mapping::Mapping`]s.
+//!
+//! A small real sample (Vancouver Police Department incidents of December 2020) and its
+//! configuration are embedded, so that `vigie replay` runs with no file at all.
+
+pub mod mapping;
+pub mod zones;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use mapping::Mapping;
+pub use zones::{Zone, ZoneSet};
+
+/// A configuration error, naming the key or the file and line at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: invalid value for `{key}`: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+    #[error("cannot read {file}: {message}")]
+    Io { file: String, message: String },
+}
+
+/// The embedded files: the default configuration, the Marseille zones, and the sample job.
+pub mod embedded {
+    /// `config/default.toml`.
+    pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+    /// `config/zones/marseille.geojson`.
+    pub const MARSEILLE_ZONES: &str = include_str!("../zones/marseille.geojson");
+    /// `config/vancouver.toml`: the configuration of the embedded sample job.
+    pub const SAMPLE_CONFIG: &str = include_str!("../vancouver.toml");
+    /// `config/zones/vancouver.geojson`.
+    pub const VANCOUVER_ZONES: &str = include_str!("../zones/vancouver.geojson");
+    /// `config/samples/vancouver_crime_2020-12.csv`: VPD incidents of December 2020.
+    pub const SAMPLE_DATA: &str = include_str!("../samples/vancouver_crime_2020-12.csv");
+    /// The mapping name that reads [`SAMPLE_DATA`].
+    pub const SAMPLE_MAPPING: &str = "vancouver_crime";
+
+    /// The embedded file at a path relative to `config/`, if any.
+    pub fn file(path: &str) -> Option<&'static str> {
+        match path.trim_start_matches("./") {
+            "default.toml" => Some(DEFAULT_CONFIG),
+            "vancouver.toml" => Some(SAMPLE_CONFIG),
+            "zones/marseille.geojson" => Some(MARSEILLE_ZONES),
+            "zones/vancouver.geojson" => Some(VANCOUVER_ZONES),
+            "samples/vancouver_crime_2020-12.csv" => Some(SAMPLE_DATA),
+            _ => None,
+        }
+    }
+}
+
+/// Coefficients of the reference indicator model v1 (`indicators.md`); defaults are the
+/// documented ones.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelParams {
+    /// `W`: weeks of history in the baseline and the typical crowd.
+    pub weeks: i64,
+    /// Hours of the horizon before the clock's hour.
+    pub past_hours: i64,
+    /// Hours of the horizon after the clock's hour.
+    pub future_hours: i64,
+    /// Weight of `recent` beside `baseline`.
+    pub recent_weight: f64,
+    /// Weight of `max(0, load − 1)`.
+    pub overload_weight: f64,
+    /// Weight of `E / capacity`.
+    pub event_weight: f64,
+    /// Temperature above which heat raises the risk (°C).
+    pub heat_threshold_c: f64,
+    /// Weight per degree above `heat_threshold_c`.
+    pub heat_weight: f64,
+    /// Wind speed above which wind raises the risk (km/h).
+    pub wind_threshold_kmh: f64,
+    /// Weight of strong wind.
+    pub wind_weight: f64,
+    /// Precipitation above which rain lowers the risk (mm).
+    pub rain_threshold_mm: f64,
+    /// Weight of rain (subtracted).
+    pub rain_weight: f64,
+    /// Weight of a demonstration in the zone and hour.
+    pub demonstration_weight: f64,
+    /// Scores below which the level is 1, 2 and 3 (else 4).
+    pub level_thresholds: [f64; 3],
+    /// Difference from the mean of the three previous hours that makes a trend.
+    pub trend_threshold: f64,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams {
+            weeks: 52,
+            past_hours: 168,
+            future_hours: 720,
+            recent_weight: 0.5,
+            overload_weight: 0.8,
+            event_weight: 0.3,
+            heat_threshold_c: 30.0,
+            heat_weight: 0.02,
+            wind_threshold_kmh: 60.0,
+            wind_weight: 0.1,
+            rain_threshold_mm: 2.0,
+            rain_weight: 0.1,
+            demonstration_weight: 0.5,
+            level_thresholds: [25.0, 50.0, 75.0],
+            trend_threshold: 5.0,
+        }
+    }
+}
+
+/// How the engine runs.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineParams {
+    /// Timely worker threads per process.
+    pub workers: usize,
+    /// Records per epoch in a replay: larger batches give throughput, smaller ones latency.
+    pub batch: usize,
+}
+
+impl Default for EngineParams {
+    fn default() -> Self {
+        EngineParams {
+            workers: 1,
+            batch: 50_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_tz")]
+    timezone: String,
+    zones: String,
+    #[serde(default)]
+    model: ModelParams,
+    #[serde(default)]
+    engine: EngineParams,
+    #[serde(default)]
+    mappings: BTreeMap<String, Mapping>,
+}
+
+fn default_tz() -> String {
+    "Europe/Paris".to_string()
+}
+
+/// A loaded and validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it came from (`<embedded …>` for embedded ones).
+    pub origin: String,
+    /// Directory that relative paths in the configuration are resolved against.
+    pub base_dir: Option<PathBuf>,
+    pub timezone: Tz,
+    pub zones: ZoneSet,
+    pub model: ModelParams,
+    pub engine: EngineParams,
+    pub mappings: BTreeMap<String, Mapping>,
+}
+
+impl Config {
+    /// Loads a configuration file; relative paths in it are resolved against its directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &path.display().to_string(), Some(base))
+    }
+
+    /// The embedded default configuration (`config/default.toml`, Marseille zones).
+    pub fn embedded_default() -> Config {
+        Config::parse(embedded::DEFAULT_CONFIG, "<embedded default.toml>", None)
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// The embedded configuration of the sample job (`config/vancouver.toml`).
+    pub fn embedded_sample() -> Config {
+        Config::parse(embedded::SAMPLE_CONFIG, "<embedded vancouver.toml>", None)
+            .expect("the embedded sample configuration is valid")
+    }
+
+    /// Reads a file named in the configuration: relative to `base_dir`, or embedded.
+    pub fn read_relative(&self, rel: &str) -> Result<String, ConfigError> {
+        read_relative(self.base_dir.as_deref(), rel, &self.origin)
+    }
+
+    /// Resolves a path named in the configuration against `base_dir`.
+    pub fn resolve(&self, rel: &str) -> PathBuf {
+        match &self.base_dir {
+            Some(dir) => dir.join(rel),
+            None => PathBuf::from(rel),
+        }
+    }
+
+    /// Parses a configuration text. `base_dir` is `None` for embedded configurations, whose
+    /// zone files are embedded too.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base_dir: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let timezone: Tz = raw
+            .timezone
+            .parse()
+            .map_err(|_| invalid("timezone", format!("unknown time zone {:?}", raw.timezone)))?;
+        validate_model(&raw.model).map_err(|(k, m)| invalid(&format!("model.{k}"), m))?;
+        if raw.engine.workers == 0 {
+            return Err(invalid("engine.workers", "must be at least 1".into()));
+        }
+        if raw.engine.batch == 0 {
+            return Err(invalid("engine.batch", "must be at least 1".into()));
+        }
+        let zone_text = read_relative(base_dir.as_deref(), &raw.zones, origin)?;
+        let zones = ZoneSet::from_geojson(&zone_text)
+            .map_err(|m| invalid("zones", format!("{}: {m}", raw.zones)))?;
+        for (name, mapping) in &raw.mappings {
+            mapping
+                .validate()
+                .map_err(|(k, m)| invalid(&format!("mappings.{name}.{k}"), m))?;
+        }
+        Ok(Config {
+            origin: origin.to_string(),
+            base_dir,
+            timezone,
+            zones,
+            model: raw.model,
+            engine: raw.engine,
+            mappings: raw.mappings,
+        })
+    }
+}
+
+fn read_relative(base: Option<&Path>, rel: &str, origin: &str) -> Result<String, ConfigError> {
+    match base {
+        Some(dir) => {
+            let p = dir.join(rel);
+            std::fs::read_to_string(&p).map_err(|e| ConfigError::Io {
+                file: p.display().to_string(),
+                message: e.to_string(),
+            })
+        }
+        None => embedded::file(rel)
+            .map(str::to_string)
+            .ok_or_else(|| ConfigError::Io {
+                file: rel.to_string(),
+                message: format!("{origin} is embedded and names a file that is not"),
+            }),
+    }
+}
+
+fn validate_model(m: &ModelParams) -> Result<(), (&'static str, String)> {
+    let positive = |k: &'static str, v: i64| {
+        if v > 0 {
+            Ok(())
+        } else {
+            Err((k, format!("must be > 0, got {v}")))
+        }
+    };
+    positive("weeks", m.weeks)?;
+    positive("future_hours", m.future_hours + 1)?;
+    positive("past_hours", m.past_hours + 1)?;
+    let finite = [
+        ("recent_weight", m.recent_weight),
+        ("overload_weight", m.overload_weight),
+        ("event_weight", m.event_weight),
+        ("heat_threshold_c", m.heat_threshold_c),
+        ("heat_weight", m.heat_weight),
+        ("wind_threshold_kmh", m.wind_threshold_kmh),
+        ("wind_weight", m.wind_weight),
+        ("rain_threshold_mm", m.rain_threshold_mm),
+        ("rain_weight", m.rain_weight),
+        ("demonstration_weight", m.demonstration_weight),
+        ("trend_threshold", m.trend_threshold),
+    ];
+    for (k, v) in finite {
+        if !v.is_finite() {
+            return Err((k, format!("must be a finite number, got {v}")));
+        }
+    }
+    let t = m.level_thresholds;
+    if !(t[0] <= t[1] && t[1] <= t[2]) || t.iter().any(|v| !v.is_finite()) {
+        return Err((
+            "level_thresholds",
+            format!("must be finite and ascending, got {t:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_equals_the_defaults_in_code() {
+        let c = Config::embedded_default();
+        assert_eq!(c.model, ModelParams::default());
+        assert_eq!(c.engine, EngineParams::default());
+        assert_eq!(c.timezone, chrono_tz::Europe::Paris);
+        assert_eq!(c.zones.len(), 16);
+    }
+
+    #[test]
+    fn every_shipped_configuration_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") && p.file_name().unwrap() != "Cargo.toml"
+            {
+                Config::from_file(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "expected the shipped configurations, found {n}");
+        Config::embedded_sample();
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", None)
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = parse("zones = \"zones/marseille.geojson\"\n[model]\nweekz = 3\n").unwrap_err();
+        assert!(e.to_string().contains("weekz"), "{e}");
+        let e = parse("zones = \"zones/marseille.geojson\"\ncolour = 1\n").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let e = parse("zones = \"zones/marseille.geojson\"\n[model]\nweeks = 0\n").unwrap_err();
+        assert!(e.to_string().contains("model.weeks"), "{e}");
+        let e = parse("zones = \"zones/marseille.geojson\"\ntimezone = \"Mars/Olympus\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("timezone"), "{e}");
+        let e = parse(
+            "zones = \"zones/marseille.geojson\"\n[model]\nlevel_thresholds = [50.0, 25.0, 75.0]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("model.level_thresholds"), "{e}");
+        let e = parse("zones = \"zones/marseille.geojson\"\n[engine]\nworkers = 0\n").unwrap_err();
+        assert!(e.to_string().contains("engine.workers"), "{e}");
+        let e = parse(
+            "zones = \"zones/marseille.geojson\"\n[mappings.x]\nfeed = \"incident\"\ntime = { column = \"t\" }\nfields = { severty = { column = \"s\" } }\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mappings.x.fields.severty"), "{e}");
+    }
+}

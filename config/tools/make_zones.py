@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Builds the shipped zone files from the real data in ../shared/data (run from config/).
+
+    python3 tools/make_zones.py ../../shared/data
+
+Marseille: the 16 arrondissements with their polygons. Parameters derived from population:
+  capacity        = 25 % of residents (people the public space holds at ease),
+  default_density = 5 % of residents (people out at an ordinary hour),
+  max_agents      = one agent per 4,000 residents, at least 2; min_agents = 1; scale = 10.
+Vancouver: the 24 VPD neighbourhoods, no polygon (records name them); equal parameters.
+Melbourne: a 3 x 3 grid over the bounding box of the pedestrian sensors (padded 0.002 deg).
+Chicago: a 4 x 4 grid of 0.08 deg cells around the Loop (PredictHQ events within 16 km).
+I-94: one zone, the monitored corridor, for the weather and traffic feeds.
+"""
+import csv, json, math, sys, os
+
+data = sys.argv[1] if len(sys.argv) > 1 else "../../shared/data"
+
+def feature(props, geometry=None):
+    return {"type": "Feature", "geometry": geometry, "properties": props}
+
+def write(name, features):
+    with open(os.path.join("zones", name), "w") as f:
+        f.write('{"type":"FeatureCollection","features":[\n')
+        f.write(",\n".join(json.dumps(x, separators=(",", ":")) for x in features))
+        f.write("\n]}\n")
+
+# Marseille
+src = json.load(open(os.path.join(data, "marseille_arrondissements.geojson")))
+feats = []
+for f in sorted(src["features"], key=lambda f: f["properties"]["arrondissement"]):
+    p = f["properties"]
+    pop = p["population"]
+    n = p["arrondissement"] - 13000
+    feats.append(feature({
+        "id": str(p["arrondissement"]),
+        "name": "Marseille %d%s" % (n, "er" if n == 1 else "e"),
+        "capacity": round(pop * 0.25),
+        "scale": 10,
+        "min_agents": 1,
+        "max_agents": max(2, round(pop / 4000)),
+        "default_density": round(pop * 0.05),
+    }, f["geometry"]))
+write("marseille.geojson", feats)
+
+# Vancouver
+hoods = sorted({r["NEIGHBOURHOOD"] for r in csv.DictReader(open(os.path.join(data, "vancouver_vpd_crime_2020.csv"))) if r["NEIGHBOURHOOD"]})
+write("vancouver.geojson", [feature({
+    "id": h, "name": h, "capacity": 20000, "scale": 10, "min_agents": 1, "max_agents": 8,
+    "default_density": 1000}) for h in hoods])
+
+def grid(prefix, lat0, lon0, lat1, lon1, n, props):
+    out = []
+    dlat, dlon = (lat1 - lat0) / n, (lon1 - lon0) / n
+    for i in range(n):
+        for j in range(n):
+            a, b = lat0 + i * dlat, lon0 + j * dlon
+            ring = [[b, a], [b + dlon, a], [b + dlon, a + dlat], [b, a + dlat], [b, a]]
+            out.append(feature(dict(props, id="%s-%d%d" % (prefix, i, j), name="%s cell %d,%d" % (prefix, i, j)),
+                               {"type": "Polygon", "coordinates": [[[round(x, 6) for x in c] for c in ring]]}))
+    return out
+
+# Melbourne
+locs = list(csv.DictReader(open(os.path.join(data, "melbourne_pedestrian_sensor_locations.csv"))))
+lats = [float(r["Latitude"]) for r in locs]; lons = [float(r["Longitude"]) for r in locs]
+write("melbourne.geojson", grid("mel", min(lats) - 0.002, min(lons) - 0.002, max(lats) + 0.002, max(lons) + 0.002, 3,
+      {"capacity": 30000, "scale": 10, "min_agents": 1, "max_agents": 10, "default_density": 2000}))
+
+# Chicago
+write("chicago.geojson", grid("chi", 41.72, -87.79, 42.04, -87.47, 4,
+      {"capacity": 50000, "scale": 10, "min_agents": 1, "max_agents": 12, "default_density": 3000}))
+
+# I-94
+write("i94.geojson", [feature({"id": "i94", "name": "I-94 Minneapolis-St Paul", "capacity": 100000, "scale": 10,
+                               "min_agents": 1, "max_agents": 10, "default_density": 5000})])

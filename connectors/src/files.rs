@@ -1,0 +1,320 @@
+//! File replay: NDJSON files in the record format, and CSV files through a mapping, read as
+//! one stream of validated records or rejections with their file and line.
+//!
+//! Arrival order is the order of the inputs and of their lines: record `seq` is
+//! `(input index << 40) | line`. A reader can take a share of the lines (`index` of `peers`),
+//! so that every timely worker parses its own part of the same files and the `seq`s stay
+//! global.
+
+use crate::mapped::CompiledMapping;
+use crate::validate::{parse_ndjson_line, RecordError, RejectKind};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use vigie_config::Config;
+use vigie_model::Record;
+
+/// One input of a replay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    /// A file, or `None` for the embedded sample.
+    pub path: Option<PathBuf>,
+    /// The mapping that reads it (CSV), or `None` for NDJSON.
+    pub mapping: Option<String>,
+}
+
+impl InputSpec {
+    /// Parses `--input` values: `PATH` (NDJSON, or CSV when the configuration has exactly one
+    /// mapping) or `MAPPING=PATH`.
+    pub fn parse(arg: &str, config: &Config) -> Result<InputSpec, String> {
+        let (mapping, path) = match arg.split_once('=') {
+            Some((m, p)) if config.mappings.contains_key(m) => (Some(m.to_string()), p),
+            Some((m, _)) if !std::path::Path::new(arg).exists() => {
+                return Err(format!(
+                    "--input {arg}: no mapping {m:?} in {} (it has: {})",
+                    config.origin,
+                    config
+                        .mappings
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+            _ => (None, arg),
+        };
+        let lower = path.to_ascii_lowercase();
+        let is_csv = lower.ends_with(".csv") || lower.ends_with(".zip");
+        let mapping = match (mapping, is_csv) {
+            (Some(m), _) => Some(m),
+            (None, false) => None,
+            (None, true) if config.mappings.len() == 1 => config.mappings.keys().next().cloned(),
+            (None, true) => return Err(format!(
+                "--input {arg}: a CSV file needs a mapping, as MAPPING={arg} (mappings in {}: {})",
+                config.origin,
+                config
+                    .mappings
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        };
+        Ok(InputSpec {
+            path: Some(PathBuf::from(path)),
+            mapping,
+        })
+    }
+
+    /// The embedded sample (VPD incidents of December 2020 through the `vancouver_crime` mapping).
+    pub fn embedded_sample() -> InputSpec {
+        InputSpec {
+            path: None,
+            mapping: Some(vigie_config::embedded::SAMPLE_MAPPING.to_string()),
+        }
+    }
+
+    /// How the input is named in reports.
+    pub fn label(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "<embedded sample>".to_string(),
+        }
+    }
+
+    fn open(&self) -> std::io::Result<Box<dyn Read>> {
+        let Some(path) = &self.path else {
+            return Ok(Box::new(vigie_config::embedded::SAMPLE_DATA.as_bytes()));
+        };
+        let file = File::open(path)?;
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+        {
+            let mut archive = zip::ZipArchive::new(file).map_err(std::io::Error::other)?;
+            let mut data = Vec::new();
+            archive
+                .by_index(0)
+                .map_err(std::io::Error::other)?
+                .read_to_end(&mut data)?;
+            return Ok(Box::new(std::io::Cursor::new(data)));
+        }
+        Ok(Box::new(file))
+    }
+}
+
+/// A record that was not accepted: where, what and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    pub input: String,
+    pub line: u64,
+    pub error: RecordError,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} line {}: {}", self.input, self.line, self.error)
+    }
+}
+
+/// Errors that stop reading an input altogether (a missing file, a bad header).
+#[derive(Debug, thiserror::Error)]
+#[error("{input}: {message}")]
+pub struct InputError {
+    pub input: String,
+    pub message: String,
+}
+
+enum Current {
+    Ndjson(Box<dyn BufRead>),
+    Csv(Box<csv::Reader<Box<dyn Read>>>, CompiledMapping),
+}
+
+/// Reads the inputs in order, yielding this reader's share of their lines.
+pub struct RecordReader<'c> {
+    config: &'c Config,
+    inputs: Vec<InputSpec>,
+    next_input: usize,
+    current: Option<(usize, Current)>,
+    line: u64,
+    index: u64,
+    peers: u64,
+    buf: String,
+    row: csv::StringRecord,
+    /// Lines (or rows) seen by this reader, its share or not.
+    pub lines_seen: u64,
+}
+
+impl<'c> RecordReader<'c> {
+    /// A reader of all lines.
+    pub fn new(config: &'c Config, inputs: Vec<InputSpec>) -> Self {
+        Self::shared(config, inputs, 0, 1)
+    }
+
+    /// A reader of the lines `l` with `(input + l) % peers == index`.
+    pub fn shared(config: &'c Config, inputs: Vec<InputSpec>, index: usize, peers: usize) -> Self {
+        RecordReader {
+            config,
+            inputs,
+            next_input: 0,
+            current: None,
+            line: 0,
+            index: index as u64,
+            peers: peers.max(1) as u64,
+            buf: String::new(),
+            row: csv::StringRecord::new(),
+            lines_seen: 0,
+        }
+    }
+
+    fn open_next(&mut self) -> Option<Result<(), InputError>> {
+        let i = self.next_input;
+        let spec = self.inputs.get(i)?.clone();
+        self.next_input += 1;
+        self.line = 0;
+        let err = |message: String| InputError {
+            input: spec.label(),
+            message,
+        };
+        let reader = match spec.open() {
+            Ok(r) => r,
+            Err(e) => return Some(Err(err(e.to_string()))),
+        };
+        let current = match &spec.mapping {
+            None => Current::Ndjson(Box::new(BufReader::with_capacity(1 << 16, reader))),
+            Some(name) => {
+                let Some(mapping) = self.config.mappings.get(name) else {
+                    return Some(Err(err(format!(
+                        "no mapping {name:?} in {}",
+                        self.config.origin
+                    ))));
+                };
+                let mut rdr = csv::ReaderBuilder::new()
+                    .delimiter(mapping.delimiter_byte())
+                    .flexible(true)
+                    .from_reader(reader);
+                let header: Vec<String> = match rdr.headers() {
+                    Ok(h) => h.iter().map(str::to_string).collect(),
+                    Err(e) => return Some(Err(err(format!("cannot read the CSV header: {e}")))),
+                };
+                self.line = 1;
+                match CompiledMapping::compile(name, mapping, &header, self.config) {
+                    Ok(m) => Current::Csv(Box::new(rdr), m),
+                    Err(e) => return Some(Err(err(e))),
+                }
+            }
+        };
+        self.current = Some((i, current));
+        Some(Ok(()))
+    }
+
+    fn mine(&self, input: usize) -> bool {
+        mine(input, self.line, self.index, self.peers)
+    }
+}
+
+fn mine(input: usize, line: u64, index: u64, peers: u64) -> bool {
+    (input as u64 + line) % peers == index
+}
+
+/// What a reader yields: a record, a rejected line, or an input that could not be read.
+#[derive(Debug)]
+pub enum Item {
+    Record(Record),
+    Rejected(Rejection),
+    Failed(InputError),
+}
+
+impl Iterator for RecordReader<'_> {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            if self.current.is_none() {
+                match self.open_next()? {
+                    Ok(()) => {}
+                    Err(e) => return Some(Item::Failed(e)),
+                }
+            }
+            let (input, current) = self.current.as_mut().expect("opened");
+            let input = *input;
+            let label = || self.inputs[input].label();
+            match current {
+                Current::Ndjson(r) => {
+                    self.buf.clear();
+                    match r.read_line(&mut self.buf) {
+                        Ok(0) => {
+                            self.current = None;
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.current = None;
+                            return Some(Item::Failed(InputError {
+                                input: label(),
+                                message: e.to_string(),
+                            }));
+                        }
+                    }
+                    self.line += 1;
+                    self.lines_seen += 1;
+                    let text = self.buf.trim();
+                    if text.is_empty() || !self.mine(input) {
+                        continue;
+                    }
+                    let seq = ((input as u64) << 40) | self.line;
+                    return Some(match parse_ndjson_line(text, &self.config.zones, seq) {
+                        Ok(r) => Item::Record(r),
+                        Err(error) => Item::Rejected(Rejection {
+                            input: label(),
+                            line: self.line,
+                            error,
+                        }),
+                    });
+                }
+                Current::Csv(rdr, mapping) => {
+                    let ok = rdr.read_record(&mut self.row);
+                    self.line += 1;
+                    match ok {
+                        Ok(false) => {
+                            self.current = None;
+                            continue;
+                        }
+                        Ok(true) => {}
+                        Err(e) => {
+                            self.lines_seen += 1;
+                            if !mine(input, self.line, self.index, self.peers) {
+                                continue;
+                            }
+                            let error = RecordError {
+                                kind: RejectKind::Malformed,
+                                field: None,
+                                reason: format!("bad CSV row: {e}"),
+                            };
+                            return Some(Item::Rejected(Rejection {
+                                input: label(),
+                                line: self.line,
+                                error,
+                            }));
+                        }
+                    }
+                    self.lines_seen += 1;
+                    if !mine(input, self.line, self.index, self.peers) {
+                        continue;
+                    }
+                    // The csv reader knows the true line of rows with quoted newlines.
+                    let line = self.row.position().map(|p| p.line()).unwrap_or(self.line);
+                    let seq = ((input as u64) << 40) | self.line;
+                    return Some(match mapping.record(&self.row, &self.config.zones, seq) {
+                        Ok(r) => Item::Record(r),
+                        Err(error) => Item::Rejected(Rejection {
+                            input: label(),
+                            line,
+                            error,
+                        }),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Connectors: where records come from and where results go. For now, file replay (NDJSON and
+//! mapped CSV) and the validation every source shares.
+//!
+//! Validation happens here, at the edge: the engine receives only typed, checked
+//! [`vigie_model::Record`]s, and every bad line comes back as a [`files::Rejection`] that says
+//! where (input, line), which field, and why.
+
+pub mod files;
+pub mod mapped;
+pub mod raw;
+pub mod validate;
+
+pub use files::{InputSpec, Item, RecordReader, Rejection};
+pub use validate::{parse_ndjson_line, RecordError, RejectKind};

@@ -1,0 +1,415 @@
+//! CSV rows through a configured [`Mapping`]: the mapping is compiled once against the file's
+//! header (every column it names must exist), then each row becomes a [`RawRecord`] that the
+//! common validator checks.
+
+use crate::raw::{RawRecord, Scalar};
+use crate::validate::{validate, RecordError, RejectKind};
+use chrono::{DateTime, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use vigie_config::mapping::{FieldSpec, Lookup};
+use vigie_config::{Config, Mapping, ZoneSet};
+use vigie_model::{Feed, Record};
+
+enum Source {
+    Column(usize),
+    Template(Vec<Part>),
+    Const(Scalar<'static>),
+}
+
+enum Part {
+    Text(String),
+    Column(usize),
+}
+
+enum TimeFormat {
+    Rfc3339,
+    Unix,
+    UnixMs,
+    Pattern(String, Option<Tz>),
+}
+
+struct Field {
+    name: &'static str,
+    source: Source,
+    table: Option<HashMap<String, Scalar<'static>>>,
+    default: Option<Scalar<'static>>,
+    scale: Option<f64>,
+    offset: Option<f64>,
+    time: Option<TimeFormat>,
+}
+
+enum Location {
+    None,
+    Zone(Field),
+    LatLon(Field, Field),
+    LonLat(usize),
+    Lookup(usize, HashMap<String, (f64, f64)>),
+}
+
+/// A mapping compiled against a header.
+pub struct CompiledMapping {
+    feed: Feed,
+    fields: Vec<Field>,
+    location: Location,
+}
+
+const FIELD_NAMES: [&str; 16] = [
+    "id",
+    "status",
+    "source",
+    "severity",
+    "category",
+    "people",
+    "sensor",
+    "start",
+    "end",
+    "attendance",
+    "kind",
+    "temperature_c",
+    "precip_mm",
+    "wind_kmh",
+    "issued_at",
+    "agents",
+];
+
+fn static_name(name: &str) -> &'static str {
+    FIELD_NAMES
+        .iter()
+        .find(|n| **n == name)
+        .copied()
+        .unwrap_or("field")
+}
+
+fn to_scalar(v: &toml::Value) -> Scalar<'static> {
+    match v {
+        toml::Value::String(s) => Scalar::Str(Cow::Owned(s.clone())),
+        toml::Value::Integer(i) => Scalar::Num(*i as f64),
+        toml::Value::Float(f) => Scalar::Num(*f),
+        toml::Value::Boolean(b) => Scalar::Bool(*b),
+        other => Scalar::Str(Cow::Owned(other.to_string())),
+    }
+}
+
+fn column(header: &HashMap<&str, usize>, name: &str, key: &str) -> Result<usize, String> {
+    header
+        .get(name)
+        .copied()
+        .ok_or_else(|| format!("{key}: column {name:?} is not in the header"))
+}
+
+fn compile_field(
+    name: &'static str,
+    spec: &FieldSpec,
+    header: &HashMap<&str, usize>,
+    key: &str,
+    is_time: bool,
+) -> Result<Field, String> {
+    let source = if let Some(c) = &spec.column {
+        Source::Column(column(header, c, key)?)
+    } else if let Some(t) = &spec.template {
+        let mut parts = Vec::new();
+        let mut rest = t.as_str();
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("{key}: unclosed {{ in template {t:?}"))?;
+            parts.push(Part::Column(column(
+                header,
+                &rest[open + 1..open + close],
+                key,
+            )?));
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Source::Template(parts)
+    } else {
+        Source::Const(to_scalar(
+            spec.value.as_ref().expect("validated: one source"),
+        ))
+    };
+    let time = if is_time {
+        let tz = spec
+            .timezone
+            .as_ref()
+            .map(|t| t.parse::<Tz>().expect("validated"));
+        Some(match spec.format.as_deref().unwrap_or("rfc3339") {
+            "rfc3339" => TimeFormat::Rfc3339,
+            "unix" => TimeFormat::Unix,
+            "unix_ms" => TimeFormat::UnixMs,
+            p => TimeFormat::Pattern(p.to_string(), tz),
+        })
+    } else {
+        None
+    };
+    Ok(Field {
+        name,
+        source,
+        table: spec
+            .table
+            .as_ref()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), to_scalar(v))).collect()),
+        default: spec.default.as_ref().map(to_scalar),
+        scale: spec.scale,
+        offset: spec.offset,
+        time,
+    })
+}
+
+impl CompiledMapping {
+    /// Compiles `mapping` (named `name` in `config`) against a CSV header.
+    pub fn compile(
+        name: &str,
+        mapping: &Mapping,
+        header: &[String],
+        config: &Config,
+    ) -> Result<CompiledMapping, String> {
+        let index: HashMap<&str, usize> = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.trim(), i))
+            .collect();
+        let key = |k: &str| format!("mappings.{name}.{k}");
+        let mut fields = vec![compile_field(
+            "ts",
+            &mapping.time,
+            &index,
+            &key("time"),
+            true,
+        )?];
+        for (fname, spec) in &mapping.fields {
+            let is_time = ["start", "end", "issued_at"].contains(&fname.as_str());
+            fields.push(compile_field(
+                static_name(fname),
+                spec,
+                &index,
+                &key(&format!("fields.{fname}")),
+                is_time,
+            )?);
+        }
+        let location = match &mapping.location {
+            None => Location::None,
+            Some(loc) => {
+                if let Some(z) = &loc.zone {
+                    Location::Zone(compile_field(
+                        "zone",
+                        z,
+                        &index,
+                        &key("location.zone"),
+                        false,
+                    )?)
+                } else if let (Some(lat), Some(lon)) = (&loc.lat, &loc.lon) {
+                    Location::LatLon(
+                        compile_field("lat", lat, &index, &key("location.lat"), false)?,
+                        compile_field("lon", lon, &index, &key("location.lon"), false)?,
+                    )
+                } else if let Some(c) = &loc.lonlat_column {
+                    Location::LonLat(column(&index, c, &key("location.lonlat_column"))?)
+                } else if let Some(l) = &loc.lookup {
+                    Location::Lookup(
+                        column(&index, &l.column, &key("location.lookup.column"))?,
+                        load_lookup(l, config)?,
+                    )
+                } else {
+                    Location::None
+                }
+            }
+        };
+        Ok(CompiledMapping {
+            feed: mapping.feed(),
+            fields,
+            location,
+        })
+    }
+
+    /// Turns one row into a validated record.
+    pub fn record(
+        &self,
+        row: &csv::StringRecord,
+        zones: &ZoneSet,
+        seq: u64,
+    ) -> Result<Record, RecordError> {
+        let mut raw = RawRecord::default();
+        for f in &self.fields {
+            let v = f.eval(row)?;
+            if let Some(slot) = raw.slot(f.name) {
+                *slot = v;
+            }
+        }
+        match &self.location {
+            Location::None => {}
+            Location::Zone(f) => raw.zone = f.eval(row)?,
+            Location::LatLon(lat, lon) => {
+                raw.lat = lat.eval(row)?;
+                raw.lon = lon.eval(row)?;
+            }
+            Location::LonLat(c) => {
+                let cell = row.get(*c).unwrap_or("");
+                if !cell.trim().is_empty() {
+                    match serde_json::from_str::<[f64; 2]>(cell) {
+                        Ok([lon, lat]) => {
+                            raw.lat = Some(Scalar::Num(lat));
+                            raw.lon = Some(Scalar::Num(lon));
+                        }
+                        Err(_) => {
+                            return Err(RecordError {
+                                kind: RejectKind::InvalidField,
+                                field: Some("lat"),
+                                reason: format!("{cell:?} is not a [lon, lat] pair"),
+                            })
+                        }
+                    }
+                }
+            }
+            Location::Lookup(c, table) => {
+                let cell = row.get(*c).unwrap_or("").trim();
+                match table.get(cell) {
+                    Some((lat, lon)) => {
+                        raw.lat = Some(Scalar::Num(*lat));
+                        raw.lon = Some(Scalar::Num(*lon));
+                    }
+                    None => {
+                        return Err(RecordError {
+                            kind: RejectKind::OutsideZones,
+                            field: Some("sensor"),
+                            reason: format!("no known position for {cell:?}"),
+                        })
+                    }
+                }
+            }
+        }
+        validate(&raw, Some(self.feed), zones, seq)
+    }
+}
+
+fn load_lookup(l: &Lookup, config: &Config) -> Result<HashMap<String, (f64, f64)>, String> {
+    let path = config.resolve(&l.file);
+    let mut rdr =
+        csv::Reader::from_path(&path).map_err(|e| format!("lookup {}: {e}", path.display()))?;
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let idx = |n: &str| {
+        header
+            .iter()
+            .position(|h| h == n)
+            .ok_or_else(|| format!("lookup {}: no column {n:?}", path.display()))
+    };
+    let (k, la, lo) = (idx(&l.key)?, idx(&l.lat)?, idx(&l.lon)?);
+    let mut out = HashMap::new();
+    for (i, row) in rdr.records().enumerate() {
+        let row = row.map_err(|e| format!("lookup {} line {}: {e}", path.display(), i + 2))?;
+        let lat = row.get(la).and_then(|v| v.trim().parse::<f64>().ok());
+        let lon = row.get(lo).and_then(|v| v.trim().parse::<f64>().ok());
+        if let (Some(key), Some(lat), Some(lon)) = (row.get(k), lat, lon) {
+            out.insert(key.trim().to_string(), (lat, lon));
+        }
+    }
+    Ok(out)
+}
+
+impl Field {
+    fn invalid(&self, reason: String) -> RecordError {
+        RecordError {
+            kind: RejectKind::InvalidField,
+            field: Some(self.name),
+            reason,
+        }
+    }
+
+    fn eval(&self, row: &csv::StringRecord) -> Result<Option<Scalar<'static>>, RecordError> {
+        let text: Cow<str> = match &self.source {
+            Source::Const(v) => return Ok(Some(v.clone())),
+            Source::Column(c) => Cow::Borrowed(row.get(*c).unwrap_or("")),
+            Source::Template(parts) => {
+                let mut s = String::new();
+                for p in parts {
+                    match p {
+                        Part::Text(t) => s.push_str(t),
+                        Part::Column(c) => s.push_str(row.get(*c).unwrap_or("")),
+                    }
+                }
+                Cow::Owned(s)
+            }
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(self.default.clone());
+        }
+        if let Some(table) = &self.table {
+            return match table.get(text) {
+                Some(v) => Ok(Some(v.clone())),
+                None => match &self.default {
+                    Some(d) => Ok(Some(d.clone())),
+                    None => Err(self.invalid(format!("{text:?} is not in the mapping's table"))),
+                },
+            };
+        }
+        if let Some(fmt) = &self.time {
+            return self.parse_time(text, fmt).map(Some);
+        }
+        if self.scale.is_some() || self.offset.is_some() {
+            let v: f64 = text
+                .parse()
+                .map_err(|_| self.invalid(format!("{text:?} is not a number")))?;
+            return Ok(Some(Scalar::Num(
+                v * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0),
+            )));
+        }
+        Ok(Some(Scalar::Str(Cow::Owned(text.to_string()))))
+    }
+
+    fn parse_time(&self, text: &str, fmt: &TimeFormat) -> Result<Scalar<'static>, RecordError> {
+        let bad = || self.invalid(format!("{text:?} does not match the mapping's time format"));
+        let us = match fmt {
+            TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(text)
+                .map_err(|_| bad())?
+                .timestamp_micros(),
+            TimeFormat::Unix => (text.parse::<f64>().map_err(|_| bad())? * 1e6).round() as i64,
+            TimeFormat::UnixMs => (text.parse::<f64>().map_err(|_| bad())? * 1e3).round() as i64,
+            TimeFormat::Pattern(p, tz) => {
+                if let Ok(dt) = DateTime::parse_from_str(text, p) {
+                    dt.timestamp_micros()
+                } else {
+                    let naive = NaiveDateTime::parse_from_str(text, p)
+                        .or_else(|_| {
+                            NaiveDateTime::parse_from_str(&format!("{text} 00"), &format!("{p} %M"))
+                        })
+                        .map_err(|_| bad())?;
+                    match tz {
+                        None => naive.and_utc().timestamp_micros(),
+                        Some(tz) => local_to_utc(tz, naive).ok_or_else(bad)?,
+                    }
+                }
+            }
+        };
+        Ok(Scalar::Num(us as f64 / 1e6))
+    }
+}
+
+/// A local time to UTC microseconds: the earlier instant when the clock goes back; in a gap
+/// when it goes forward, the offset from before the gap.
+fn local_to_utc(tz: &Tz, naive: NaiveDateTime) -> Option<i64> {
+    if let Some(dt) = tz.from_local_datetime(&naive).earliest() {
+        return Some(dt.timestamp_micros());
+    }
+    let before = tz
+        .from_local_datetime(&(naive - chrono::Duration::hours(3)))
+        .earliest()?;
+    let offset = before.offset().clone();
+    Some(naive.and_utc().timestamp_micros() - offset_seconds(&offset) * 1_000_000)
+}
+
+fn offset_seconds(o: &chrono_tz::TzOffset) -> i64 {
+    use chrono::Offset;
+    o.fix().local_minus_utc() as i64
+}

@@ -1,0 +1,182 @@
+//! The raw, untyped form of a record: each known field as a scalar, before validation.
+//! NDJSON lines deserialize into it without building a JSON tree; mapped CSV rows are
+//! assembled into it. [`crate::validate`] turns it into a [`vigie_model::Record`].
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+
+/// One JSON scalar (objects and arrays are kept only as their kind, to be reported).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar<'a> {
+    Num(f64),
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Null,
+    /// An array or an object, where a scalar was expected. Arrays of two numbers are kept as
+    /// a point for `[lon, lat]` columns.
+    Pair(f64, f64),
+    Nested(&'static str),
+}
+
+impl Scalar<'_> {
+    /// How the value is described in error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Scalar::Num(n) => n.to_string(),
+            Scalar::Str(s) => format!("{s:?}"),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Null => "null".into(),
+            Scalar::Pair(a, b) => format!("[{a}, {b}]"),
+            Scalar::Nested(k) => format!("an {k}"),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut nums = Vec::new();
+                let mut all_nums = true;
+                while let Some(v) = seq.next_element::<Scalar<'de>>()? {
+                    match v {
+                        Scalar::Num(n) => nums.push(n),
+                        _ => all_nums = false,
+                    }
+                }
+                Ok(if all_nums && nums.len() == 2 {
+                    Scalar::Pair(nums[0], nums[1])
+                } else {
+                    Scalar::Nested("array")
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Nested("object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The known fields of a record, each as found (or absent). Unknown fields are ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct RawRecord<'a> {
+    #[serde(borrow)]
+    pub feed: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub ts: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub source: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub status: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub zone: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub lat: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub lon: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub severity: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub category: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub people: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub sensor: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub start: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub end: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub attendance: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub kind: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub temperature_c: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub precip_mm: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub wind_kmh: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub issued_at: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub agents: Option<Scalar<'a>>,
+}
+
+impl<'a> RawRecord<'a> {
+    /// The slot of a field by its name (for mapped CSV rows).
+    pub fn slot(&mut self, name: &str) -> Option<&mut Option<Scalar<'a>>> {
+        Some(match name {
+            "feed" => &mut self.feed,
+            "ts" => &mut self.ts,
+            "source" => &mut self.source,
+            "id" => &mut self.id,
+            "status" => &mut self.status,
+            "zone" => &mut self.zone,
+            "lat" => &mut self.lat,
+            "lon" => &mut self.lon,
+            "severity" => &mut self.severity,
+            "category" => &mut self.category,
+            "people" => &mut self.people,
+            "sensor" => &mut self.sensor,
+            "start" => &mut self.start,
+            "end" => &mut self.end,
+            "attendance" => &mut self.attendance,
+            "kind" => &mut self.kind,
+            "temperature_c" => &mut self.temperature_c,
+            "precip_mm" => &mut self.precip_mm,
+            "wind_kmh" => &mut self.wind_kmh,
+            "issued_at" => &mut self.issued_at,
+            "agents" => &mut self.agents,
+            _ => return None,
+        })
+    }
+}
+
+/// Parses one NDJSON line into its raw fields.
+pub fn parse_json_line(line: &str) -> Result<RawRecord<'_>, String> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let raw = match RawRecord::deserialize(&mut de) {
+        Ok(r) => r,
+        Err(e) => return Err(format!("malformed JSON: {e}")),
+    };
+    de.end().map_err(|e| format!("malformed JSON: {e}"))?;
+    Ok(raw)
+}

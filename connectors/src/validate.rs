@@ -1,0 +1,469 @@
+//! Validation at the door: a [`RawRecord`] becomes a typed [`Record`], or an error that names
+//! the field and says what is wrong with it. Nothing past this point can see a bad value.
+
+use crate::raw::{RawRecord, Scalar};
+use std::borrow::Cow;
+use std::fmt;
+use vigie_config::ZoneSet;
+use vigie_model::time::{parse_ts_str, seconds_to_us};
+use vigie_model::{Body, EventKind, Feed, Record, WeatherKind, ZoneIdx, F64};
+
+/// What made a record invalid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectKind {
+    /// Not JSON, or not a CSV row the mapping can read.
+    Malformed,
+    /// A required field is absent.
+    MissingField,
+    /// A field has a value of the wrong type or out of range.
+    InvalidField,
+    /// `zone` names no configured zone.
+    UnknownZone,
+    /// `lat`/`lon` fall in no zone polygon.
+    OutsideZones,
+    /// An interval whose end is before its start.
+    EndBeforeStart,
+}
+
+impl RejectKind {
+    /// A short name for reports and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RejectKind::Malformed => "malformed",
+            RejectKind::MissingField => "missing_field",
+            RejectKind::InvalidField => "invalid_field",
+            RejectKind::UnknownZone => "unknown_zone",
+            RejectKind::OutsideZones => "outside_zones",
+            RejectKind::EndBeforeStart => "end_before_start",
+        }
+    }
+}
+
+/// A rejected record: the kind, the field at fault if any, and a readable reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordError {
+    pub kind: RejectKind,
+    pub field: Option<&'static str>,
+    pub reason: String,
+}
+
+impl RecordError {
+    pub(crate) fn malformed(reason: String) -> Self {
+        RecordError {
+            kind: RejectKind::Malformed,
+            field: None,
+            reason,
+        }
+    }
+    fn field(kind: RejectKind, field: &'static str, reason: String) -> Self {
+        RecordError {
+            kind,
+            field: Some(field),
+            reason,
+        }
+    }
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "field `{field}`: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+type R<T> = Result<T, RecordError>;
+
+fn missing(field: &'static str) -> RecordError {
+    RecordError::field(
+        RejectKind::MissingField,
+        field,
+        "required field is missing".into(),
+    )
+}
+
+fn invalid(field: &'static str, reason: String) -> RecordError {
+    RecordError::field(RejectKind::InvalidField, field, reason)
+}
+
+fn present<'s, 'a>(v: &'s Option<Scalar<'a>>) -> Option<&'s Scalar<'a>> {
+    match v {
+        None | Some(Scalar::Null) => None,
+        Some(Scalar::Str(s)) if s.trim().is_empty() => None,
+        Some(s) => Some(s),
+    }
+}
+
+fn number(field: &'static str, v: &Scalar) -> R<f64> {
+    let n = match v {
+        Scalar::Num(n) => *n,
+        Scalar::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| invalid(field, format!("{} is not a number", v.describe())))?,
+        other => {
+            return Err(invalid(
+                field,
+                format!("{} is not a number", other.describe()),
+            ))
+        }
+    };
+    if !n.is_finite() {
+        return Err(invalid(
+            field,
+            format!("{} is not a finite number", v.describe()),
+        ));
+    }
+    Ok(n)
+}
+
+fn opt_number(field: &'static str, v: &Option<Scalar>) -> R<Option<f64>> {
+    present(v).map(|s| number(field, s)).transpose()
+}
+
+fn non_negative(field: &'static str, v: &Option<Scalar>) -> R<f64> {
+    let n = number(field, present(v).ok_or_else(|| missing(field))?)?;
+    if n < 0.0 {
+        return Err(invalid(field, format!("{n} is negative")));
+    }
+    Ok(n)
+}
+
+fn text<'a>(field: &'static str, v: &Scalar<'a>) -> R<Cow<'a, str>> {
+    match v {
+        Scalar::Str(s) => Ok(s.clone()),
+        Scalar::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => {
+            Ok(Cow::Owned(format!("{}", *n as i64)))
+        }
+        other => Err(invalid(
+            field,
+            format!("{} is not a string", other.describe()),
+        )),
+    }
+}
+
+fn time(field: &'static str, v: &Scalar) -> R<i64> {
+    let t = match v {
+        Scalar::Num(n) => seconds_to_us(*n),
+        Scalar::Str(s) => parse_ts_str(s),
+        _ => None,
+    };
+    t.ok_or_else(|| {
+        invalid(
+            field,
+            format!("{} is neither RFC 3339 nor Unix seconds", v.describe()),
+        )
+    })
+}
+
+fn required_time(field: &'static str, v: &Option<Scalar>) -> R<i64> {
+    time(field, present(v).ok_or_else(|| missing(field))?)
+}
+
+/// Locates a record: by `zone`, else by `lat`/`lon`.
+fn locate(raw: &RawRecord, zones: &ZoneSet) -> R<ZoneIdx> {
+    if let Some(z) = present(&raw.zone) {
+        let id = text("zone", z)?;
+        return zones.by_id(id.trim()).ok_or_else(|| {
+            RecordError::field(
+                RejectKind::UnknownZone,
+                "zone",
+                format!("unknown zone {id:?}"),
+            )
+        });
+    }
+    match (present(&raw.lat), present(&raw.lon)) {
+        (Some(lat), Some(lon)) => {
+            let lat = number("lat", lat)?;
+            let lon = number("lon", lon)?;
+            if !(-90.0..=90.0).contains(&lat) {
+                return Err(invalid("lat", format!("{lat} is out of [-90, 90]")));
+            }
+            if !(-180.0..=180.0).contains(&lon) {
+                return Err(invalid("lon", format!("{lon} is out of [-180, 180]")));
+            }
+            zones.locate(lat, lon).ok_or_else(|| {
+                RecordError::field(
+                    RejectKind::OutsideZones,
+                    "lat",
+                    format!("point ({lat}, {lon}) is outside every zone"),
+                )
+            })
+        }
+        (Some(_), None) => Err(missing("lon")),
+        (None, Some(_)) => Err(missing("lat")),
+        (None, None) => Err(missing("zone")),
+    }
+}
+
+fn interval(raw: &RawRecord) -> R<(i64, i64)> {
+    let start = required_time("start", &raw.start)?;
+    let end = required_time("end", &raw.end)?;
+    if end < start {
+        return Err(RecordError::field(
+            RejectKind::EndBeforeStart,
+            "end",
+            "end is before start".to_string(),
+        ));
+    }
+    Ok((start, end))
+}
+
+/// Validates a raw record. `feed` overrides the record's own `feed` field (mapped sources).
+pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) -> R<Record> {
+    let feed = match feed {
+        Some(f) => f,
+        None => {
+            let name = text("feed", present(&raw.feed).ok_or_else(|| missing("feed"))?)?;
+            Feed::parse(&name).ok_or_else(|| {
+                invalid(
+                    "feed",
+                    format!(
+                        "unknown feed {name:?} (expected one of {})",
+                        Feed::ALL.map(Feed::name).join(", ")
+                    ),
+                )
+            })?
+        }
+    };
+    let ts = required_time("ts", &raw.ts)?;
+    let id = present(&raw.id)
+        .map(|v| text("id", v))
+        .transpose()?
+        .map(|s| s.into_owned());
+    let cancelled = match present(&raw.status) {
+        Some(v) => text("status", v)?.trim() == "cancelled",
+        None => false,
+    };
+    if matches!(feed, Feed::Event | Feed::Deployment) && id.is_none() {
+        return Err(missing("id"));
+    }
+    if cancelled {
+        if id.is_none() {
+            return Err(invalid("status", "a cancellation needs an `id`".into()));
+        }
+        return Ok(Record {
+            feed,
+            ts,
+            seq,
+            id,
+            body: None,
+        });
+    }
+    let body = match feed {
+        Feed::Incident => {
+            let zone = locate(raw, zones)?;
+            let v = number(
+                "severity",
+                present(&raw.severity).ok_or_else(|| missing("severity"))?,
+            )?;
+            if v.fract() != 0.0 || !(1.0..=5.0).contains(&v) {
+                return Err(invalid(
+                    "severity",
+                    format!("{v} is not an integer from 1 to 5"),
+                ));
+            }
+            Body::Incident {
+                zone,
+                severity: v as u8,
+            }
+        }
+        Feed::Density => {
+            let zone = locate(raw, zones)?;
+            let people = non_negative("people", &raw.people)?;
+            let sensor = present(&raw.sensor)
+                .map(|v| text("sensor", v))
+                .transpose()?
+                .map(|s| s.into_owned());
+            Body::Density {
+                zone,
+                sensor,
+                people: F64(people),
+            }
+        }
+        Feed::Event => {
+            let zone = locate(raw, zones)?;
+            let (start, end) = interval(raw)?;
+            let attendance = non_negative("attendance", &raw.attendance)?;
+            let k = text("kind", present(&raw.kind).ok_or_else(|| missing("kind"))?)?;
+            let kind = EventKind::parse(k.trim()).ok_or_else(|| {
+                invalid(
+                    "kind",
+                    format!(
+                        "unknown event kind {k:?} (expected one of {})",
+                        EventKind::ALL.map(EventKind::name).join(", ")
+                    ),
+                )
+            })?;
+            Body::Event {
+                zone,
+                start,
+                end,
+                attendance: F64(attendance),
+                kind,
+            }
+        }
+        Feed::Weather => {
+            let k = text("kind", present(&raw.kind).ok_or_else(|| missing("kind"))?)?;
+            let kind = match k.trim() {
+                "observed" => WeatherKind::Observed,
+                "forecast" => WeatherKind::Forecast,
+                _ => {
+                    return Err(invalid(
+                        "kind",
+                        format!("{k:?} is neither \"observed\" nor \"forecast\""),
+                    ))
+                }
+            };
+            let issued_at = present(&raw.issued_at)
+                .map(|v| time("issued_at", v))
+                .transpose()?;
+            Body::Weather {
+                kind,
+                issued_at,
+                temperature_c: opt_number("temperature_c", &raw.temperature_c)?.map(F64),
+                precip_mm: opt_number("precip_mm", &raw.precip_mm)?.map(F64),
+                wind_kmh: opt_number("wind_kmh", &raw.wind_kmh)?.map(F64),
+            }
+        }
+        Feed::Deployment => {
+            let zone = locate(raw, zones)?;
+            let (start, end) = interval(raw)?;
+            let agents = non_negative("agents", &raw.agents)?;
+            if agents.fract() != 0.0 || agents > 1e9 {
+                return Err(invalid(
+                    "agents",
+                    format!("{agents} is not a whole number of agents"),
+                ));
+            }
+            Body::Deployment {
+                zone,
+                start,
+                end,
+                agents: agents as u64,
+            }
+        }
+    };
+    Ok(Record {
+        feed,
+        ts,
+        seq,
+        id,
+        body: Some(body),
+    })
+}
+
+/// Parses and validates one NDJSON line.
+pub fn parse_ndjson_line(line: &str, zones: &ZoneSet, seq: u64) -> R<Record> {
+    let raw = crate::raw::parse_json_line(line).map_err(RecordError::malformed)?;
+    validate(&raw, None, zones, seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigie_config::Zone;
+
+    fn zones() -> ZoneSet {
+        ZoneSet::from_zones(vec![
+            Zone::without_polygon("13001", 1000.0, 10.0, 1, 5, 100.0),
+            Zone::without_polygon("13002", 1000.0, 10.0, 1, 5, 100.0),
+        ])
+    }
+
+    fn parse(line: &str) -> R<Record> {
+        parse_ndjson_line(line, &zones(), 7)
+    }
+
+    #[test]
+    fn parses_every_feed() {
+        let r = parse(r#"{"feed":"incident","ts":"2026-11-28T14:05:00Z","zone":"13002","severity":3,"category":"theft"}"#).unwrap();
+        assert_eq!(
+            r.body,
+            Some(Body::Incident {
+                zone: 1,
+                severity: 3
+            })
+        );
+        assert_eq!(r.seq, 7);
+        let r =
+            parse(r#"{"feed":"density","ts":1764338700,"zone":13001,"people":12.5,"sensor":"s1"}"#)
+                .unwrap();
+        assert_eq!(
+            r.body,
+            Some(Body::Density {
+                zone: 0,
+                sensor: Some("s1".into()),
+                people: F64(12.5)
+            })
+        );
+        assert_eq!(r.ts, 1_764_338_700_000_000);
+        let r = parse(r#"{"feed":"event","ts":1,"id":"ev-1","zone":"13001","start":10,"end":20,"attendance":500,"kind":"official_visit"}"#).unwrap();
+        assert!(matches!(
+            r.body,
+            Some(Body::Event {
+                kind: EventKind::OfficialVisit,
+                ..
+            })
+        ));
+        let r =
+            parse(r#"{"feed":"weather","ts":3600,"kind":"forecast","issued_at":0,"wind_kmh":70}"#)
+                .unwrap();
+        assert!(matches!(
+            r.body,
+            Some(Body::Weather {
+                kind: WeatherKind::Forecast,
+                issued_at: Some(0),
+                ..
+            })
+        ));
+        let r = parse(r#"{"feed":"deployment","ts":1,"id":"d1","zone":"13001","start":0,"end":7200,"agents":4}"#).unwrap();
+        assert!(matches!(r.body, Some(Body::Deployment { agents: 4, .. })));
+        let r = parse(r#"{"feed":"event","ts":5,"id":"ev-1","status":"cancelled"}"#).unwrap();
+        assert_eq!((r.id.as_deref(), r.body), (Some("ev-1"), None));
+    }
+
+    fn err(line: &str) -> RecordError {
+        parse(line).unwrap_err()
+    }
+
+    #[test]
+    fn rejections_name_the_field_and_the_kind() {
+        let e = err(r#"{"feed":"incident","ts":1,"zone":"13001","severity":6}"#);
+        assert_eq!(
+            (e.kind, e.field),
+            (RejectKind::InvalidField, Some("severity"))
+        );
+        let e = err(r#"{"feed":"incident","ts":1,"zone":"13001","severity":2.5}"#);
+        assert_eq!(e.field, Some("severity"));
+        let e = err(r#"{"feed":"incident","ts":1,"zone":"13009","severity":2}"#);
+        assert_eq!(e.kind, RejectKind::UnknownZone);
+        let e = err(r#"{"feed":"incident","ts":1,"lat":1,"lon":2,"severity":2}"#);
+        assert_eq!(e.kind, RejectKind::OutsideZones);
+        let e = err(r#"{"feed":"incident","zone":"13001","severity":2}"#);
+        assert_eq!((e.kind, e.field), (RejectKind::MissingField, Some("ts")));
+        let e = err(
+            r#"{"feed":"event","ts":1,"id":"e","zone":"13001","start":20,"end":10,"attendance":1,"kind":"sport"}"#,
+        );
+        assert_eq!(e.kind, RejectKind::EndBeforeStart);
+        let e = err(
+            r#"{"feed":"event","ts":1,"zone":"13001","start":1,"end":10,"attendance":1,"kind":"sport"}"#,
+        );
+        assert_eq!(e.field, Some("id"));
+        let e = err(r#"{"feed":"density","ts":1,"zone":"13001","people":-1}"#);
+        assert_eq!(e.field, Some("people"));
+        let e = err(r#"{"feed":"incident","ts":1,"severity":2,"status":"cancelled"}"#);
+        assert_eq!(e.field, Some("status"));
+        let e = err(r#"{"feed":"riot","ts":1}"#);
+        assert_eq!(e.field, Some("feed"));
+        let e = err(r#"{"feed":"incident","ts":"noon","zone":"13001","severity":2}"#);
+        assert_eq!(e.field, Some("ts"));
+        assert_eq!(err("{\"feed\":").kind, RejectKind::Malformed);
+        assert_eq!(err("[1,2]").kind, RejectKind::Malformed);
+        assert_eq!(
+            err(r#"{"feed":"incident"} trailing"#).kind,
+            RejectKind::Malformed
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! The engine against the reference: random streams of records with upserts, cancellations,
+//! late arrivals, expiring history and every feed; after every epoch, the incremental output
+//! must equal the from-scratch recomputation of `indicators.md` over the records so far. Then
+//! the same final output for any order, batch size and number of workers.
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use vigie_config::{ModelParams, Zone, ZoneSet};
+use vigie_engine::driver::Driver;
+use vigie_engine::zone::ZoneInfo;
+use vigie_engine::GraphParams;
+use vigie_model::time::{Calendar, HOUR_US};
+use vigie_model::{Body, ClashRow, EventKind, Feed, IndicatorRow, Record, WeatherKind, F64};
+use vigie_queries::reference;
+
+fn zones() -> ZoneSet {
+    ZoneSet::from_zones(vec![
+        Zone::without_polygon("z0", 800.0, 6.0, 1, 6, 300.0),
+        Zone::without_polygon("z1", 2000.0, 15.0, 0, 10, 0.0),
+        Zone::without_polygon("z2", 150.0, 3.0, 2, 4, 50.0),
+    ])
+}
+
+/// Short windows, so that a few weeks of records exercise the baseline window, the horizon
+/// and the retiring of expired records.
+fn model() -> ModelParams {
+    ModelParams {
+        weeks: 2,
+        past_hours: 30,
+        future_hours: 60,
+        ..ModelParams::default()
+    }
+}
+
+/// A horizon reaching further back than the baseline window, so that the horizon decides
+/// when records expire.
+fn long_horizon() -> ModelParams {
+    ModelParams {
+        weeks: 1,
+        past_hours: 200,
+        future_hours: 24,
+        ..ModelParams::default()
+    }
+}
+
+fn params() -> GraphParams {
+    params_with(model())
+}
+
+fn params_with(model: ModelParams) -> GraphParams {
+    GraphParams {
+        model,
+        zones: zones()
+            .iter()
+            .map(|z| ZoneInfo {
+                params: z.into(),
+                default_density: z.default_density,
+            })
+            .collect(),
+        calendar: Calendar::new(chrono_tz::Europe::Paris),
+    }
+}
+
+/// 2026-03-10T00:00Z: the span crosses the change to summer time in Paris (29 March).
+const T0: i64 = 1_773_100_800 * 1_000_000;
+const SPAN_H: i64 = 24 * 35;
+
+fn random_records(seed: u64, n: usize) -> Vec<Record> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let kinds = [
+        EventKind::Concert,
+        EventKind::Sport,
+        EventKind::Demonstration,
+        EventKind::Roadworks,
+        EventKind::Market,
+    ];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let ts = T0 + rng.gen_range(0..SPAN_H * HOUR_US);
+        let zone = rng.gen_range(0..3u32);
+        let pick = rng.gen_range(0..100);
+        let (feed, id, body) = if pick < 45 {
+            let id = if rng.gen_bool(0.3) {
+                Some(format!("i{}", rng.gen_range(0..40)))
+            } else {
+                None
+            };
+            let body = if id.is_some() && rng.gen_bool(0.2) {
+                None
+            } else {
+                Some(Body::Incident {
+                    zone,
+                    severity: rng.gen_range(1..=5),
+                })
+            };
+            (Feed::Incident, id, body)
+        } else if pick < 70 {
+            let sensor =
+                [None, Some("a".to_string()), Some("b".to_string())][rng.gen_range(0..3)].clone();
+            let id = if rng.gen_bool(0.1) {
+                Some(format!("d{}", rng.gen_range(0..10)))
+            } else {
+                None
+            };
+            (
+                Feed::Density,
+                id,
+                Some(Body::Density {
+                    zone,
+                    sensor,
+                    people: F64(rng.gen_range(0..40) as f64 * 25.5),
+                }),
+            )
+        } else if pick < 82 {
+            let start = T0 + rng.gen_range(0..SPAN_H * HOUR_US);
+            let end = start + rng.gen_range(0..30 * HOUR_US);
+            let body = if rng.gen_bool(0.15) {
+                None
+            } else {
+                Some(Body::Event {
+                    zone,
+                    start,
+                    end,
+                    attendance: F64(rng.gen_range(0..1200) as f64),
+                    kind: kinds[rng.gen_range(0..kinds.len())],
+                })
+            };
+            (
+                Feed::Event,
+                Some(format!("e{}", rng.gen_range(0..25))),
+                body,
+            )
+        } else if pick < 92 {
+            let kind = if rng.gen_bool(0.5) {
+                WeatherKind::Observed
+            } else {
+                WeatherKind::Forecast
+            };
+            let opt = |rng: &mut StdRng, lo: i32, hi: i32| {
+                if rng.gen_bool(0.8) {
+                    Some(F64(rng.gen_range(lo..hi) as f64))
+                } else {
+                    None
+                }
+            };
+            let body = Body::Weather {
+                kind,
+                issued_at: if rng.gen_bool(0.8) {
+                    Some(ts - rng.gen_range(0..5) * HOUR_US)
+                } else {
+                    None
+                },
+                temperature_c: opt(&mut rng, 10, 40),
+                precip_mm: opt(&mut rng, 0, 5),
+                wind_kmh: opt(&mut rng, 20, 90),
+            };
+            (Feed::Weather, None, Some(body))
+        } else {
+            let start = T0 + rng.gen_range(0..SPAN_H * HOUR_US);
+            let end = start + rng.gen_range(0..12 * HOUR_US);
+            let body = if rng.gen_bool(0.1) {
+                None
+            } else {
+                Some(Body::Deployment {
+                    zone,
+                    start,
+                    end,
+                    agents: rng.gen_range(0..6),
+                })
+            };
+            (
+                Feed::Deployment,
+                Some(format!("p{}", rng.gen_range(0..15))),
+                body,
+            )
+        };
+        out.push(Record {
+            feed,
+            ts,
+            seq: i as u64,
+            id,
+            body,
+        });
+    }
+    out
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300)
+}
+
+fn same_row(a: &IndicatorRow, b: &IndicatorRow) -> bool {
+    let floats = |r: &IndicatorRow| {
+        [
+            r.risk_score,
+            r.protection_rate,
+            r.crowd,
+            r.load,
+            r.baseline,
+            r.recent,
+            r.events,
+            r.weather,
+        ]
+        .map(|f| f.0)
+    };
+    (
+        a.zone,
+        a.hour,
+        a.risk_level,
+        a.required_agents,
+        a.deployed_agents,
+        a.trend,
+        a.incidents,
+        a.demonstration,
+    ) == (
+        b.zone,
+        b.hour,
+        b.risk_level,
+        b.required_agents,
+        b.deployed_agents,
+        b.trend,
+        b.incidents,
+        b.demonstration,
+    ) && floats(a).iter().zip(floats(b)).all(|(x, y)| close(*x, y))
+}
+
+fn assert_matches(
+    got: &[IndicatorRow],
+    got_clashes: &[ClashRow],
+    records: &[Record],
+    context: &str,
+) {
+    assert_matches_with(&params(), got, got_clashes, records, context)
+}
+
+fn assert_matches_with(
+    p: &GraphParams,
+    got: &[IndicatorRow],
+    got_clashes: &[ClashRow],
+    records: &[Record],
+    context: &str,
+) {
+    let want = reference::compute(records, &zones(), &p.model, &p.calendar);
+    let mut want_rows = want.indicators.clone();
+    want_rows.sort_by_key(|r| (r.zone, r.hour));
+    assert_eq!(
+        got.len(),
+        want_rows.len(),
+        "{context}: number of indicator rows"
+    );
+    for (g, w) in got.iter().zip(&want_rows) {
+        assert!(same_row(g, w), "{context}: engine {g:?}\n reference {w:?}");
+    }
+    let mut want_clashes = want.clashes;
+    want_clashes.sort();
+    assert_eq!(got_clashes, &want_clashes[..], "{context}: clashes");
+}
+
+/// Runs the records through one worker in epochs of random sizes, checking every epoch.
+fn check_every_epoch(p: GraphParams, seed: u64, n: usize) -> (u64, usize) {
+    let records = random_records(seed, n);
+    timely::execute_directly(move |worker| {
+        let mut driver = Driver::new(worker, &p);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xabc);
+        let mut fed = 0;
+        let mut clashes_seen = 0;
+        while fed < records.len() {
+            let size = rng.gen_range(1..=60).min(records.len() - fed);
+            for r in &records[fed..fed + size] {
+                driver.insert(r.clone());
+            }
+            fed += size;
+            let epoch = driver.advance();
+            driver.wait(worker, epoch);
+            let c = driver.collected.borrow();
+            clashes_seen = clashes_seen.max(c.clash_rows().len());
+            assert_matches_with(
+                &p,
+                &c.indicator_rows(),
+                &c.clash_rows(),
+                &records[..fed],
+                &format!("seed {seed}, after {fed} records"),
+            );
+        }
+        (driver.retired, clashes_seen)
+    })
+}
+
+#[test]
+fn incremental_output_equals_recomputation_at_every_epoch() {
+    let mut retired = 0;
+    let mut clashes = 0;
+    for seed in 0..6 {
+        let model = if seed % 2 == 0 {
+            model()
+        } else {
+            long_horizon()
+        };
+        let (r, c) = check_every_epoch(params_with(model), seed, 1500);
+        retired += r;
+        clashes += c;
+    }
+    // The streams must exercise what they claim to: expiry and clashes happened.
+    assert!(retired > 1000, "only {retired} records were retired");
+    assert!(clashes > 10, "only {clashes} clashes");
+}
+
+/// Runs the records on `workers` threads, in batches of `batch`, and returns the final output
+/// as collected on worker 0.
+fn run(records: Vec<Record>, batch: usize, workers: usize) -> (Vec<IndicatorRow>, Vec<ClashRow>) {
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut driver = Driver::new(worker, &params());
+        let mine: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % peers == index)
+            .map(|(_, r)| r.clone())
+            .collect();
+        for chunk in mine.chunks(batch) {
+            for r in chunk {
+                driver.insert(r.clone());
+            }
+            let epoch = driver.advance();
+            driver.wait(worker, epoch);
+        }
+        // Workers with fewer chunks keep stepping until everyone is done.
+        let epoch = driver.advance();
+        drop(mine);
+        let c = driver.collected.borrow();
+        let out = (c.indicator_rows(), c.clash_rows());
+        drop(c);
+        let _ = epoch;
+        out
+    })
+    .expect("timely runs");
+    let mut results = guards.join().into_iter().map(|r| r.expect("worker ran"));
+    results.next().expect("worker 0")
+}
+
+#[test]
+fn final_output_is_independent_of_order_batching_and_workers() {
+    let records = random_records(42, 4000);
+    let reference_run = run(records.clone(), 10_000, 1);
+    let mut shuffled = records.clone();
+    shuffled.shuffle(&mut StdRng::seed_from_u64(7));
+    assert!(!reference_run.0.is_empty() && !reference_run.1.is_empty());
+    assert_eq!(run(shuffled.clone(), 10_000, 1), reference_run, "shuffled");
+    assert_eq!(run(records.clone(), 1, 1), reference_run, "batches of 1");
+    assert_eq!(run(shuffled.clone(), 97, 2), reference_run, "two workers");
+    assert_eq!(
+        run(records.clone(), 1, 2),
+        reference_run,
+        "two workers, batches of 1"
+    );
+    assert_matches(&reference_run.0, &reference_run.1, &records, "final");
+}

@@ -1,0 +1,244 @@
+//! The arithmetic of the reference indicator model v1, as plain functions of one zone and
+//! hour. Both the dataflow and the from-scratch reference call these, so the float operations
+//! happen in the same order in both; what differs between them is how the inputs are gathered.
+
+use vigie_config::ModelParams;
+use vigie_model::{ClashReason, ClashRow, EventKind, Trend, ZoneIdx};
+
+/// `f_w`: the weather factor of one hour; missing fields are neutral, no record gives 1.
+pub fn weather_factor(
+    p: &ModelParams,
+    temperature_c: Option<f64>,
+    wind_kmh: Option<f64>,
+    precip_mm: Option<f64>,
+) -> f64 {
+    let heat = temperature_c.map_or(0.0, |t| p.heat_weight * (t - p.heat_threshold_c).max(0.0));
+    let wind = if wind_kmh.is_some_and(|w| w > p.wind_threshold_kmh) {
+        p.wind_weight
+    } else {
+        0.0
+    };
+    let rain = if precip_mm.is_some_and(|r| r > p.rain_threshold_mm) {
+        p.rain_weight
+    } else {
+        0.0
+    };
+    1.0 + heat + wind - rain
+}
+
+/// Everything one zone and hour's score depends on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HourInputs {
+    pub baseline: f64,
+    pub recent: f64,
+    pub crowd: f64,
+    pub events: f64,
+    pub weather: f64,
+    pub demonstration: bool,
+}
+
+/// Zone parameters the formula needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ZoneParams {
+    pub capacity: f64,
+    pub scale: f64,
+    pub min_agents: u64,
+    pub max_agents: u64,
+}
+
+impl From<&vigie_config::Zone> for ZoneParams {
+    fn from(z: &vigie_config::Zone) -> Self {
+        ZoneParams {
+            capacity: z.capacity,
+            scale: z.scale,
+            min_agents: z.min_agents,
+            max_agents: z.max_agents,
+        }
+    }
+}
+
+/// `load = crowd / capacity`.
+pub fn load(z: &ZoneParams, crowd: f64) -> f64 {
+    crowd / z.capacity
+}
+
+/// `raw` and `risk_score = 100 · (1 − exp(−raw / scale))`.
+pub fn risk_score(p: &ModelParams, z: &ZoneParams, i: &HourInputs) -> f64 {
+    let load = load(z, i.crowd);
+    let demo = if i.demonstration { 1.0 } else { 0.0 };
+    let raw = (i.baseline + p.recent_weight * i.recent)
+        * (1.0
+            + p.overload_weight * (load - 1.0).max(0.0)
+            + p.event_weight * i.events / z.capacity)
+        * i.weather
+        * (1.0 + p.demonstration_weight * demo);
+    100.0 * (1.0 - (-raw / z.scale).exp())
+}
+
+/// `risk_level`: 1 below the first threshold, 2 below the second, 3 below the third, else 4.
+pub fn risk_level(p: &ModelParams, score: f64) -> u8 {
+    let [a, b, c] = p.level_thresholds;
+    if score < a {
+        1
+    } else if score < b {
+        2
+    } else if score < c {
+        3
+    } else {
+        4
+    }
+}
+
+/// `required_agents = max(min_agents, ceil(risk_score / 100 · max_agents))`.
+pub fn required_agents(z: &ZoneParams, score: f64) -> u64 {
+    let need = (score / 100.0 * z.max_agents as f64).ceil();
+    z.min_agents.max(need as u64)
+}
+
+/// `protection_rate = min(1, deployed / required)`, 1 when nothing is required.
+pub fn protection_rate(deployed: u64, required: u64) -> f64 {
+    if required == 0 {
+        1.0
+    } else {
+        (deployed as f64 / required as f64).min(1.0)
+    }
+}
+
+/// `trend` of a score against the scores of the three previous hours `[h−1, h−2, h−3]`.
+pub fn trend(p: &ModelParams, score: f64, previous: [f64; 3]) -> Trend {
+    let m = (previous[0] + previous[1] + previous[2]) / 3.0;
+    if score - m > p.trend_threshold {
+        Trend::Rising
+    } else if m - score > p.trend_threshold {
+        Trend::Falling
+    } else {
+        Trend::Stable
+    }
+}
+
+/// An event as clashes see it: `(id, start, end, attendance, kind)`.
+pub type ClashEvent<'a> = (&'a str, i64, i64, f64, EventKind);
+
+/// The clash between two counted events of zone `z`, if they clash: they overlap
+/// (`a.start < b.end` and `b.start < a.end`) and either is a demonstration or roadworks, or
+/// their attendances add up beyond the zone's capacity. The row has `a < b` by id and the
+/// overlap as its interval.
+pub fn clash(z: ZoneIdx, capacity: f64, a: ClashEvent, b: ClashEvent) -> Option<ClashRow> {
+    let (a, b) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    if a.0 == b.0 || !(a.1 < b.2 && b.1 < a.2) {
+        return None;
+    }
+    let reason = if a.4 == EventKind::Demonstration || b.4 == EventKind::Demonstration {
+        ClashReason::Demonstration
+    } else if a.4 == EventKind::Roadworks || b.4 == EventKind::Roadworks {
+        ClashReason::Roadworks
+    } else if a.3 + b.3 > capacity {
+        ClashReason::Capacity
+    } else {
+        return None;
+    };
+    Some(ClashRow {
+        zone: z,
+        a: a.0.to_string(),
+        b: b.0.to_string(),
+        start: a.1.max(b.1),
+        end: a.2.min(b.2),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone() -> ZoneParams {
+        ZoneParams {
+            capacity: 1000.0,
+            scale: 10.0,
+            min_agents: 1,
+            max_agents: 8,
+        }
+    }
+
+    #[test]
+    fn weather_factor_as_documented() {
+        let p = ModelParams::default();
+        assert_eq!(weather_factor(&p, None, None, None), 1.0);
+        assert!((weather_factor(&p, Some(35.0), None, None) - 1.1).abs() < 1e-12);
+        assert!((weather_factor(&p, Some(20.0), Some(61.0), Some(3.0)) - 1.0).abs() < 1e-12);
+        assert!((weather_factor(&p, None, Some(60.0), Some(2.5)) - 0.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn score_by_hand() {
+        let p = ModelParams::default();
+        // baseline 1, recent 4, crowd 1500 (load 1.5), E 500, f_w 1.1, a demonstration:
+        // raw = (1 + 2) · (1 + 0.8·0.5 + 0.3·0.5) · 1.1 · 1.5 = 3 · 1.55 · 1.65 = 7.6725
+        let i = HourInputs {
+            baseline: 1.0,
+            recent: 4.0,
+            crowd: 1500.0,
+            events: 500.0,
+            weather: 1.1,
+            demonstration: true,
+        };
+        let s = risk_score(&p, &zone(), &i);
+        let expected = 100.0 * (1.0 - (-7.6725f64 / 10.0).exp());
+        assert!((s - expected).abs() < 1e-9, "{s} vs {expected}");
+        assert_eq!(risk_level(&p, s), 3); // 53.57…
+        assert_eq!(required_agents(&zone(), s), 5); // ceil(0.5357 · 8)
+        assert_eq!(protection_rate(3, 5), 0.6);
+        assert_eq!(protection_rate(9, 5), 1.0);
+        assert_eq!(protection_rate(0, 0), 1.0);
+        let quiet = HourInputs {
+            baseline: 0.0,
+            recent: 0.0,
+            crowd: 0.0,
+            events: 0.0,
+            weather: 1.0,
+            demonstration: false,
+        };
+        assert_eq!(risk_score(&p, &zone(), &quiet), 0.0);
+        assert_eq!(required_agents(&zone(), 0.0), 1);
+    }
+
+    #[test]
+    fn levels_and_trends_at_their_edges() {
+        let p = ModelParams::default();
+        assert_eq!(
+            [0.0, 24.99, 25.0, 49.9, 50.0, 74.9, 75.0, 100.0].map(|s| risk_level(&p, s)),
+            [1, 1, 2, 2, 3, 3, 4, 4]
+        );
+        assert_eq!(trend(&p, 20.0, [10.0, 10.0, 10.0]), Trend::Rising);
+        assert_eq!(trend(&p, 15.0, [10.0, 10.0, 10.0]), Trend::Stable);
+        assert_eq!(trend(&p, 4.0, [10.0, 10.0, 10.0]), Trend::Falling);
+    }
+
+    #[test]
+    fn clashes_by_reason_in_order() {
+        let ev = |id, s, e, att, kind| (id, s, e, att, kind);
+        let a = ev("a", 0, 10, 600.0, EventKind::Concert);
+        let b = ev("b", 5, 20, 600.0, EventKind::Roadworks);
+        let c = clash(3, 1000.0, b, a).unwrap();
+        assert_eq!(
+            (c.a.as_str(), c.b.as_str(), c.start, c.end, c.reason),
+            ("a", "b", 5, 10, ClashReason::Roadworks)
+        );
+        let d = ev("d", 9, 12, 1.0, EventKind::Demonstration);
+        assert_eq!(
+            clash(3, 1000.0, b, d).unwrap().reason,
+            ClashReason::Demonstration
+        );
+        let e = ev("e", 5, 20, 600.0, EventKind::Sport);
+        assert_eq!(
+            clash(3, 1000.0, a, e).unwrap().reason,
+            ClashReason::Capacity
+        );
+        assert_eq!(clash(3, 1200.0, a, e), None); // 1200 is not above capacity
+        assert_eq!(
+            clash(3, 1000.0, a, ev("f", 10, 30, 900.0, EventKind::Sport)),
+            None
+        ); // touching
+        assert_eq!(clash(3, 1000.0, a, a), None);
+    }
+}
