@@ -1,1 +1,67 @@
-fn main() {}
+//! `vigie`: the command line of the vigie engine.
+//!
+//! - `vigie replay`: pushes recorded feeds through the indicator dataflow as fast as it can,
+//!   writes the final indicators and clashes, and reports throughput, latency and rejections.
+//!   With no arguments, it replays the embedded real sample on the embedded configuration.
+//! - `vigie check-config`: loads and validates a configuration, and says what it holds.
+
+mod replay;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "vigie",
+    version,
+    about = "Risk levels and protection rates per zone and hour, incrementally, for a city's operations centre"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replays recorded feeds through the indicator graph and prints a report.
+    Replay(replay::ReplayArgs),
+    /// Validates a configuration file and prints what it holds.
+    CheckConfig {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(args),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigie: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    let c = vigie_config::Config::from_file(path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    println!("{}: valid", path.display());
+    println!("  time zone: {}", c.timezone);
+    let located = c.zones.iter().filter(|z| z.polygon.is_some()).count();
+    println!("  zones: {} ({} with a polygon)", c.zones.len(), located);
+    println!(
+        "  model: W = {} weeks, horizon {} h back and {} h ahead",
+        c.model.weeks, c.model.past_hours, c.model.future_hours
+    );
+    for (name, m) in &c.mappings {
+        println!("  mapping {name}: CSV to feed {}", m.feed);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

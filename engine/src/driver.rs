@@ -107,7 +107,7 @@ fn apply<K: std::hash::Hash + Eq + Clone>(
 
 /// Feeds one worker's share of the records into the graph.
 pub struct Driver {
-    input: InputSession<u64, Record, isize>,
+    input: Option<InputSession<u64, Record, isize>>,
     probe: ProbeHandle<u64>,
     clock: Rc<Cell<Option<i64>>>,
     expiry: Expiry,
@@ -151,7 +151,7 @@ impl Driver {
             (input, probe, out.clock)
         });
         Driver {
-            input,
+            input: Some(input),
             probe,
             clock,
             expiry: Expiry::new(params),
@@ -171,12 +171,12 @@ impl Driver {
             }
             self.pending.push(Reverse((at, r.clone())));
         }
-        self.input.insert(r);
+        self.input.as_mut().expect("input open").insert(r);
     }
 
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
-        *self.input.time()
+        self.input.as_ref().map_or(u64::MAX, |i| *i.time())
     }
 
     /// Closes the current epoch: retracts what the clock has made irrelevant, then moves to the
@@ -189,14 +189,25 @@ impl Driver {
                 .is_some_and(|Reverse((at, _))| *at <= clock)
             {
                 let Reverse((_, r)) = self.pending.pop().expect("peeked");
-                self.input.remove(r);
+                self.input.as_mut().expect("input open").remove(r);
                 self.retired += 1;
             }
         }
-        let closed = self.epoch();
-        self.input.advance_to(closed + 1);
-        self.input.flush();
+        let input = self.input.as_mut().expect("input open");
+        let closed = *input.time();
+        input.advance_to(closed + 1);
+        input.flush();
         closed
+    }
+
+    /// Closes the input: no more records from this worker.
+    pub fn close(&mut self) {
+        self.input = None;
+    }
+
+    /// True once the input is closed and every output is complete.
+    pub fn finished(&self) -> bool {
+        self.probe.done()
     }
 
     /// True once every output of `epoch` is complete.

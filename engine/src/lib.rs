@@ -14,3 +14,6 @@ pub mod zone;
 
 pub use driver::{Driver, Expiry};
 pub use graph::{build, GraphParams, Outputs};
+
+/// The timely version the engine is built on, for starting workers and clusters.
+pub use timely;

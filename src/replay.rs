@@ -1,0 +1,418 @@
+//! `vigie replay`: files through the dataflow, on one or more workers and processes.
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+use vigie_config::Config;
+use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
+use vigie_engine::{timely, Driver, GraphParams};
+
+/// Rejections kept with their reason, per process.
+const FIRST_REJECTIONS: usize = 10;
+/// Epochs a worker may have in flight before it waits for the oldest.
+const IN_FLIGHT: usize = 2;
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// Configuration file (TOML). Default: the embedded sample configuration when no input is
+    /// given, else the embedded default configuration (Marseille).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// An input: `PATH` (NDJSON records) or `MAPPING=PATH` (CSV through a mapping of the
+    /// configuration; `.zip` files are read too). Repeat for several; they arrive in order.
+    /// Default: the embedded sample (VPD incidents, December 2020).
+    #[arg(long = "input", num_args = 1..)]
+    inputs: Vec<String>,
+    /// Where to write the final indicators and clashes (NDJSON, as in indicators.md).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    report_json: Option<PathBuf>,
+    /// Timely worker threads in this process (default: the configuration's `engine.workers`).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Records per epoch and worker (default: the configuration's `engine.batch`).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Number of processes in a timely cluster (with --process and --hostfile).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index in the cluster, from 0.
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// File with one `host:port` per line, one line per process.
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+/// What one worker measured.
+struct WorkerReport {
+    accepted: u64,
+    rejected: BTreeMap<&'static str, u64>,
+    first_rejections: Vec<Rejection>,
+    failures: Vec<String>,
+    retired: u64,
+    latency: Histogram<u64>,
+    rows: Option<(usize, usize, Option<i64>)>,
+}
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let (config, inputs) = match (&args.config, args.inputs.is_empty()) {
+        (None, true) => (
+            Config::embedded_sample(),
+            vec![InputSpec::embedded_sample()],
+        ),
+        (Some(path), true) => bail!("no --input given to replay with {}", path.display()),
+        (path, false) => {
+            let config = match path {
+                Some(p) => {
+                    Config::from_file(p).with_context(|| format!("loading {}", p.display()))?
+                }
+                None => Config::embedded_default(),
+            };
+            let inputs = args
+                .inputs
+                .iter()
+                .map(|a| InputSpec::parse(a, &config))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            (config, inputs)
+        }
+    };
+    let workers = args.workers.unwrap_or(config.engine.workers).max(1);
+    let batch = args.batch.unwrap_or(config.engine.batch).max(1);
+    let timely_config = timely_config(&args, workers)?;
+    let params = GraphParams::from_config(&config);
+    let config = Arc::new(config);
+    let zone_ids: Arc<Vec<String>> = Arc::new(config.zones.iter().map(|z| z.id.clone()).collect());
+    let output = args.output.clone();
+    let shared = (config.clone(), inputs.clone());
+
+    eprintln!(
+        "vigie replay: {} input(s), {} zones, {} worker(s) × {} process(es), batches of {}",
+        inputs.len(),
+        config.zones.len(),
+        workers,
+        args.processes,
+        batch
+    );
+    let started = Instant::now();
+    let guards = timely::execute(timely_config, move |worker| {
+        let (config, inputs) = (&shared.0, shared.1.clone());
+        let mut driver = Driver::new(worker, &params);
+        let mut report = WorkerReport {
+            accepted: 0,
+            rejected: BTreeMap::new(),
+            first_rejections: Vec::new(),
+            failures: Vec::new(),
+            retired: 0,
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+            rows: None,
+        };
+        let mut in_flight: VecDeque<(u64, Vec<(Instant, u64)>)> = VecDeque::new();
+        let mut chunks: Vec<(Instant, u64)> = Vec::new();
+        let mut in_epoch = 0usize;
+        let mut chunk_count = 0u64;
+        let mut chunk_start = Instant::now();
+        let reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
+        for item in reader {
+            match item {
+                Item::Record(r) => {
+                    if chunk_count == 0 {
+                        chunk_start = Instant::now();
+                    }
+                    driver.insert(r);
+                    report.accepted += 1;
+                    in_epoch += 1;
+                    chunk_count += 1;
+                    if chunk_count == 1024 {
+                        chunks.push((chunk_start, chunk_count));
+                        chunk_count = 0;
+                    }
+                }
+                Item::Rejected(rej) => {
+                    *report.rejected.entry(rej.error.kind.name()).or_default() += 1;
+                    if report.first_rejections.len() < FIRST_REJECTIONS {
+                        report.first_rejections.push(rej);
+                    }
+                }
+                Item::Failed(e) => report.failures.push(e.to_string()),
+            }
+            if in_epoch >= batch {
+                if chunk_count > 0 {
+                    chunks.push((chunk_start, chunk_count));
+                    chunk_count = 0;
+                }
+                let epoch = driver.advance();
+                in_flight.push_back((epoch, std::mem::take(&mut chunks)));
+                in_epoch = 0;
+                worker.step();
+                settle(
+                    worker,
+                    &driver,
+                    &mut in_flight,
+                    &mut report.latency,
+                    IN_FLIGHT,
+                );
+            }
+        }
+        if chunk_count > 0 {
+            chunks.push((chunk_start, chunk_count));
+        }
+        let epoch = driver.advance();
+        in_flight.push_back((epoch, chunks));
+        driver.close();
+        settle(worker, &driver, &mut in_flight, &mut report.latency, 0);
+        worker.step_while(|| !driver.finished());
+        report.retired = driver.retired;
+        if worker.index() == 0 {
+            let c = driver.collected.borrow();
+            report.rows = Some((
+                c.indicator_rows().len(),
+                c.clash_rows().len(),
+                driver.clock(),
+            ));
+            if let Some(path) = &output {
+                if let Err(e) = write_output(path, &c, &zone_ids) {
+                    report
+                        .failures
+                        .push(format!("writing {}: {e}", path.display()));
+                }
+            }
+        }
+        report
+    })
+    .map_err(anyhow::Error::msg)?;
+    let reports: Vec<WorkerReport> = guards
+        .join()
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let elapsed = started.elapsed();
+    Ok(print_report(&args, &inputs, reports, elapsed))
+}
+
+/// Waits until at most `keep` epochs are in flight, recording the latency of completed ones.
+fn settle(
+    worker: &mut timely::worker::Worker,
+    driver: &Driver,
+    in_flight: &mut VecDeque<(u64, Vec<(Instant, u64)>)>,
+    hist: &mut Histogram<u64>,
+    keep: usize,
+) {
+    loop {
+        while let Some((epoch, _)) = in_flight.front() {
+            if !driver.done(*epoch) {
+                break;
+            }
+            let (_, chunks) = in_flight.pop_front().expect("front");
+            let now = Instant::now();
+            for (at, n) in chunks {
+                let us = now.duration_since(at).as_micros().max(1) as u64;
+                hist.saturating_record_n(us, n);
+            }
+        }
+        if in_flight.len() <= keep {
+            return;
+        }
+        worker.step();
+    }
+}
+
+fn timely_config(args: &ReplayArgs, workers: usize) -> anyhow::Result<timely::Config> {
+    if args.processes <= 1 {
+        return Ok(timely::Config::process(workers));
+    }
+    let hostfile = args
+        .hostfile
+        .as_ref()
+        .context("--processes > 1 needs --hostfile")?;
+    let text = std::fs::read_to_string(hostfile)
+        .with_context(|| format!("reading {}", hostfile.display()))?;
+    let addresses: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if addresses.len() < args.processes {
+        bail!(
+            "{} lists {} hosts for {} processes",
+            hostfile.display(),
+            addresses.len(),
+            args.processes
+        );
+    }
+    if args.process >= args.processes {
+        bail!(
+            "--process {} is not below --processes {}",
+            args.process,
+            args.processes
+        );
+    }
+    Ok(timely::Config {
+        communication: timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process: args.process,
+            addresses: addresses[..args.processes].to_vec(),
+            report: false,
+            zerocopy: false,
+        },
+        worker: timely::WorkerConfig::default(),
+    })
+}
+
+fn write_output(
+    path: &std::path::Path,
+    c: &vigie_engine::driver::Collected,
+    zone_ids: &[String],
+) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for row in c.indicator_rows() {
+        serde_json::to_writer(&mut w, &row.to_json(&zone_ids[row.zone as usize]))?;
+        w.write_all(b"\n")?;
+    }
+    for row in c.clash_rows() {
+        serde_json::to_writer(&mut w, &row.to_json(&zone_ids[row.zone as usize]))?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
+/// Peak resident memory of this process (`VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn print_report(
+    args: &ReplayArgs,
+    inputs: &[InputSpec],
+    reports: Vec<WorkerReport>,
+    elapsed: std::time::Duration,
+) -> ExitCode {
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+    let mut accepted = 0;
+    let mut retired = 0;
+    let mut rejected: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut first: Vec<Rejection> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut rows = None;
+    for r in reports {
+        accepted += r.accepted;
+        retired += r.retired;
+        for (k, v) in r.rejected {
+            *rejected.entry(k).or_default() += v;
+        }
+        first.extend(r.first_rejections);
+        failures.extend(r.failures);
+        latency.add(&r.latency).expect("same bounds");
+        rows = rows.or(r.rows);
+    }
+    first.sort_by(|a, b| (&a.input, a.line).cmp(&(&b.input, b.line)));
+    first.truncate(FIRST_REJECTIONS);
+    failures.sort();
+    failures.dedup();
+    let n_rejected: u64 = rejected.values().sum();
+    let read = accepted + n_rejected;
+    let secs = elapsed.as_secs_f64();
+    let rate = read as f64 / secs.max(1e-9);
+    let peak = peak_rss_bytes();
+    let q = |p: f64| latency.value_at_quantile(p) as f64 / 1000.0;
+
+    let process = if args.processes > 1 {
+        format!(" (process {} of {})", args.process, args.processes)
+    } else {
+        String::new()
+    };
+    println!("vigie replay report{process}");
+    println!(
+        "  inputs:       {}",
+        inputs
+            .iter()
+            .map(InputSpec::label)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  records read: {read}");
+    println!("  accepted:     {accepted}");
+    println!("  rejected:     {n_rejected}");
+    for (k, v) in &rejected {
+        println!("    {k}: {v}");
+    }
+    if !first.is_empty() {
+        println!("  first rejections:");
+        for r in &first {
+            println!("    {r}");
+        }
+    }
+    println!("  retired:      {retired} (left the horizon and the baseline window)");
+    println!("  elapsed:      {secs:.3} s");
+    println!("  throughput:   {rate:.0} records/s");
+    if latency.is_empty() {
+        println!("  latency:      no record");
+    } else {
+        println!(
+            "  latency (entry to indicator update, ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            latency.max() as f64 / 1000.0
+        );
+    }
+    if let Some(p) = peak {
+        println!("  peak memory:  {:.1} MiB", p as f64 / 1048576.0);
+    }
+    if let Some((ind, cl, clock)) = rows {
+        let clock = clock
+            .map(vigie_model::time::format_hour)
+            .unwrap_or_else(|| "none (no incident or density record)".into());
+        println!("  clock hour:   {clock}");
+        println!(
+            "  output:       {ind} indicator rows, {cl} clashes{}",
+            args.output
+                .as_ref()
+                .map(|p| format!(" -> {}", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    for f in &failures {
+        println!("  error: {f}");
+    }
+    if let Some(path) = &args.report_json {
+        let json = serde_json::json!({
+            "records_read": read,
+            "accepted": accepted,
+            "rejected": n_rejected,
+            "rejected_by_kind": rejected,
+            "first_rejections": first.iter().map(|r| serde_json::json!({"input": r.input, "line": r.line, "field": r.error.field, "reason": r.error.reason})).collect::<Vec<_>>(),
+            "retired": retired,
+            "elapsed_s": secs,
+            "records_per_s": rate,
+            "latency_ms": if latency.is_empty() { serde_json::Value::Null } else { serde_json::json!({"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": latency.max() as f64 / 1000.0}) },
+            "peak_rss_bytes": peak,
+            "indicator_rows": rows.map(|r| r.0),
+            "clashes": rows.map(|r| r.1),
+            "errors": failures,
+        });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).expect("json")) {
+            eprintln!("vigie: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,466 @@
+//! End-to-end tests of the `vigie` binary: each starts the real program on real files.
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vigie() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigie"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared data folder beside the repository.
+fn shared_data() -> PathBuf {
+    repo().join("../shared/data")
+}
+
+fn run(cmd: &mut Command) -> (Output, String) {
+    let out = cmd.output().expect("vigie starts");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+fn report_value(report: &str, key: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| {
+            l.trim().strip_prefix(key).map(|v| {
+                v.trim()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .parse::<u64>()
+            })
+        })
+        .unwrap_or_else(|| panic!("no {key} in report:\n{report}"))
+        .unwrap_or_else(|e| panic!("{key}: {e}\n{report}"))
+}
+
+/// Asserts two outputs are the same set of lines, showing a few differences if not.
+fn assert_same(got: &BTreeSet<String>, want: &BTreeSet<String>, what: &str) {
+    if got != want {
+        let missing: Vec<_> = want.difference(got).take(3).collect();
+        let extra: Vec<_> = got.difference(want).take(3).collect();
+        panic!(
+            "{what}: {} lines vs {} expected\nmissing: {missing:#?}\nunexpected: {extra:#?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+fn lines(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_main_command_replays_the_embedded_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.ndjson");
+    let (out, report) = run(vigie().args(["replay", "--output"]).arg(&out_path));
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report_value(&report, "records read:"), 2720, "{report}");
+    assert_eq!(report_value(&report, "accepted:"), 2720);
+    assert!(report.contains("p99.9"), "{report}");
+    assert!(report.contains("peak memory"), "{report}");
+    // 24 neighbourhoods × (168 + 1 + 720) hours.
+    let rows = lines(&out_path);
+    assert_eq!(rows.len(), 24 * 889);
+    let first: serde_json::Value = serde_json::from_str(rows.iter().next().unwrap()).unwrap();
+    for key in [
+        "type",
+        "zone",
+        "hour",
+        "risk_score",
+        "risk_level",
+        "protection_rate",
+        "required_agents",
+        "deployed_agents",
+        "trend",
+        "crowd",
+        "load",
+        "incidents",
+        "contributions",
+    ] {
+        assert!(first.get(key).is_some(), "missing {key} in {first}");
+    }
+    // The sample's incidents show up: the Central Business District has some in its last week.
+    let cbd_incidents: u64 = rows
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["zone"] == "Central Business District")
+        .map(|v| v["incidents"].as_u64().unwrap())
+        .sum();
+    assert!(cbd_incidents > 50, "{cbd_incidents}");
+}
+
+#[test]
+fn bad_lines_are_counted_with_their_line_and_the_good_ones_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.ndjson");
+    let good = |sev: u32, minute: u32| {
+        format!(
+            r#"{{"feed":"incident","ts":"2026-11-28T10:{minute:02}:00Z","zone":"13001","severity":{sev}}}"#
+        )
+    };
+    let text = [
+        good(2, 1),
+        "{\"feed\":\"incident\",".to_string(),                                                         // 2 malformed
+        r#"{"feed":"incident","ts":"2026-11-28T10:05:00Z","zone":"99999","severity":2}"#.into(),       // 3 unknown zone
+        r#"{"feed":"incident","ts":"2026-11-28T10:06:00Z","zone":"13001"}"#.into(),                    // 4 missing severity
+        r#"{"feed":"incident","ts":"2026-11-28T10:07:00Z","zone":"13001","severity":9}"#.into(),       // 5 out of range
+        r#"{"feed":"event","ts":1,"id":"e","zone":"13001","start":100,"end":50,"attendance":1,"kind":"sport"}"#.into(), // 6 end before start
+        r#"{"feed":"incident","ts":"2026-11-28T10:08:00Z","lat":48.85,"lon":2.35,"severity":2}"#.into(), // 7 Paris: outside Marseille
+        good(3, 9),
+        r#"{"feed":"incident","ts":"2026-11-28T10:10:00Z","lat":43.299,"lon":5.381,"severity":4}"#.into(), // 9 near the Canebière: 13001
+        String::new(),
+        "\u{0}\u{1}garbage".into(),                                                                    // 11 malformed
+    ]
+    .join("\n");
+    std::fs::write(&input, text).unwrap();
+    let out_path = dir.path().join("out.ndjson");
+    let (out, report) = run(vigie()
+        .arg("replay")
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out_path));
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report_value(&report, "accepted:"), 3, "{report}");
+    assert_eq!(report_value(&report, "rejected:"), 7, "{report}");
+    for (kind, n) in [
+        ("malformed:", 2),
+        ("unknown_zone:", 1),
+        ("missing_field:", 1),
+        ("invalid_field:", 1),
+        ("end_before_start:", 1),
+        ("outside_zones:", 1),
+    ] {
+        assert_eq!(report_value(&report, kind), n, "{kind}\n{report}");
+    }
+    for needle in [
+        "line 2:",
+        "line 3: field `zone`: unknown zone \"99999\"",
+        "line 4: field `severity`",
+        "line 5: field `severity`",
+        "line 6: field `end`",
+        "line 7: field `lat`",
+        "line 11:",
+    ] {
+        assert!(report.contains(needle), "no {needle:?} in\n{report}");
+    }
+    let rows: Vec<serde_json::Value> = lines(&out_path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let hour = rows
+        .iter()
+        .find(|v| v["zone"] == "13001" && v["hour"] == "2026-11-28T10:00:00Z")
+        .expect("the clock's hour");
+    assert_eq!(hour["incidents"], 3);
+    assert_eq!(hour["contributions"]["recent"], 9.0);
+    assert_eq!(rows.len(), 16 * 889);
+}
+
+#[test]
+fn a_missing_input_or_a_bad_config_is_an_error_that_names_it() {
+    let (out, report) = run(vigie().args(["replay", "--input", "/nonexistent/records.ndjson"]));
+    assert!(!out.status.success());
+    assert!(report.contains("/nonexistent/records.ndjson"), "{report}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::copy(
+        repo().join("config/zones/marseille.geojson"),
+        dir.path().join("m.geojson"),
+    )
+    .unwrap();
+    std::fs::write(&cfg, "zones = \"m.geojson\"\n[model]\nweeks = -1\n").unwrap();
+    let (out, report) = run(vigie().arg("check-config").arg("--config").arg(&cfg));
+    assert!(!out.status.success());
+    assert!(report.contains("model.weeks"), "{report}");
+    let (out, report) = run(vigie()
+        .arg("check-config")
+        .arg("--config")
+        .arg(repo().join("config/default.toml")));
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("zones: 16 (16 with a polygon)"), "{report}");
+}
+
+/// Records for the Marseille zones with no ties that arrival order would break, so that any
+/// order of the lines gives the same result.
+fn tie_free_records(seed: u64, n: usize) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let t0: i64 = 1_790_000_000; // 2026-09-21
+    let span = 40 * 86_400;
+    let zones: Vec<String> = (1..=16).map(|i| format!("130{i:02}")).collect();
+    let kinds = [
+        "concert",
+        "sport",
+        "demonstration",
+        "roadworks",
+        "market",
+        "festival",
+    ];
+    let mut out = Vec::new();
+    let mut used_ts = BTreeSet::new();
+    let mut weather_hours = 0i64;
+    let mut unique_ts = |rng: &mut StdRng| loop {
+        let t = t0 + rng.gen_range(0..span);
+        if used_ts.insert(t) {
+            return t;
+        }
+    };
+    for i in 0..n {
+        let zone = &zones[rng.gen_range(0..16)];
+        let ts = unique_ts(&mut rng);
+        let line = match rng.gen_range(0..100) {
+            0..=49 => {
+                let id = if rng.gen_bool(0.2) {
+                    format!(r#","id":"inc-{}""#, rng.gen_range(0..200))
+                } else {
+                    String::new()
+                };
+                let status = if !id.is_empty() && rng.gen_bool(0.2) {
+                    r#","status":"cancelled""#
+                } else {
+                    ""
+                };
+                format!(
+                    r#"{{"feed":"incident","ts":{ts}{id}{status},"zone":"{zone}","severity":{}}}"#,
+                    rng.gen_range(1..=5)
+                )
+            }
+            50..=74 => {
+                let sensor = ["", r#","sensor":"a""#, r#","sensor":"b""#][rng.gen_range(0..3)];
+                format!(
+                    r#"{{"feed":"density","ts":{ts},"zone":"{zone}","people":{}{sensor}}}"#,
+                    rng.gen_range(0..5000)
+                )
+            }
+            75..=86 => {
+                let start = t0 + rng.gen_range(0..span);
+                let end = start + rng.gen_range(0..200_000);
+                let status = if rng.gen_bool(0.1) {
+                    r#","status":"cancelled""#
+                } else {
+                    ""
+                };
+                format!(
+                    r#"{{"feed":"event","ts":{ts},"id":"ev-{}"{status},"zone":"{zone}","start":{start},"end":{end},"attendance":{},"kind":"{}"}}"#,
+                    rng.gen_range(0..400),
+                    rng.gen_range(0..9000),
+                    kinds[rng.gen_range(0..kinds.len())]
+                )
+            }
+            87..=92 => {
+                // At most one weather record per hour.
+                let hour = t0 / 3600 * 3600 + weather_hours * 3600;
+                weather_hours += 1;
+                let kind = if i % 2 == 0 { "observed" } else { "forecast" };
+                format!(
+                    r#"{{"feed":"weather","ts":{hour},"kind":"{kind}","issued_at":{},"temperature_c":{},"wind_kmh":{},"precip_mm":{}}}"#,
+                    hour - 7200,
+                    rng.gen_range(5..40),
+                    rng.gen_range(0..90),
+                    rng.gen_range(0..5)
+                )
+            }
+            _ => {
+                let start = t0 + rng.gen_range(0..span);
+                format!(
+                    r#"{{"feed":"deployment","ts":{ts},"id":"dep-{}","zone":"{zone}","start":{start},"end":{},"agents":{}}}"#,
+                    rng.gen_range(0..40),
+                    start + rng.gen_range(0..30_000),
+                    rng.gen_range(0..8)
+                )
+            }
+        };
+        out.push(line);
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_same_output_for_any_order_batching_workers_and_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = tie_free_records(11, 6000);
+    let input = dir.path().join("records.ndjson");
+    std::fs::write(&input, records.join("\n")).unwrap();
+    let mut shuffled = records.clone();
+    shuffled.shuffle(&mut StdRng::seed_from_u64(3));
+    let shuffled_input = dir.path().join("shuffled.ndjson");
+    std::fs::write(&shuffled_input, shuffled.join("\n")).unwrap();
+
+    let replay = |name: &str, input: &Path, extra: &[&str]| {
+        let out_path = dir.path().join(format!("out-{name}.ndjson"));
+        let (out, report) = run(vigie()
+            .arg("replay")
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(&out_path)
+            .args(extra));
+        assert!(out.status.success(), "{name}: {report}");
+        assert_eq!(report_value(&report, "accepted:"), 6000, "{name}: {report}");
+        lines(&out_path)
+    };
+    let baseline = replay("baseline", &input, &["--batch", "10000"]);
+    assert!(
+        baseline.iter().any(|l| l.contains("\"type\":\"clash\"")),
+        "the workload should have clashes"
+    );
+    assert_same(
+        &replay("shuffled", &shuffled_input, &["--batch", "10000"]),
+        &baseline,
+        "shuffled input",
+    );
+    assert_same(
+        &replay("batch1", &input, &["--batch", "1"]),
+        &baseline,
+        "batches of 1",
+    );
+    assert_same(
+        &replay(
+            "workers2",
+            &shuffled_input,
+            &["--workers", "2", "--batch", "500"],
+        ),
+        &baseline,
+        "2 workers",
+    );
+
+    // Two processes on loopback, from one host file.
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let out0 = dir.path().join("proc0.ndjson");
+    let spawn = |i: usize| {
+        let mut cmd = vigie();
+        cmd.arg("replay")
+            .arg("--input")
+            .arg(&input)
+            .args([
+                "--batch",
+                "700",
+                "--processes",
+                "2",
+                "--process",
+                &i.to_string(),
+            ])
+            .arg("--hostfile")
+            .arg(&hostfile);
+        if i == 0 {
+            cmd.arg("--output").arg(&out0);
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (p0, p1) = (spawn(0), spawn(1));
+    let (o0, o1) = (
+        p0.wait_with_output().unwrap(),
+        p1.wait_with_output().unwrap(),
+    );
+    assert!(
+        o0.status.success() && o1.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o0.stderr),
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    // Each process took its share of the lines.
+    let accepted = |o: &Output| report_value(&String::from_utf8_lossy(&o.stdout), "accepted:");
+    assert_eq!(accepted(&o0) + accepted(&o1), 6000);
+    assert!(accepted(&o0) > 0 && accepted(&o1) > 0);
+    assert_same(&lines(&out0), &baseline, "two processes");
+}
+
+#[test]
+fn the_shipped_mappings_replay_the_real_data() {
+    let data = shared_data();
+    if !data.exists() {
+        panic!("the shared data folder is missing at {}", data.display());
+    }
+    let cases = [
+        (
+            "vancouver.toml",
+            "vancouver_crime",
+            "vancouver_vpd_crime_2020.csv",
+            37_000u64,
+        ),
+        (
+            "chicago.toml",
+            "chicago_events",
+            "chicago_events_predicthq_2019-01_2021-03.csv",
+            3_000,
+        ),
+        (
+            "i94.toml",
+            "i94_weather",
+            "metro_interstate_traffic_volume_i94.csv",
+            48_000,
+        ),
+    ];
+    for (cfg, mapping, file, min_accepted) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out_path = dir.path().join("out.ndjson");
+        let (out, report) = run(vigie()
+            .arg("replay")
+            .arg("--config")
+            .arg(repo().join("config").join(cfg))
+            .arg("--input")
+            .arg(format!("{mapping}={}", data.join(file).display()))
+            .arg("--output")
+            .arg(&out_path));
+        assert!(out.status.success(), "{cfg}: {report}");
+        let accepted = report_value(&report, "accepted:");
+        assert!(
+            accepted >= min_accepted,
+            "{cfg}: accepted {accepted}\n{report}"
+        );
+        if cfg == "chicago.toml" {
+            // Events far from the Loop fall outside the grid and are reported as such.
+            assert!(
+                report.contains("outside every zone") || report_value(&report, "rejected:") == 0,
+                "{report}"
+            );
+            assert!(
+                lines(&out_path)
+                    .iter()
+                    .any(|l| l.contains("\"type\":\"clash\"")),
+                "Chicago has clashing events"
+            );
+        }
+        if cfg == "vancouver.toml" {
+            // Five rows have no neighbourhood: a missing zone, with their line numbers.
+            assert_eq!(report_value(&report, "missing_field:"), 5, "{report}");
+            let rows = lines(&out_path);
+            assert_eq!(rows.len(), 24 * 889);
+        }
+    }
+}
