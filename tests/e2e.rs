@@ -464,3 +464,89 @@ fn the_shipped_mappings_replay_the_real_data() {
         }
     }
 }
+
+/// The binary against an independent implementation of `indicators.md` in Python
+/// (`tests/tools/indicators_reference.py`, written from the text alone), on generated records
+/// with every feed, upserts, ties broken by arrival, cancellations and a change of clock time.
+#[test]
+fn an_independent_python_implementation_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = repo().join("tests/tools");
+    let python = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("python3")
+            .args(args)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let records = dir.path().join("records.ndjson");
+    let zones = dir.path().join("zones.geojson");
+    python(&[
+        tools.join("gen_records.py").as_os_str(),
+        "--seed".as_ref(),
+        "5".as_ref(),
+        "--n".as_ref(),
+        "4000".as_ref(),
+        "--out".as_ref(),
+        records.as_os_str(),
+        "--zones-out".as_ref(),
+        zones.as_os_str(),
+    ]);
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "timezone = \"Europe/Paris\"\nzones = \"zones.geojson\"\n[model]\nweeks = 4\npast_hours = 900\nfuture_hours = 300\n").unwrap();
+    let expected = dir.path().join("expected.ndjson");
+    python(&[
+        tools.join("indicators_reference.py").as_os_str(),
+        "--zones".as_ref(),
+        zones.as_os_str(),
+        "--tz".as_ref(),
+        "Europe/Paris".as_ref(),
+        "--records".as_ref(),
+        records.as_os_str(),
+        "--weeks".as_ref(),
+        "4".as_ref(),
+        "--past-hours".as_ref(),
+        "900".as_ref(),
+        "--future-hours".as_ref(),
+        "300".as_ref(),
+        "--out".as_ref(),
+        expected.as_os_str(),
+    ]);
+    for (name, extra) in [
+        ("one", vec![]),
+        ("many", vec!["--workers", "2", "--batch", "37"]),
+    ] {
+        let actual = dir.path().join(format!("actual-{name}.ndjson"));
+        let (out, report) = run(vigie()
+            .arg("replay")
+            .arg("--config")
+            .arg(&config)
+            .arg("--input")
+            .arg(&records)
+            .arg("--output")
+            .arg(&actual)
+            .args(&extra));
+        assert!(out.status.success(), "{report}");
+        assert!(
+            report_value(&report, "rejected:") > 0,
+            "the generator writes some invalid lines"
+        );
+        let cmp = Command::new("python3")
+            .arg(tools.join("compare_outputs.py"))
+            .arg(&expected)
+            .arg(&actual)
+            .output()
+            .unwrap();
+        assert!(
+            cmp.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&cmp.stdout),
+            String::from_utf8_lossy(&cmp.stderr)
+        );
+    }
+}

@@ -49,7 +49,8 @@ impl InputSpec {
             (Some(m), _) => Some(m),
             (None, false) => None,
             (None, true) if config.mappings.len() == 1 => config.mappings.keys().next().cloned(),
-            (None, true) => return Err(format!(
+            (None, true) => {
+                return Err(format!(
                 "--input {arg}: a CSV file needs a mapping, as MAPPING={arg} (mappings in {}: {})",
                 config.origin,
                 config
@@ -58,7 +59,8 @@ impl InputSpec {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", ")
-            )),
+            ))
+            }
         };
         Ok(InputSpec {
             path: Some(PathBuf::from(path)),
