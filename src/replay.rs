@@ -60,6 +60,7 @@ struct WorkerReport {
     retired: u64,
     latency: Histogram<u64>,
     rows: Option<(usize, usize, Option<i64>)>,
+    updates: u64,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -114,6 +115,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             retired: 0,
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             rows: None,
+            updates: 0,
         };
         let mut in_flight: VecDeque<(u64, Vec<(Instant, u64)>)> = VecDeque::new();
         let mut chunks: Vec<(Instant, u64)> = Vec::new();
@@ -178,6 +180,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 c.clash_rows().len(),
                 driver.clock(),
             ));
+            report.updates = c.updates;
             if let Some(path) = &output {
                 if let Err(e) = write_output(path, &c, &zone_ids) {
                     report
@@ -285,14 +288,6 @@ fn write_output(
     w.flush()
 }
 
-/// Peak resident memory of this process (`VmHWM`), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 fn print_report(
     args: &ReplayArgs,
     inputs: &[InputSpec],
@@ -307,6 +302,7 @@ fn print_report(
     let mut first: Vec<Rejection> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut rows = None;
+    let mut updates = 0;
     for r in reports {
         accepted += r.accepted;
         retired += r.retired;
@@ -317,6 +313,7 @@ fn print_report(
         failures.extend(r.failures);
         latency.add(&r.latency).expect("same bounds");
         rows = rows.or(r.rows);
+        updates += r.updates;
     }
     first.sort_by(|a, b| (&a.input, a.line).cmp(&(&b.input, b.line)));
     first.truncate(FIRST_REJECTIONS);
@@ -326,7 +323,7 @@ fn print_report(
     let read = accepted + n_rejected;
     let secs = elapsed.as_secs_f64();
     let rate = read as f64 / secs.max(1e-9);
-    let peak = peak_rss_bytes();
+    let peak = vigie_connectors::sys::peak_rss_bytes();
     let q = |p: f64| latency.value_at_quantile(p) as f64 / 1000.0;
 
     let process = if args.processes > 1 {
@@ -385,6 +382,7 @@ fn print_report(
                 .map(|p| format!(" -> {}", p.display()))
                 .unwrap_or_default()
         );
+        println!("  updates:      {updates} indicator row changes emitted on the way");
     }
     for f in &failures {
         println!("  error: {f}");
@@ -402,6 +400,7 @@ fn print_report(
             "latency_ms": if latency.is_empty() { serde_json::Value::Null } else { serde_json::json!({"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": latency.max() as f64 / 1000.0}) },
             "peak_rss_bytes": peak,
             "indicator_rows": rows.map(|r| r.0),
+            "indicator_updates": updates,
             "clashes": rows.map(|r| r.1),
             "errors": failures,
         });

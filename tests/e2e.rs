@@ -34,13 +34,9 @@ fn report_value(report: &str, key: &str) -> u64 {
     report
         .lines()
         .find_map(|l| {
-            l.trim().strip_prefix(key).map(|v| {
-                v.trim()
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .parse::<u64>()
-            })
+            l.trim()
+                .strip_prefix(key)
+                .map(|v| v.split_whitespace().next().unwrap_or("").parse::<u64>())
         })
         .unwrap_or_else(|| panic!("no {key} in report:\n{report}"))
         .unwrap_or_else(|e| panic!("{key}: {e}\n{report}"))

@@ -135,7 +135,7 @@ impl Default for EngineParams {
     fn default() -> Self {
         EngineParams {
             workers: 1,
-            batch: 50_000,
+            batch: 200_000,
         }
     }
 }

@@ -129,7 +129,7 @@ pub struct InputError {
 
 enum Current {
     Ndjson(Box<dyn BufRead>),
-    Csv(Box<csv::Reader<Box<dyn Read>>>, CompiledMapping),
+    Csv(Box<(csv::Reader<Box<dyn Read>>, CompiledMapping)>),
 }
 
 /// Reads the inputs in order, yielding this reader's share of their lines.
@@ -201,7 +201,7 @@ impl<'c> RecordReader<'c> {
                 };
                 self.line = 1;
                 match CompiledMapping::compile(name, mapping, &header, self.config) {
-                    Ok(m) => Current::Csv(Box::new(rdr), m),
+                    Ok(m) => Current::Csv(Box::new((rdr, m))),
                     Err(e) => return Some(Err(err(e))),
                 }
             }
@@ -274,7 +274,8 @@ impl Iterator for RecordReader<'_> {
                         }),
                     });
                 }
-                Current::Csv(rdr, mapping) => {
+                Current::Csv(csv) => {
+                    let (rdr, mapping) = &mut **csv;
                     let ok = rdr.read_record(&mut self.row);
                     self.line += 1;
                     match ok {

@@ -8,6 +8,7 @@
 pub mod files;
 pub mod mapped;
 pub mod raw;
+pub mod sys;
 pub mod validate;
 
 pub use files::{InputSpec, Item, RecordReader, Rejection};

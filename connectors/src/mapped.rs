@@ -405,7 +405,7 @@ fn local_to_utc(tz: &Tz, naive: NaiveDateTime) -> Option<i64> {
     let before = tz
         .from_local_datetime(&(naive - chrono::Duration::hours(3)))
         .earliest()?;
-    let offset = before.offset().clone();
+    let offset = *before.offset();
     Some(naive.and_utc().timestamp_micros() - offset_seconds(&offset) * 1_000_000)
 }
 

@@ -172,6 +172,9 @@ impl<'a> RawRecord<'a> {
 
 /// Parses one NDJSON line into its raw fields.
 pub fn parse_json_line(line: &str) -> Result<RawRecord<'_>, String> {
+    if !line.trim_start().starts_with('{') {
+        return Err("malformed JSON: a record is a JSON object".to_string());
+    }
     let mut de = serde_json::Deserializer::from_str(line);
     let raw = match RawRecord::deserialize(&mut de) {
         Ok(r) => r,

@@ -12,17 +12,17 @@
 //! clashes cover all of history; their per-hour effect is computed over the horizon only.
 
 use crate::calendar::CachedCalendar;
-use crate::graph::{build, GraphParams};
+use crate::graph::{build, DensityIn, Entry, GraphParams, IncidentIn, Inputs, KeyedIn, WeatherIn};
 use differential_dataflow::input::{Input, InputSession};
+use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use timely::dataflow::operators::core::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 use vigie_model::time::hour_of;
-use vigie_model::{ClashRow, Feed, IndicatorRow, Record};
+use vigie_model::{ClashRow, Feed, IndicatorRow, Record, ZoneIdx};
 
 /// When records stop mattering.
 #[derive(Clone)]
@@ -57,23 +57,62 @@ impl Expiry {
     }
 }
 
-/// The accumulated output, collected on worker 0.
+/// The accumulated output, collected on worker 0. Indicator rows are kept by zone and hour
+/// (a change of a row is a retraction and an insertion under the same key), which makes the
+/// bookkeeping of each update a lookup of two integers.
 #[derive(Default, Debug)]
 pub struct Collected {
-    pub indicators: HashMap<IndicatorRow, isize>,
-    pub clashes: HashMap<ClashRow, isize>,
+    indicators: FxHashMap<(ZoneIdx, i64), Vec<(IndicatorRow, isize)>>,
+    clashes: FxHashMap<ClashRow, isize>,
     /// Output updates received (each row change is a retraction and an insertion).
     pub updates: u64,
 }
 
 impl Collected {
+    fn apply_indicators(&mut self, updates: &[(IndicatorRow, u64, isize)]) {
+        self.updates += updates.len() as u64;
+        for (row, _t, d) in updates {
+            let key = (row.zone, row.hour);
+            let slot = self
+                .indicators
+                .entry(key)
+                .or_insert_with(|| Vec::with_capacity(1));
+            match slot.iter_mut().position(|(r, _)| r == row) {
+                Some(i) => {
+                    slot[i].1 += d;
+                    if slot[i].1 == 0 {
+                        slot.swap_remove(i);
+                    }
+                }
+                None => slot.push((row.clone(), *d)),
+            }
+            match slot.len() {
+                0 => {
+                    self.indicators.remove(&key);
+                }
+                // A change passes through two entries; keep one row's worth once it settles.
+                1 => slot.shrink_to_fit(),
+                _ => {}
+            }
+        }
+    }
+
+    fn apply_clashes(&mut self, updates: &[(ClashRow, u64, isize)]) {
+        for (row, _t, d) in updates {
+            let e = self.clashes.entry(row.clone()).or_insert(0);
+            *e += d;
+            if *e == 0 {
+                self.clashes.remove(row);
+            }
+        }
+    }
+
     /// The current indicator rows, sorted by zone and hour.
     pub fn indicator_rows(&self) -> Vec<IndicatorRow> {
         let mut v: Vec<IndicatorRow> = self
             .indicators
-            .iter()
-            .filter(|(_, d)| **d > 0)
-            .map(|(r, _)| r.clone())
+            .values()
+            .flat_map(|rows| rows.iter().filter(|(_, d)| *d > 0).map(|(r, _)| r.clone()))
             .collect();
         v.sort_by_key(|r| (r.zone, r.hour));
         v
@@ -92,30 +131,30 @@ impl Collected {
     }
 }
 
-fn apply<K: std::hash::Hash + Eq + Clone>(
-    map: &mut HashMap<K, isize>,
-    updates: &[(K, u64, isize)],
-) {
-    for (k, _t, d) in updates {
-        let e = map.entry(k.clone()).or_insert(0);
-        *e += d;
-        if *e == 0 {
-            map.remove(k);
-        }
-    }
-}
-
 /// Feeds one worker's share of the records into the graph.
 pub struct Driver {
-    input: Option<InputSession<u64, Record, isize>>,
+    inputs: Option<InputSessions>,
+    /// This worker's greatest incident or density hour, as fed to the clock input.
+    local_max: Option<i64>,
     probe: ProbeHandle<u64>,
     clock: Rc<Cell<Option<i64>>>,
     expiry: Expiry,
-    pending: BinaryHeap<Reverse<(i64, Record)>>,
+    /// What this worker fed in and must retract, by the clock hour it expires at; equal
+    /// entries are counted, so that a million incidents take a few hundred thousand entries.
+    pending: BTreeMap<i64, FxHashMap<Entry, isize>>,
     /// The output, on worker 0 (empty elsewhere).
     pub collected: Rc<RefCell<Collected>>,
     /// Records retracted because they expired.
     pub retired: u64,
+}
+
+/// The graph's input sessions, one per kind of entry.
+struct InputSessions {
+    keyed: InputSession<u64, KeyedIn, isize>,
+    incidents: InputSession<u64, IncidentIn, isize>,
+    densities: InputSession<u64, DensityIn, isize>,
+    weather: InputSession<u64, WeatherIn, isize>,
+    clock: InputSession<u64, ((), i64), isize>,
 }
 
 impl Driver {
@@ -124,18 +163,29 @@ impl Driver {
         let collected = Rc::new(RefCell::new(Collected::default()));
         let sink = collected.clone();
         let sink2 = collected.clone();
-        let (input, probe, clock) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, records) = scope.new_collection::<Record, isize>();
-            let out = build(records, params);
+        let (inputs, probe, clock) = worker.dataflow::<u64, _, _>(|scope| {
+            let (keyed_in, keyed) = scope.new_collection();
+            let (incidents_in, incidents) = scope.new_collection();
+            let (densities_in, densities) = scope.new_collection();
+            let (weather_in, weather) = scope.new_collection();
+            let (clock_in, clock) = scope.new_collection();
+            let out = build(
+                Inputs {
+                    keyed,
+                    incidents,
+                    densities,
+                    weather,
+                    clock,
+                },
+                params,
+            );
             let probe = ProbeHandle::new();
             out.indicators
                 .inner
                 .exchange(|_| 0)
                 .inspect_core(move |event| {
                     if let Ok((_, batch)) = event {
-                        let mut c = sink.borrow_mut();
-                        c.updates += batch.len() as u64;
-                        apply(&mut c.indicators, batch);
+                        sink.borrow_mut().apply_indicators(batch);
                     }
                 })
                 .probe_with(&probe);
@@ -144,18 +194,26 @@ impl Driver {
                 .exchange(|_| 0)
                 .inspect_core(move |event| {
                     if let Ok((_, batch)) = event {
-                        apply(&mut sink2.borrow_mut().clashes, batch);
+                        sink2.borrow_mut().apply_clashes(batch);
                     }
                 })
                 .probe_with(&probe);
-            (input, probe, out.clock)
+            let sessions = InputSessions {
+                keyed: keyed_in,
+                incidents: incidents_in,
+                densities: densities_in,
+                weather: weather_in,
+                clock: clock_in,
+            };
+            (sessions, probe, out.clock)
         });
         Driver {
-            input: Some(input),
+            inputs: Some(inputs),
+            local_max: None,
             probe,
             clock,
             expiry: Expiry::new(params),
-            pending: BinaryHeap::new(),
+            pending: BTreeMap::new(),
             collected,
             retired: 0,
         }
@@ -163,20 +221,50 @@ impl Driver {
 
     /// Adds a record in the current epoch.
     pub fn insert(&mut self, r: Record) {
-        if let Some(at) = self.expiry.expires_at(&r) {
+        if matches!(r.feed, Feed::Incident | Feed::Density) {
+            let h = hour_of(r.ts);
+            if self.local_max.is_none_or(|m| h > m) {
+                let clock_in = &mut self.inputs.as_mut().expect("input open").clock;
+                if let Some(old) = self.local_max {
+                    clock_in.remove(((), old));
+                }
+                clock_in.insert(((), h));
+                self.local_max = Some(h);
+            }
+        }
+        let expires = self.expiry.expires_at(&r);
+        if let Some(at) = expires {
             if self.clock.get().is_some_and(|c| c >= at) {
                 // Already irrelevant: it would be retracted at once.
                 self.retired += 1;
                 return;
             }
-            self.pending.push(Reverse((at, r.clone())));
         }
-        self.input.as_mut().expect("input open").insert(r);
+        let entry = Entry::of(r);
+        if let Some(at) = expires {
+            *self
+                .pending
+                .entry(at)
+                .or_default()
+                .entry(entry.clone())
+                .or_default() += 1;
+        }
+        self.update(entry, 1);
+    }
+
+    fn update(&mut self, entry: Entry, diff: isize) {
+        let inputs = self.inputs.as_mut().expect("input open");
+        match entry {
+            Entry::Keyed(k) => inputs.keyed.update(k, diff),
+            Entry::Incident(i) => inputs.incidents.update(i, diff),
+            Entry::Density(d) => inputs.densities.update(d, diff),
+            Entry::Weather(w) => inputs.weather.update(w, diff),
+        }
     }
 
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
-        self.input.as_ref().map_or(u64::MAX, |i| *i.time())
+        self.inputs.as_ref().map_or(u64::MAX, |i| *i.clock.time())
     }
 
     /// Closes the current epoch: retracts what the clock has made irrelevant, then moves to the
@@ -185,27 +273,38 @@ impl Driver {
         if let Some(clock) = self.clock.get() {
             while self
                 .pending
-                .peek()
-                .is_some_and(|Reverse((at, _))| *at <= clock)
+                .first_key_value()
+                .is_some_and(|(at, _)| *at <= clock)
             {
-                let Reverse((_, r)) = self.pending.pop().expect("peeked");
-                self.input.as_mut().expect("input open").remove(r);
-                self.retired += 1;
+                let (_, entries) = self.pending.pop_first().expect("non-empty");
+                for (entry, count) in entries {
+                    self.retired += count as u64;
+                    self.update(entry, -count);
+                }
             }
         }
-        let input = self.input.as_mut().expect("input open");
-        let closed = *input.time();
-        input.advance_to(closed + 1);
-        input.flush();
+        let closed = self.epoch();
+        let next = closed + 1;
+        let inputs = self.inputs.as_mut().expect("input open");
+        inputs.keyed.advance_to(next);
+        inputs.keyed.flush();
+        inputs.incidents.advance_to(next);
+        inputs.incidents.flush();
+        inputs.densities.advance_to(next);
+        inputs.densities.flush();
+        inputs.weather.advance_to(next);
+        inputs.weather.flush();
+        inputs.clock.advance_to(next);
+        inputs.clock.flush();
         closed
     }
 
-    /// Closes the input: no more records from this worker.
+    /// Closes the inputs: no more records from this worker.
     pub fn close(&mut self) {
-        self.input = None;
+        self.inputs = None;
     }
 
-    /// True once the input is closed and every output is complete.
+    /// True once the inputs are closed and every output is complete.
     pub fn finished(&self) -> bool {
         self.probe.done()
     }
@@ -225,8 +324,8 @@ impl Driver {
         self.clock.get()
     }
 
-    /// Records held for retiring.
+    /// Distinct entries held for retiring.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.values().map(|m| m.len()).sum()
     }
 }

@@ -1,28 +1,33 @@
 //! The indicator dataflow, built in a timely scope whose time is the epoch (`u64`).
 //!
 //! ```text
-//! records ─┬─ with id ──> upsert (reduce by feed, id: greatest ts, then seq; cancelled → absent) ─┐
-//!          ├─ without id ───────────────────────────────────────────────────────────────────────┴─> counted
-//!          └─ incident, density ──> local max hour per worker ──> clock (reduce: max) ──> broadcast
-//! counted ──> facts by zone (weather copied to every zone) ─┐
-//! clock ──> Clock fact for every zone ──────────────────────┴─> zone reduce ──> indicator rows
-//! counted events by zone ──> clash reduce ──> clash rows
+//! keyed records ─> upsert (reduce by feed, id: greatest ts, then seq; cancelled: absent) ─┐
+//! plain records ──────────────────────────────────────────────────────────────────────────┴─> counted
+//! counted incidents ─> reduce by (zone, hour): N, I ─────────────────────┐
+//! counted densities ─> reduce by (zone, hour): observed ─────────────────┤
+//! counted events, deployments, by zone ──────────────────────────────────┤
+//! counted weather ─> reduce by hour: the chosen record's f_w ─> all zones ┼─> zone reduce ─> indicator rows
+//! each worker's greatest incident/density hour ─> clock (reduce: max) ───┘   (one zone's horizon)
+//!                                            └─> broadcast: every worker knows the clock
+//! counted events, by zone ─> clash reduce ─> clash rows
 //! ```
 //!
-//! Every stateful operator is a differential `reduce` keyed by zone, by `(feed, id)` or by
-//! `()`: its state lives in arrangements, partitioned across workers and processes by key.
+//! Every stateful operator is a differential `reduce` keyed by zone, zone and hour, hour,
+//! `(feed, id)` or `()`: its state lives in arrangements, partitioned across workers and
+//! processes by key.
 
 use crate::calendar::CachedCalendar;
 use crate::zone::{Fact, ZoneComputer, ZoneInfo};
-use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection as Collection;
 use std::cell::Cell;
 use std::rc::Rc;
 use timely::dataflow::operators::core::Inspect;
-use timely::dataflow::operators::vec::{Broadcast, Map as _};
+use timely::dataflow::operators::vec::Broadcast;
 use vigie_config::ModelParams;
 use vigie_model::time::{hour_of, Calendar};
-use vigie_model::{Body, ClashRow, EventKind, Feed, IndicatorRow, Record, ZoneIdx, F64};
+use vigie_model::{
+    Body, ClashRow, EventKind, Feed, IndicatorRow, Record, WeatherKind, ZoneIdx, F64,
+};
 use vigie_queries::formula;
 
 /// What the graph is built from: the model, the zones and the calendar.
@@ -59,55 +64,161 @@ pub struct Outputs<'s> {
     pub clock: Rc<Cell<Option<i64>>>,
 }
 
-type Counted = (Option<String>, i64, u64, Body);
+/// A record with an id, as it enters: `((feed, id), (ts, seq, body))`; no body for a
+/// cancellation. Ids of all feeds go through the upsert reduce.
+pub type KeyedIn = ((Feed, String), (i64, u64, Option<Body>));
+/// An incident without id: `((zone, hour), severity)`.
+pub type IncidentIn = ((ZoneIdx, i64), u8);
+/// A density record without id: `((zone, hour), (sensor, people))`.
+pub type DensityIn = ((ZoneIdx, i64), (Option<String>, F64));
+/// A weather record: `(hour, ((observed, issued_at, seq), (temperature_c, wind_kmh, precip_mm)))`,
+/// ordered so that the greatest is the one the model chooses for the hour: observed beats
+/// forecast; among observed records the last arrived (their `issued_at` is set to 0); among
+/// forecasts the greatest `issued_at` (`i64::MIN` when absent), then the last arrived.
+pub type WeatherIn = (
+    i64,
+    ((bool, i64, u64), (Option<F64>, Option<F64>, Option<F64>)),
+);
+
+/// A record as it enters the graph: small tuples per feed, so that the bulk of the records
+/// (incidents and densities without id) carry only what their aggregates need.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Entry {
+    Keyed(KeyedIn),
+    Incident(IncidentIn),
+    Density(DensityIn),
+    Weather(WeatherIn),
+}
+
+impl Entry {
+    /// How a validated record enters. Events and deployments always have an id.
+    pub fn of(r: Record) -> Entry {
+        match (r.id, r.body) {
+            (None, Some(body)) => match by_feed(hour_of(r.ts), r.seq, body.clone()) {
+                ByFeed::Incident(i) => Entry::Incident(i),
+                ByFeed::Density(d) => Entry::Density(d),
+                ByFeed::Weather(w) => Entry::Weather(w),
+                ByFeed::Agenda(..) => {
+                    Entry::Keyed(((r.feed, String::new()), (r.ts, r.seq, Some(body))))
+                }
+            },
+            (id, body) => Entry::Keyed(((r.feed, id.unwrap_or_default()), (r.ts, r.seq, body))),
+        }
+    }
+}
+
+/// A counted body, routed to the aggregate of its feed.
+enum ByFeed {
+    Incident(IncidentIn),
+    Density(DensityIn),
+    Weather(WeatherIn),
+    Agenda(ZoneIdx, Fact),
+}
+
+fn by_feed(hour: i64, seq: u64, body: Body) -> ByFeed {
+    match body {
+        Body::Incident { zone, severity } => ByFeed::Incident(((zone, hour), severity)),
+        Body::Density {
+            zone,
+            sensor,
+            people,
+        } => ByFeed::Density(((zone, hour), (sensor, people))),
+        Body::Weather {
+            kind,
+            issued_at,
+            temperature_c,
+            precip_mm,
+            wind_kmh,
+        } => {
+            let observed = kind == WeatherKind::Observed;
+            let issued = if observed {
+                0
+            } else {
+                issued_at.unwrap_or(i64::MIN)
+            };
+            ByFeed::Weather((
+                hour,
+                (
+                    (observed, issued, seq),
+                    (temperature_c, wind_kmh, precip_mm),
+                ),
+            ))
+        }
+        Body::Event {
+            zone,
+            start,
+            end,
+            attendance,
+            kind,
+        } => ByFeed::Agenda(
+            zone,
+            Fact::Event {
+                start,
+                end,
+                attendance,
+                kind,
+            },
+        ),
+        Body::Deployment {
+            zone,
+            start,
+            end,
+            agents,
+        } => ByFeed::Agenda(zone, Fact::Deployment { start, end, agents }),
+    }
+}
+
+/// The inputs of the graph.
+pub struct Inputs<'s> {
+    pub keyed: Collection<'s, u64, KeyedIn>,
+    pub incidents: Collection<'s, u64, IncidentIn>,
+    pub densities: Collection<'s, u64, DensityIn>,
+    pub weather: Collection<'s, u64, WeatherIn>,
+    /// Each worker's greatest incident or density hour so far (one value per worker).
+    pub clock: Collection<'s, u64, ((), i64)>,
+}
+
 type ClashEvent = (String, i64, i64, F64, EventKind);
 
-/// Builds the indicator graph on a collection of validated records.
-pub fn build<'s>(records: Collection<'s, u64, Record>, params: &GraphParams) -> Outputs<'s> {
+/// Builds the indicator graph.
+pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
     let n_zones = params.zones.len() as ZoneIdx;
 
     // Upserts: for each (feed, id) the version with the greatest (ts, seq) counts, unless it
     // is a cancellation.
-    let upserted = records
-        .clone()
-        .filter(|r| r.id.is_some())
-        .map(|r| ((r.feed, r.id.expect("filtered")), (r.ts, r.seq, r.body)))
-        .reduce_named(
-            "Upsert",
-            |_key, versions, out: &mut Vec<((i64, u64, Body), isize)>| {
-                let (ts, seq, body) = versions.last().expect("non-empty").0;
-                if let Some(body) = body {
-                    out.push(((*ts, *seq, body.clone()), 1));
-                }
-            },
-        )
-        .map(|((_feed, id), (ts, seq, body))| (Some(id), ts, seq, body));
-    let plain = records
-        .clone()
-        .filter(|r| r.id.is_none())
-        .flat_map(|r| r.body.map(|b| (None, r.ts, r.seq, b)));
-    let counted: Collection<'s, u64, Counted> = upserted.concat(plain);
-
-    // The clock: the greatest hour of any incident or density record. Each worker passes on
-    // only its own running maximum (retracting the previous one), so the reduce sees at most
-    // one candidate per worker.
-    let mut local: Option<(i64, u64)> = None;
-    let candidates = records
-        .filter(|r| matches!(r.feed, Feed::Incident | Feed::Density))
-        .map(|r| hour_of(r.ts))
-        .inner
-        .flat_map(move |(h, t, diff)| {
-            let mut out = Vec::new();
-            if diff > 0 && local.is_none_or(|(m, _)| h > m) {
-                if let Some((old, old_t)) = local {
-                    out.push((((), old), t.max(old_t), -1isize));
-                }
-                out.push((((), h), t, 1));
-                local = Some((h, t));
+    let counted = inputs.keyed.reduce_named(
+        "Upsert",
+        |_key, versions, out: &mut Vec<((i64, u64, Body), isize)>| {
+            let (ts, seq, body) = versions.last().expect("non-empty").0;
+            if let Some(body) = body {
+                out.push(((hour_of(*ts), *seq, body.clone()), 1));
             }
-            out
-        })
-        .as_collection();
+        },
+    );
+    let incidents_in =
+        counted
+            .clone()
+            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
+                ByFeed::Incident(i) => Some(i),
+                _ => None,
+            });
+    let densities_in =
+        counted
+            .clone()
+            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
+                ByFeed::Density(d) => Some(d),
+                _ => None,
+            });
+    let weather_in =
+        counted
+            .clone()
+            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
+                ByFeed::Weather(w) => Some(w),
+                _ => None,
+            });
+
+    // The clock: the greatest of the workers' greatest hours.
+    let candidates = inputs.clock;
     let clock = candidates.reduce_named("Clock", |_k, hours, out: &mut Vec<(i64, isize)>| {
         out.push((*hours.last().expect("non-empty").0, 1));
     });
@@ -126,10 +237,64 @@ pub fn build<'s>(records: Collection<'s, u64, Record>, params: &GraphParams) -> 
         });
     let clock_facts = clock.flat_map(move |((), h)| (0..n_zones).map(move |z| (z, Fact::Clock(h))));
 
-    // Facts by zone.
-    let facts = counted
-        .clone()
-        .flat_map(move |(_id, ts, seq, body)| facts_of(ts, seq, body, n_zones));
+    // Weather is city-wide: the record chosen for each hour (observed beats forecast; among
+    // observed the last arrived; among forecasts the greatest issued_at, then the last arrived)
+    // gives the hour's factor, which every zone receives.
+    let model = params.model.clone();
+    let weather = weather_in
+        .concat(inputs.weather)
+        .reduce_named(
+            "Weather",
+            move |_hour, candidates, out: &mut Vec<(F64, isize)>| {
+                let (_, (t, w, p)) = candidates.last().expect("non-empty").0;
+                out.push((
+                    F64(formula::weather_factor(
+                        &model,
+                        t.map(F64::get),
+                        w.map(F64::get),
+                        p.map(F64::get),
+                    )),
+                    1,
+                ));
+            },
+        )
+        .flat_map(move |(hour, factor)| {
+            (0..n_zones).map(move |z| (z, Fact::Weather { hour, factor }))
+        });
+
+    // Incidents per zone and hour: N and I.
+    let incidents = incidents_in
+        .concat(inputs.incidents)
+        .reduce_named(
+            "Incidents",
+            |_zh, sevs, out: &mut Vec<((u64, i64), isize)>| {
+                let (mut n, mut sum) = (0u64, 0i64);
+                for (sev, m) in sevs {
+                    n += *m as u64;
+                    sum += **sev as i64 * *m as i64;
+                }
+                out.push(((n, sum), 1));
+            },
+        )
+        .map(|((zone, hour), (n, sum))| (zone, Fact::Incidents { hour, n, sum }));
+
+    // Observed crowd per zone and hour: each sensor's mean, summed over sensors.
+    let observed = densities_in
+        .concat(inputs.densities)
+        .reduce_named("Observed", |_zh, values, out: &mut Vec<(F64, isize)>| {
+            out.push((F64(observed_crowd(values)), 1));
+        })
+        .map(|((zone, hour), value)| (zone, Fact::Observed { hour, value }));
+
+    // The agenda: events and deployments by zone.
+    let agenda =
+        counted
+            .clone()
+            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
+                ByFeed::Agenda(zone, fact) => Some((zone, fact)),
+                _ => None,
+            });
+    let facts = incidents.concat(observed).concat(agenda);
 
     let mut computer = ZoneComputer::new(
         params.model.clone(),
@@ -138,6 +303,7 @@ pub fn build<'s>(records: Collection<'s, u64, Record>, params: &GraphParams) -> 
     );
     let indicators = facts
         .concat(clock_facts)
+        .concat(weather)
         .reduce_named("Zone", move |z, facts, out| {
             computer.compute(*z, facts, out)
         })
@@ -146,17 +312,14 @@ pub fn build<'s>(records: Collection<'s, u64, Record>, params: &GraphParams) -> 
     // Clashes, per zone, from the counted events.
     let capacities: Vec<f64> = params.zones.iter().map(|z| z.params.capacity).collect();
     let clashes = counted
-        .flat_map(|(id, _ts, _seq, body)| match (id, body) {
-            (
-                Some(id),
-                Body::Event {
-                    zone,
-                    start,
-                    end,
-                    attendance,
-                    kind,
-                },
-            ) => Some((zone, (id, start, end, attendance, kind))),
+        .flat_map(|((_feed, id), (_hour, _seq, body))| match body {
+            Body::Event {
+                zone,
+                start,
+                end,
+                attendance,
+                kind,
+            } => Some((zone, (id, start, end, attendance, kind))),
             _ => None,
         })
         .reduce_named("Clashes", move |z, events: &[(&ClashEvent, isize)], out| {
@@ -171,67 +334,27 @@ pub fn build<'s>(records: Collection<'s, u64, Record>, params: &GraphParams) -> 
     }
 }
 
-/// The facts a counted record contributes, keyed by zone.
-fn facts_of(ts: i64, seq: u64, body: Body, n_zones: ZoneIdx) -> Vec<(ZoneIdx, Fact)> {
-    let hour = hour_of(ts);
-    match body {
-        Body::Incident { zone, severity } => vec![(zone, Fact::Incident { hour, severity })],
-        Body::Density {
-            zone,
-            sensor,
-            people,
-        } => vec![(
-            zone,
-            Fact::Density {
-                hour,
-                sensor,
-                people,
-            },
-        )],
-        Body::Event {
-            zone,
-            start,
-            end,
-            attendance,
-            kind,
-        } => vec![(
-            zone,
-            Fact::Event {
-                start,
-                end,
-                attendance,
-                kind,
-            },
-        )],
-        Body::Deployment {
-            zone,
-            start,
-            end,
-            agents,
-        } => vec![(zone, Fact::Deployment { start, end, agents })],
-        Body::Weather {
-            kind,
-            issued_at,
-            temperature_c,
-            precip_mm,
-            wind_kmh,
-        } => {
-            let fact = Fact::Weather {
-                hour,
-                kind,
-                issued_at: issued_at.unwrap_or(i64::MIN),
-                seq,
-                temperature_c,
-                precip_mm,
-                wind_kmh,
-            };
-            (0..n_zones).map(|z| (z, fact.clone())).collect()
+/// `observed(z,h)` from the density values of one zone and hour, sorted by sensor: for each
+/// sensor (records without one form one sensor) the mean of its values, summed over sensors.
+fn observed_crowd(values: &[(&(Option<String>, F64), isize)]) -> f64 {
+    let mut total = 0.0;
+    let mut i = 0;
+    while i < values.len() {
+        let sensor = &values[i].0 .0;
+        let (mut sum, mut n) = (0.0f64, 0isize);
+        while i < values.len() && &values[i].0 .0 == sensor {
+            let (people, m) = (values[i].0 .1, values[i].1);
+            for _ in 0..m {
+                sum += people.0;
+            }
+            n += m;
+            i += 1;
         }
+        total += sum / n as f64;
     }
+    total
 }
 
-/// Every clash among a zone's counted events: sorted by start, each event is compared with
-/// the events that start before it ends.
 fn as_tuple(e: &ClashEvent) -> formula::ClashEvent<'_> {
     (e.0.as_str(), e.1, e.2, e.3 .0, e.4)
 }

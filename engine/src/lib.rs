@@ -13,7 +13,7 @@ pub mod graph;
 pub mod zone;
 
 pub use driver::{Driver, Expiry};
-pub use graph::{build, GraphParams, Outputs};
+pub use graph::{build, GraphParams, Inputs, Outputs};
 
 /// The timely version the engine is built on, for starting workers and clusters.
 pub use timely;

@@ -6,34 +6,30 @@ use crate::calendar::CachedCalendar;
 use serde::{Deserialize, Serialize};
 use vigie_config::ModelParams;
 use vigie_model::time::overlapped_hours;
-use vigie_model::{EventKind, IndicatorRow, WeatherKind, ZoneIdx, F64};
+use vigie_model::{EventKind, IndicatorRow, ZoneIdx, F64};
 use vigie_queries::formula::{self, HourInputs, ZoneParams};
 
-/// One counted input of a zone, stripped to what the indicators need so that equal facts
-/// consolidate (a million incidents become at most five facts per zone and hour).
-/// The order of variants and fields is the order the zone computation reads them in.
+/// What a zone's indicators are computed from: per-hour aggregates of its incidents and
+/// densities, the hour's weather factor, its counted events and deployments, and the clock.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Fact {
     /// The hour of the clock.
     Clock(i64),
-    Incident {
+    /// `N` and `I` of an hour with counted incidents.
+    Incidents {
         hour: i64,
-        severity: u8,
+        n: u64,
+        sum: i64,
     },
-    Density {
+    /// `observed` of an hour with density records.
+    Observed {
         hour: i64,
-        sensor: Option<String>,
-        people: F64,
+        value: F64,
     },
-    /// City-wide weather, copied to every zone. `issued_at` is `i64::MIN` when absent.
+    /// `f_w` of an hour that has a weather record (city-wide, copied to every zone).
     Weather {
         hour: i64,
-        kind: WeatherKind,
-        issued_at: i64,
-        seq: u64,
-        temperature_c: Option<F64>,
-        precip_mm: Option<F64>,
-        wind_kmh: Option<F64>,
+        factor: F64,
     },
     Event {
         start: i64,
@@ -65,18 +61,9 @@ pub struct ZoneComputer {
     events: Vec<f64>,
     demo: Vec<bool>,
     deployed: Vec<u64>,
-    weather: Vec<Option<(WeatherSel, [Option<f64>; 3])>>,
+    weather: Vec<f64>,
     scores: Vec<f64>,
     inputs: Vec<HourInputs>,
-}
-
-/// Which weather record is chosen for an hour: observed beats forecast; among observed, the
-/// last arrived; among forecasts, the greatest `issued_at`, then the last arrived.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct WeatherSel {
-    observed: bool,
-    issued_at: i64,
-    seq: u64,
 }
 
 impl ZoneComputer {
@@ -138,27 +125,9 @@ impl ZoneComputer {
         self.deployed.clear();
         self.deployed.resize(n, 0);
         self.weather.clear();
-        self.weather.resize(n, None);
+        self.weather.resize(n, 1.0);
         let mut base = [0i64; 168];
         let mut typ = [(0.0f64, 0u64); 168];
-
-        // Densities arrive sorted by (hour, sensor, people): fold each sensor's mean, then
-        // each hour's sum over sensors.
-        let mut cur_hour: Option<i64> = None;
-        let mut cur_sensor: Option<&Option<String>> = None;
-        let mut sensor_acc = (0.0f64, 0i64);
-        let mut hour_acc = 0.0f64;
-        let mut finish_hour =
-            |hour: i64, value: f64, obs: &mut Vec<Option<f64>>, cal: &mut CachedCalendar| {
-                if hour >= first && hour <= last {
-                    obs[(hour - first) as usize] = Some(value);
-                }
-                if in_window(hour) {
-                    let e = &mut typ[cal.how(hour) as usize];
-                    e.0 += value;
-                    e.1 += 1;
-                }
-            };
 
         for &(fact, mult) in facts {
             if mult <= 0 {
@@ -166,71 +135,27 @@ impl ZoneComputer {
             }
             match fact {
                 Fact::Clock(_) => {}
-                Fact::Incident { hour, severity } => {
-                    let sev = *severity as i64 * mult as i64;
+                Fact::Incidents { hour, n, sum } => {
                     if *hour >= inc_first && *hour <= last {
-                        let e = &mut self.inc[(*hour - inc_first) as usize];
-                        e.0 += mult as u64;
-                        e.1 += sev;
+                        self.inc[(*hour - inc_first) as usize] = (*n, *sum);
                     }
                     if in_window(*hour) {
-                        base[self.cal.how(*hour) as usize] += sev;
+                        base[self.cal.how(*hour) as usize] += sum;
                     }
                 }
-                Fact::Density {
-                    hour,
-                    sensor,
-                    people,
-                } => {
-                    if cur_hour != Some(*hour) || cur_sensor != Some(sensor) {
-                        if cur_sensor.is_some() {
-                            hour_acc += sensor_acc.0 / sensor_acc.1 as f64;
-                        }
-                        if cur_hour.is_some_and(|h| h != *hour) {
-                            finish_hour(cur_hour.unwrap(), hour_acc, &mut self.obs, &mut self.cal);
-                            hour_acc = 0.0;
-                        }
-                        cur_hour = Some(*hour);
-                        cur_sensor = Some(sensor);
-                        sensor_acc = (0.0, 0);
+                Fact::Observed { hour, value } => {
+                    if *hour >= first && *hour <= last {
+                        self.obs[(*hour - first) as usize] = Some(value.0);
                     }
-                    for _ in 0..mult {
-                        sensor_acc.0 += people.0;
+                    if in_window(*hour) {
+                        let e = &mut typ[self.cal.how(*hour) as usize];
+                        e.0 += value.0;
+                        e.1 += 1;
                     }
-                    sensor_acc.1 += mult as i64;
                 }
-                Fact::Weather {
-                    hour,
-                    kind,
-                    issued_at,
-                    seq,
-                    temperature_c,
-                    precip_mm,
-                    wind_kmh,
-                } => {
-                    if *hour < first || *hour > last {
-                        continue;
-                    }
-                    let sel = WeatherSel {
-                        observed: *kind == WeatherKind::Observed,
-                        // Among observed records only arrival counts.
-                        issued_at: if *kind == WeatherKind::Observed {
-                            0
-                        } else {
-                            *issued_at
-                        },
-                        seq: *seq,
-                    };
-                    let slot = &mut self.weather[(*hour - first) as usize];
-                    if slot.as_ref().is_none_or(|(s, _)| sel > *s) {
-                        *slot = Some((
-                            sel,
-                            [
-                                temperature_c.map(F64::get),
-                                wind_kmh.map(F64::get),
-                                precip_mm.map(F64::get),
-                            ],
-                        ));
+                Fact::Weather { hour, factor } => {
+                    if *hour >= first && *hour <= last {
+                        self.weather[(*hour - first) as usize] = factor.0;
                     }
                 }
                 Fact::Event {
@@ -258,11 +183,6 @@ impl ZoneComputer {
                 }
             }
         }
-        if let (Some(h), Some(_)) = (cur_hour, cur_sensor) {
-            hour_acc += sensor_acc.0 / sensor_acc.1 as f64;
-            finish_hour(h, hour_acc, &mut self.obs, &mut self.cal);
-        }
-
         self.inputs.clear();
         self.scores.clear();
         for idx in 0..n {
@@ -280,10 +200,7 @@ impl ZoneComputer {
             };
             let i_at = |j: usize| self.inc[j].1;
             // inc is offset by two hours: inc[idx + 2] is hour h.
-            let weather = match &self.weather[idx] {
-                Some((_, [t, w, r])) => formula::weather_factor(p, *t, *w, *r),
-                None => 1.0,
-            };
+            let weather = self.weather[idx];
             let inputs = HourInputs {
                 baseline: base[how] as f64 / p.weeks as f64,
                 recent: (i_at(idx + 2) + i_at(idx + 1) + i_at(idx)) as f64,

@@ -10,6 +10,9 @@ use vigie_model::{
     Body, ClashRow, EventKind, Feed, IndicatorRow, Record, WeatherKind, ZoneIdx, F64,
 };
 
+/// Per sensor (`None`: records without one): the sum of `people` and the number of records.
+type PerSensor<'a> = BTreeMap<Option<&'a str>, (f64, u64)>;
+
 /// Final indicators and clashes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Output {
@@ -85,7 +88,7 @@ pub fn compute_at(
     // 1. I and N per zone and hour.
     let mut inc: HashMap<(ZoneIdx, i64), (u64, i64)> = HashMap::new();
     // 3. per zone and hour, per sensor: (Σ people, count).
-    let mut dens: HashMap<(ZoneIdx, i64), BTreeMap<Option<&str>, (f64, u64)>> = HashMap::new();
+    let mut dens: HashMap<(ZoneIdx, i64), PerSensor> = HashMap::new();
     // 9. weather per hour: (observed: greatest seq) and (forecast: greatest (issued_at, seq)).
     let mut observed_w: HashMap<i64, &Record> = HashMap::new();
     let mut forecast_w: HashMap<i64, &Record> = HashMap::new();
@@ -287,7 +290,7 @@ pub fn compute_at(
 
 /// Every clash between counted events, `a < b` by id.
 pub fn clashes(counted: &[&Record], zones: &ZoneSet) -> Vec<ClashRow> {
-    let mut by_zone: BTreeMap<ZoneIdx, Vec<(&str, i64, i64, f64, EventKind)>> = BTreeMap::new();
+    let mut by_zone: BTreeMap<ZoneIdx, Vec<formula::ClashEvent>> = BTreeMap::new();
     for r in counted {
         if let (
             Some(Body::Event {

@@ -1,0 +1,79 @@
+//! criterion micro-benchmarks of the hot paths: parsing and validating a record, locating a
+//! point in the Marseille polygons, the indicator formula, and one zone's computation over
+//! the horizon.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use vigie_config::Config;
+use vigie_connectors::parse_ndjson_line;
+use vigie_engine::calendar::CachedCalendar;
+use vigie_engine::zone::{Fact, ZoneComputer, ZoneInfo};
+use vigie_model::time::Calendar;
+use vigie_queries::formula::{self, HourInputs};
+
+fn hot_paths(c: &mut Criterion) {
+    let config = Config::embedded_default();
+    let line = r#"{"feed":"incident","ts":"2026-11-28T14:05:00Z","zone":"13008","severity":3,"category":"theft"}"#;
+    c.bench_function("parse and validate an incident line", |b| {
+        b.iter(|| parse_ndjson_line(black_box(line), &config.zones, 1).unwrap())
+    });
+    let located = r#"{"feed":"incident","ts":1764338700,"lat":43.2611,"lon":5.3798,"severity":3}"#;
+    c.bench_function("parse a line located by lat/lon", |b| {
+        b.iter(|| parse_ndjson_line(black_box(located), &config.zones, 1).unwrap())
+    });
+    c.bench_function("locate a point in 16 polygons", |b| {
+        b.iter(|| config.zones.locate(black_box(43.2611), black_box(5.3798)))
+    });
+    let zone = formula::ZoneParams::from(config.zones.get(7));
+    let inputs = HourInputs {
+        baseline: 1.2,
+        recent: 7.0,
+        crowd: 25_000.0,
+        events: 4_000.0,
+        weather: 1.1,
+        demonstration: true,
+    };
+    c.bench_function("risk score of one zone and hour", |b| {
+        b.iter(|| formula::risk_score(&config.model, &zone, black_box(&inputs)))
+    });
+
+    // One zone with a year of hourly incidents and densities, as the zone reduce sees it.
+    let hc = 1_790_812_800 / 3600 + 24 * 365;
+    let mut facts = vec![Fact::Clock(hc)];
+    for h in hc - 24 * 365..hc {
+        facts.push(Fact::Incident {
+            hour: h,
+            severity: (h % 5 + 1) as u8,
+        });
+        facts.push(Fact::Density {
+            hour: h,
+            sensor: Some("s1".into()),
+            people: vigie_model::F64((h % 4000) as f64),
+        });
+    }
+    facts.sort();
+    let weighted: Vec<(&Fact, isize)> = facts.iter().map(|f| (f, 1)).collect();
+    let zones: Vec<ZoneInfo> = config
+        .zones
+        .iter()
+        .map(|z| ZoneInfo {
+            params: z.into(),
+            default_density: z.default_density,
+        })
+        .collect();
+    let mut computer = ZoneComputer::new(
+        config.model.clone(),
+        zones,
+        CachedCalendar::new(Calendar::new(config.timezone)),
+    );
+    let mut out = Vec::new();
+    c.bench_function("one zone over the horizon, a year of facts", |b| {
+        b.iter(|| {
+            out.clear();
+            computer.compute(7, &weighted, &mut out);
+            out.len()
+        })
+    });
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);
