@@ -36,18 +36,22 @@ fn hot_paths(c: &mut Criterion) {
         b.iter(|| formula::risk_score(&config.model, &zone, black_box(&inputs)))
     });
 
-    // One zone with a year of hourly incidents and densities, as the zone reduce sees it.
+    // One zone with a year of hourly aggregates, as the zone reduce sees it.
     let hc = 1_790_812_800 / 3600 + 24 * 365;
     let mut facts = vec![Fact::Clock(hc)];
     for h in hc - 24 * 365..hc {
-        facts.push(Fact::Incident {
+        facts.push(Fact::Incidents {
             hour: h,
-            severity: (h % 5 + 1) as u8,
+            n: 2,
+            sum: h % 5 + 1,
         });
-        facts.push(Fact::Density {
+        facts.push(Fact::Observed {
             hour: h,
-            sensor: Some("s1".into()),
-            people: vigie_model::F64((h % 4000) as f64),
+            value: vigie_model::F64((h % 4000) as f64),
+        });
+        facts.push(Fact::Weather {
+            hour: h,
+            factor: vigie_model::F64(1.0 + (h % 3) as f64 / 10.0),
         });
     }
     facts.sort();
