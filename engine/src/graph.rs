@@ -168,6 +168,19 @@ fn by_feed(hour: i64, seq: u64, body: Body) -> ByFeed {
     }
 }
 
+/// Counted records with an id, as the upsert reduce gives them.
+type Counted<'s> = Collection<'s, u64, ((Feed, String), (i64, u64, Body))>;
+
+/// The counted records of one feed, in the form its aggregate takes.
+fn routed<'s, T: differential_dataflow::Data>(
+    counted: &Counted<'s>,
+    pick: fn(ByFeed) -> Option<T>,
+) -> Collection<'s, u64, T> {
+    counted
+        .clone()
+        .flat_map(move |(_key, (hour, seq, body))| pick(by_feed(hour, seq, body)))
+}
+
 /// The inputs of the graph.
 pub struct Inputs<'s> {
     pub keyed: Collection<'s, u64, KeyedIn>,
@@ -195,27 +208,18 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
             }
         },
     );
-    let incidents_in =
-        counted
-            .clone()
-            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
-                ByFeed::Incident(i) => Some(i),
-                _ => None,
-            });
-    let densities_in =
-        counted
-            .clone()
-            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
-                ByFeed::Density(d) => Some(d),
-                _ => None,
-            });
-    let weather_in =
-        counted
-            .clone()
-            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
-                ByFeed::Weather(w) => Some(w),
-                _ => None,
-            });
+    let incidents_in = routed(&counted, |b| match b {
+        ByFeed::Incident(i) => Some(i),
+        _ => None,
+    });
+    let densities_in = routed(&counted, |b| match b {
+        ByFeed::Density(d) => Some(d),
+        _ => None,
+    });
+    let weather_in = routed(&counted, |b| match b {
+        ByFeed::Weather(w) => Some(w),
+        _ => None,
+    });
 
     // The clock: the greatest of the workers' greatest hours.
     let candidates = inputs.clock;
@@ -287,13 +291,10 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
         .map(|((zone, hour), value)| (zone, Fact::Observed { hour, value }));
 
     // The agenda: events and deployments by zone.
-    let agenda =
-        counted
-            .clone()
-            .flat_map(|(_key, (hour, seq, body))| match by_feed(hour, seq, body) {
-                ByFeed::Agenda(zone, fact) => Some((zone, fact)),
-                _ => None,
-            });
+    let agenda = routed(&counted, |b| match b {
+        ByFeed::Agenda(zone, fact) => Some((zone, fact)),
+        _ => None,
+    });
     let facts = incidents.concat(observed).concat(agenda);
 
     let mut computer = ZoneComputer::new(
