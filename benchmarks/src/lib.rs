@@ -43,9 +43,21 @@ pub fn write_config(dir: &Path) -> std::io::Result<std::path::PathBuf> {
 }
 
 /// Writes `n` records from `seed`: 75 % incidents (one in twenty with an id, some of those
-/// cancelled), 17 % densities from three sensors per zone, 4 % events (upserted by id),
-/// 2 % weather, 2 % deployments; ~2.6 s apart over thirty days, 5 % late by up to 300 s.
+/// cancelled), 17 % densities from three sensors per zone, 4 % events (upserted by id,
+/// announced up to 30 days ahead), 2 % weather (observed up to 3 days back, forecast up to 10
+/// days ahead), 2 % deployments (planned up to a week ahead); ~2.6 s apart over thirty days,
+/// 5 % late by up to 300 s.
 pub fn generate(seed: u64, n: usize, out: &mut impl Write) -> std::io::Result<()> {
+    generate_over(seed, n, SPAN_S, out)
+}
+
+/// As [`generate`], over `span_s` seconds from [`T0`].
+pub fn generate_over(
+    seed: u64,
+    n: usize,
+    span_s: i64,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     let kinds = [
         "concert",
@@ -56,7 +68,7 @@ pub fn generate(seed: u64, n: usize, out: &mut impl Write) -> std::io::Result<()
         "roadworks",
         "other",
     ];
-    let step = SPAN_S as f64 / n as f64;
+    let step = span_s as f64 / n as f64;
     for i in 0..n {
         let mut ts = T0 + (i as f64 * step) as i64;
         if rng.gen_bool(0.05) {
@@ -81,16 +93,16 @@ pub fn generate(seed: u64, n: usize, out: &mut impl Write) -> std::io::Result<()
             let sensor = rng.gen_range(0..3);
             writeln!(out, "{{\"feed\":\"density\",\"ts\":{ts},\"zone\":\"z{zone:03}\",\"sensor\":\"s{sensor}\",\"people\":{}}}", rng.gen_range(0..8000))?;
         } else if pick < 96 {
-            let start = T0 + rng.gen_range(0..SPAN_S + 20 * 86_400);
+            let start = ts + rng.gen_range(-86_400..30 * 86_400);
             let end = start + rng.gen_range(3_600..4 * 86_400);
             let kind = kinds[rng.gen_range(0..kinds.len())];
             writeln!(out, "{{\"feed\":\"event\",\"ts\":{ts},\"id\":\"e{}\",\"zone\":\"z{zone:03}\",\"start\":{start},\"end\":{end},\"attendance\":{},\"kind\":\"{kind}\"}}", rng.gen_range(0..3_000), rng.gen_range(0..20_000))?;
         } else if pick < 98 {
-            let hour = (T0 + rng.gen_range(0..SPAN_S + 10 * 86_400)) / 3600 * 3600;
+            let hour = (ts + rng.gen_range(-3 * 86_400..10 * 86_400)) / 3600 * 3600;
             let kind = if hour <= ts { "observed" } else { "forecast" };
             writeln!(out, "{{\"feed\":\"weather\",\"ts\":{hour},\"kind\":\"{kind}\",\"issued_at\":{ts},\"temperature_c\":{},\"wind_kmh\":{},\"precip_mm\":{}}}", rng.gen_range(-5..40), rng.gen_range(0..100), rng.gen_range(0..8))?;
         } else {
-            let start = T0 + rng.gen_range(0..SPAN_S + 20 * 86_400);
+            let start = ts + rng.gen_range(-86_400..7 * 86_400);
             writeln!(out, "{{\"feed\":\"deployment\",\"ts\":{ts},\"id\":\"d{}\",\"zone\":\"z{zone:03}\",\"start\":{start},\"end\":{},\"agents\":{}}}", rng.gen_range(0..2_000), start + rng.gen_range(3_600..43_200), rng.gen_range(0..10))?;
         }
     }

@@ -94,14 +94,16 @@ impl Entry {
     /// How a validated record enters. Events and deployments always have an id.
     pub fn of(r: Record) -> Entry {
         match (r.id, r.body) {
-            (None, Some(body)) => match by_feed(hour_of(r.ts), r.seq, body.clone()) {
-                ByFeed::Incident(i) => Entry::Incident(i),
-                ByFeed::Density(d) => Entry::Density(d),
-                ByFeed::Weather(w) => Entry::Weather(w),
-                ByFeed::Agenda(..) => {
-                    Entry::Keyed(((r.feed, String::new()), (r.ts, r.seq, Some(body))))
+            // Events and deployments always have an id; were one to come without, it would be
+            // an upsert under the empty id.
+            (None, Some(body)) if !matches!(r.feed, Feed::Event | Feed::Deployment) => {
+                match by_feed(hour_of(r.ts), r.seq, body) {
+                    ByFeed::Incident(i) => Entry::Incident(i),
+                    ByFeed::Density(d) => Entry::Density(d),
+                    ByFeed::Weather(w) => Entry::Weather(w),
+                    ByFeed::Agenda(..) => unreachable!("the agenda is keyed"),
                 }
-            },
+            }
             (id, body) => Entry::Keyed(((r.feed, id.unwrap_or_default()), (r.ts, r.seq, body))),
         }
     }

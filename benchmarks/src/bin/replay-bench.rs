@@ -46,6 +46,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Mode {
+    /// Bounded state: replays 1, 2 and 4 years of generated records at the same rate and
+    /// reports vigie's peak memory for each, which must stay flat once the baseline window
+    /// (one year) is full.
+    Bounded {
+        /// Records per generated year.
+        #[arg(long, default_value_t = 300_000)]
+        per_year: usize,
+        /// The vigie binary (default: beside this one).
+        #[arg(long)]
+        vigie: Option<PathBuf>,
+        /// Records per epoch and worker.
+        #[arg(long, default_value_t = 20_000)]
+        batch: usize,
+    },
     /// Writes the generated workload and its configuration into a folder, to replay by hand.
     Generate {
         #[arg(long)]
@@ -54,6 +68,9 @@ enum Mode {
         records: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Days the records span.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
     },
     /// The plain loop on one input; prints a JSON line and writes the output.
     Plain {
@@ -74,13 +91,28 @@ fn main() -> anyhow::Result<()> {
             input,
             output,
         }) => return plain(&config, &input, &output),
-        Some(Mode::Generate { dir, records, seed }) => {
+        Some(Mode::Generate {
+            dir,
+            records,
+            seed,
+            days,
+        }) => {
             std::fs::create_dir_all(&dir)?;
             write_config(&dir)?;
             let mut w =
                 std::io::BufWriter::new(std::fs::File::create(dir.join("generated.ndjson"))?);
-            return Ok(generate(seed, records, &mut w)?);
+            return Ok(vigie_benchmarks::generate_over(
+                seed,
+                records,
+                days * 86_400,
+                &mut w,
+            )?);
         }
+        Some(Mode::Bounded {
+            per_year,
+            vigie,
+            batch,
+        }) => return bounded(per_year, vigie, batch),
         None => {}
     }
     let vigie = match &cli.vigie {
@@ -211,6 +243,60 @@ fn main() -> anyhow::Result<()> {
             out.join("report.json"),
             serde_json::to_string_pretty(&json!({"machine": machine(), "results": results}))?,
         )?;
+    }
+    Ok(())
+}
+
+fn bounded(per_year: usize, vigie: Option<PathBuf>, batch: usize) -> anyhow::Result<()> {
+    const YEARS: usize = 4;
+    let vigie = vigie.unwrap_or(std::env::current_exe()?.with_file_name("vigie"));
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path())?;
+    let input = dir.path().join("years.ndjson");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&input)?);
+        vigie_benchmarks::generate_over(7, per_year * YEARS, YEARS as i64 * 365 * 86_400, &mut w)?;
+    }
+    let report = dir.path().join("report.json");
+    let mut child = Command::new(&vigie)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(&input)
+        .args(["--batch", &batch.to_string(), "--report-json"])
+        .arg(&report)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Resident memory sampled every 100 ms; the records are spread evenly over the years and
+    // read at a steady pace, so each quarter of the run is about one year of data.
+    let status = format!("/proc/{}/status", child.id());
+    let mut samples = Vec::new();
+    while child.try_wait()?.is_none() {
+        if let Some(kb) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        }) {
+            samples.push(kb as f64 / 1024.0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    println!(
+        "{} records over {YEARS} years (W = 52 weeks), {} retired, {:.0} records/s",
+        v["records_read"],
+        v["retired"],
+        v["records_per_s"].as_f64().unwrap_or(0.0)
+    );
+    println!("| quarter of the run (~ year of data) | max resident MiB |\n|---|---|");
+    let q = samples.len().div_ceil(YEARS).max(1);
+    for (i, chunk) in samples.chunks(q).enumerate() {
+        println!(
+            "| {} | {:.0} |",
+            i + 1,
+            chunk.iter().cloned().fold(0.0, f64::max)
+        );
     }
     Ok(())
 }
