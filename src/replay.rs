@@ -58,6 +58,7 @@ struct WorkerReport {
     first_rejections: Vec<Rejection>,
     failures: Vec<String>,
     retired: u64,
+    unused: u64,
     latency: Histogram<u64>,
     rows: Option<(usize, usize, Option<i64>)>,
     updates: u64,
@@ -113,6 +114,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             first_rejections: Vec::new(),
             failures: Vec::new(),
             retired: 0,
+            unused: 0,
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             rows: None,
             updates: 0,
@@ -173,6 +175,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         settle(worker, &driver, &mut in_flight, &mut report.latency, 0);
         worker.step_while(|| !driver.finished());
         report.retired = driver.retired;
+        report.unused = driver.unused;
         if worker.index() == 0 {
             let c = driver.collected.borrow();
             report.rows = Some((
@@ -298,6 +301,7 @@ fn print_report(
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     let mut accepted = 0;
     let mut retired = 0;
+    let mut unused = 0;
     let mut rejected: BTreeMap<&str, u64> = BTreeMap::new();
     let mut first: Vec<Rejection> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
@@ -306,6 +310,7 @@ fn print_report(
     for r in reports {
         accepted += r.accepted;
         retired += r.retired;
+        unused += r.unused;
         for (k, v) in r.rejected {
             *rejected.entry(k).or_default() += v;
         }
@@ -352,6 +357,9 @@ fn print_report(
             println!("    {r}");
         }
     }
+    if unused > 0 {
+        println!("  traffic:      {unused} (accepted; not an input of the risk model v1)");
+    }
     println!("  retired:      {retired} (left the horizon and the baseline window)");
     println!("  elapsed:      {secs:.3} s");
     println!("  throughput:   {rate:.0} records/s");
@@ -395,6 +403,7 @@ fn print_report(
             "rejected_by_kind": rejected,
             "first_rejections": first.iter().map(|r| serde_json::json!({"input": r.input, "line": r.line, "field": r.error.field, "reason": r.error.reason})).collect::<Vec<_>>(),
             "retired": retired,
+            "unused_traffic": unused,
             "elapsed_s": secs,
             "records_per_s": rate,
             "latency_ms": if latency.is_empty() { serde_json::Value::Null } else { serde_json::json!({"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": latency.max() as f64 / 1000.0}) },

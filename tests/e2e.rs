@@ -452,6 +452,17 @@ fn the_shipped_mappings_replay_the_real_data() {
                 "Chicago has clashing events"
             );
         }
+        if cfg == "i94.toml" {
+            // The same file as traffic: validated, counted, not an input of the risk model.
+            let (out, report) = run(vigie()
+                .arg("replay")
+                .arg("--config")
+                .arg(repo().join("config").join(cfg))
+                .arg("--input")
+                .arg(format!("i94_traffic={}", data.join(file).display())));
+            assert!(out.status.success(), "{report}");
+            assert_eq!(report_value(&report, "traffic:"), 48_204, "{report}");
+        }
         if cfg == "vancouver.toml" {
             // Five rows have no neighbourhood: a missing zone, with their line numbers.
             assert_eq!(report_value(&report, "missing_field:"), 5, "{report}");

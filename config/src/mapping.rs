@@ -113,6 +113,7 @@ fn allowed_fields(feed: Feed) -> &'static [&'static str] {
             "issued_at",
         ],
         Feed::Deployment => &["id", "status", "source", "start", "end", "agents"],
+        Feed::Traffic => &["id", "status", "source", "volume", "congestion"],
     }
 }
 

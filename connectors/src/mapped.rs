@@ -55,7 +55,7 @@ pub struct CompiledMapping {
     location: Location,
 }
 
-const FIELD_NAMES: [&str; 16] = [
+const FIELD_NAMES: [&str; 18] = [
     "id",
     "status",
     "source",
@@ -72,6 +72,8 @@ const FIELD_NAMES: [&str; 16] = [
     "wind_kmh",
     "issued_at",
     "agents",
+    "volume",
+    "congestion",
 ];
 
 fn static_name(name: &str) -> &'static str {

@@ -138,6 +138,10 @@ pub struct RawRecord<'a> {
     pub issued_at: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub agents: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub volume: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub congestion: Option<Scalar<'a>>,
 }
 
 impl<'a> RawRecord<'a> {
@@ -165,6 +169,8 @@ impl<'a> RawRecord<'a> {
             "wind_kmh" => &mut self.wind_kmh,
             "issued_at" => &mut self.issued_at,
             "agents" => &mut self.agents,
+            "volume" => &mut self.volume,
+            "congestion" => &mut self.congestion,
             _ => return None,
         })
     }

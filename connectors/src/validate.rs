@@ -344,6 +344,26 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
                 agents: agents as u64,
             }
         }
+        Feed::Traffic => {
+            let zone = locate(raw, zones)?;
+            let volume = present(&raw.volume)
+                .map(|_| non_negative("volume", &raw.volume))
+                .transpose()?;
+            let congestion = opt_number("congestion", &raw.congestion)?;
+            if let Some(c) = congestion {
+                if !(0.0..=1.0).contains(&c) {
+                    return Err(invalid("congestion", format!("{c} is outside [0, 1]")));
+                }
+            }
+            if volume.is_none() && congestion.is_none() {
+                return Err(missing("volume"));
+            }
+            Body::Traffic {
+                zone,
+                volume: volume.map(F64),
+                congestion: congestion.map(F64),
+            }
+        }
     };
     Ok(Record {
         feed,
@@ -420,6 +440,21 @@ mod tests {
         ));
         let r = parse(r#"{"feed":"deployment","ts":1,"id":"d1","zone":"13001","start":0,"end":7200,"agents":4}"#).unwrap();
         assert!(matches!(r.body, Some(Body::Deployment { agents: 4, .. })));
+        let r = parse(r#"{"feed":"traffic","ts":1,"zone":"13001","volume":5545,"congestion":0.4}"#)
+            .unwrap();
+        assert!(matches!(r.body, Some(Body::Traffic { volume: Some(F64(v)), .. }) if v == 5545.0));
+        assert_eq!(
+            parse(r#"{"feed":"traffic","ts":1,"zone":"13001","congestion":1.5}"#)
+                .unwrap_err()
+                .field,
+            Some("congestion")
+        );
+        assert_eq!(
+            parse(r#"{"feed":"traffic","ts":1,"zone":"13001"}"#)
+                .unwrap_err()
+                .field,
+            Some("volume")
+        );
         let r = parse(r#"{"feed":"event","ts":5,"id":"ev-1","status":"cancelled"}"#).unwrap();
         assert_eq!((r.id.as_deref(), r.body), (Some("ev-1"), None));
     }

@@ -52,7 +52,7 @@ impl Expiry {
                 let window = self.cal.week_start_hour(week + self.weeks + 1);
                 Some(horizon.max(window))
             }
-            Feed::Event | Feed::Deployment => None,
+            Feed::Event | Feed::Deployment | Feed::Traffic => None,
         }
     }
 }
@@ -146,6 +146,8 @@ pub struct Driver {
     pub collected: Rc<RefCell<Collected>>,
     /// Records retracted because they expired.
     pub retired: u64,
+    /// Records accepted but not used by the model (traffic).
+    pub unused: u64,
 }
 
 /// The graph's input sessions, one per kind of entry.
@@ -216,11 +218,17 @@ impl Driver {
             pending: BTreeMap::new(),
             collected,
             retired: 0,
+            unused: 0,
         }
     }
 
-    /// Adds a record in the current epoch.
+    /// Adds a record in the current epoch. Traffic records are counted in `unused`: they are
+    /// not an input of the risk model v1.
     pub fn insert(&mut self, r: Record) {
+        if r.feed == Feed::Traffic {
+            self.unused += 1;
+            return;
+        }
         if matches!(r.feed, Feed::Incident | Feed::Density) {
             let h = hour_of(r.ts);
             if self.local_max.is_none_or(|m| h > m) {

@@ -101,7 +101,9 @@ impl Entry {
                     ByFeed::Incident(i) => Entry::Incident(i),
                     ByFeed::Density(d) => Entry::Density(d),
                     ByFeed::Weather(w) => Entry::Weather(w),
-                    ByFeed::Agenda(..) => unreachable!("the agenda is keyed"),
+                    ByFeed::Agenda(..) | ByFeed::Unused => {
+                        unreachable!("the agenda is keyed; the driver keeps traffic out")
+                    }
                 }
             }
             (id, body) => Entry::Keyed(((r.feed, id.unwrap_or_default()), (r.ts, r.seq, body))),
@@ -115,10 +117,13 @@ enum ByFeed {
     Density(DensityIn),
     Weather(WeatherIn),
     Agenda(ZoneIdx, Fact),
+    /// Not an input of the risk model v1 (traffic).
+    Unused,
 }
 
 fn by_feed(hour: i64, seq: u64, body: Body) -> ByFeed {
     match body {
+        Body::Traffic { .. } => ByFeed::Unused,
         Body::Incident { zone, severity } => ByFeed::Incident(((zone, hour), severity)),
         Body::Density {
             zone,

@@ -14,16 +14,20 @@ pub enum Feed {
     Event,
     Weather,
     Deployment,
+    /// Traffic counts or congestion: validated and counted, kept for the traffic-fluidity
+    /// indicator; not an input of the risk model v1.
+    Traffic,
 }
 
 impl Feed {
     /// All feeds, in a fixed order.
-    pub const ALL: [Feed; 5] = [
+    pub const ALL: [Feed; 6] = [
         Feed::Incident,
         Feed::Density,
         Feed::Event,
         Feed::Weather,
         Feed::Deployment,
+        Feed::Traffic,
     ];
 
     /// The feed's name in records and configuration.
@@ -34,6 +38,7 @@ impl Feed {
             Feed::Event => "event",
             Feed::Weather => "weather",
             Feed::Deployment => "deployment",
+            Feed::Traffic => "traffic",
         }
     }
 
@@ -137,6 +142,13 @@ pub enum Body {
         end: i64,
         agents: u64,
     },
+    Traffic {
+        zone: ZoneIdx,
+        /// Vehicles counted over the record's period.
+        volume: Option<F64>,
+        /// Congestion from 0 (free flow) to 1 (jammed).
+        congestion: Option<F64>,
+    },
 }
 
 impl Body {
@@ -146,7 +158,8 @@ impl Body {
             Body::Incident { zone, .. }
             | Body::Density { zone, .. }
             | Body::Event { zone, .. }
-            | Body::Deployment { zone, .. } => Some(*zone),
+            | Body::Deployment { zone, .. }
+            | Body::Traffic { zone, .. } => Some(*zone),
             Body::Weather { .. } => None,
         }
     }

@@ -97,6 +97,8 @@ pub fn compute_at(
     for r in &counted {
         let h = hour_of(r.ts);
         match r.body.as_ref().expect("counted records have a body") {
+            // Traffic is not an input of the risk model v1.
+            Body::Traffic { .. } => {}
             Body::Incident { zone, severity } => {
                 let e = inc.entry((*zone, h)).or_default();
                 e.0 += 1;
