@@ -57,12 +57,14 @@ impl Expiry {
     }
 }
 
-/// The accumulated output, collected on worker 0. Indicator rows are kept by zone and hour
-/// (a change of a row is a retraction and an insertion under the same key), which makes the
-/// bookkeeping of each update a lookup of two integers.
+/// The accumulated output, collected on worker 0. Indicator rows are kept by zone and hour:
+/// a change of a row is a retraction and an insertion under the same key, in either order, so
+/// a key holds one row but for the moment between the two (then the extra row waits in
+/// `overflow`). Each update costs a lookup of two integers and no allocation.
 #[derive(Default, Debug)]
 pub struct Collected {
-    indicators: FxHashMap<(ZoneIdx, i64), Vec<(IndicatorRow, isize)>>,
+    indicators: FxHashMap<(ZoneIdx, i64), (IndicatorRow, isize)>,
+    overflow: FxHashMap<(ZoneIdx, i64), Vec<(IndicatorRow, isize)>>,
     clashes: FxHashMap<ClashRow, isize>,
     /// Output updates received (each row change is a retraction and an insertion).
     pub updates: u64,
@@ -72,28 +74,44 @@ impl Collected {
     fn apply_indicators(&mut self, updates: &[(IndicatorRow, u64, isize)]) {
         self.updates += updates.len() as u64;
         for (row, _t, d) in updates {
-            let key = (row.zone, row.hour);
-            let slot = self
-                .indicators
-                .entry(key)
-                .or_insert_with(|| Vec::with_capacity(1));
-            match slot.iter_mut().position(|(r, _)| r == row) {
-                Some(i) => {
-                    slot[i].1 += d;
-                    if slot[i].1 == 0 {
-                        slot.swap_remove(i);
+            self.apply_indicator(row, *d);
+        }
+    }
+
+    fn apply_indicator(&mut self, row: &IndicatorRow, d: isize) {
+        let key = (row.zone, row.hour);
+        if let Some(main) = self.indicators.get_mut(&key) {
+            if &main.0 == row {
+                main.1 += d;
+                if main.1 == 0 {
+                    self.indicators.remove(&key);
+                    // Promote a waiting row, if any.
+                    if let Some(extra) = self.overflow.get_mut(&key) {
+                        let promoted = extra.pop().expect("overflow lists are never empty");
+                        if extra.is_empty() {
+                            self.overflow.remove(&key);
+                        }
+                        self.indicators.insert(key, promoted);
                     }
                 }
-                None => slot.push((row.clone(), *d)),
+                return;
             }
-            match slot.len() {
-                0 => {
-                    self.indicators.remove(&key);
+        } else {
+            self.indicators.insert(key, (row.clone(), d));
+            return;
+        }
+        let extra = self.overflow.entry(key).or_default();
+        match extra.iter().position(|(r, _)| r == row) {
+            Some(i) => {
+                extra[i].1 += d;
+                if extra[i].1 == 0 {
+                    extra.swap_remove(i);
+                    if extra.is_empty() {
+                        self.overflow.remove(&key);
+                    }
                 }
-                // A change passes through two entries; keep one row's worth once it settles.
-                1 => slot.shrink_to_fit(),
-                _ => {}
             }
+            None => extra.push((row.clone(), d)),
         }
     }
 
@@ -109,10 +127,13 @@ impl Collected {
 
     /// The current indicator rows, sorted by zone and hour.
     pub fn indicator_rows(&self) -> Vec<IndicatorRow> {
+        let extra = self.overflow.values().flatten();
         let mut v: Vec<IndicatorRow> = self
             .indicators
             .values()
-            .flat_map(|rows| rows.iter().filter(|(_, d)| *d > 0).map(|(r, _)| r.clone()))
+            .chain(extra)
+            .filter(|(_, d)| *d > 0)
+            .map(|(r, _)| r.clone())
             .collect();
         v.sort_by_key(|r| (r.zone, r.hour));
         v
