@@ -24,7 +24,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// An input: `PATH` (NDJSON records) or `MAPPING=PATH` (CSV through a mapping of the
-    /// configuration; `.zip` files are read too). Repeat for several; they arrive in order.
+    /// configuration; a `.zip` is read through its first file). Repeat for several; they arrive in order.
     /// Default: the embedded sample (VPD incidents, December 2020).
     #[arg(long = "input", num_args = 1..)]
     inputs: Vec<String>,
@@ -320,7 +320,14 @@ fn print_report(
         rows = rows.or(r.rows);
         updates += r.updates;
     }
-    first.sort_by(|a, b| (&a.input, a.line).cmp(&(&b.input, b.line)));
+    // In arrival order: by input, then line.
+    let order = |label: &str| {
+        inputs
+            .iter()
+            .position(|i| i.label() == label)
+            .unwrap_or(usize::MAX)
+    };
+    first.sort_by_key(|r| (order(&r.input), r.line));
     first.truncate(FIRST_REJECTIONS);
     failures.sort();
     failures.dedup();

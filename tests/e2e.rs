@@ -170,6 +170,19 @@ fn bad_lines_are_counted_with_their_line_and_the_good_ones_processed() {
     assert_eq!(hour["incidents"], 3);
     assert_eq!(hour["contributions"]["recent"], 9.0);
     assert_eq!(rows.len(), 16 * 889);
+
+    // A line that is not UTF-8 is one rejection, not the end of the file; a byte-order mark
+    // before the first record is not an error.
+    let bytes_input = dir.path().join("bytes.ndjson");
+    let mut bytes = b"\xef\xbb\xbf".to_vec();
+    bytes.extend_from_slice(good(1, 20).as_bytes());
+    bytes.extend_from_slice(b"\n{\"feed\":\"incident\",\xff\xfe}\n");
+    bytes.extend_from_slice(good(1, 21).as_bytes());
+    std::fs::write(&bytes_input, bytes).unwrap();
+    let (out, report) = run(vigie().arg("replay").arg("--input").arg(&bytes_input));
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report_value(&report, "accepted:"), 2, "{report}");
+    assert!(report.contains("line 2: not UTF-8 text"), "{report}");
 }
 
 #[test]

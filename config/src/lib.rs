@@ -274,16 +274,18 @@ fn read_relative(base: Option<&Path>, rel: &str, origin: &str) -> Result<String,
 }
 
 fn validate_model(m: &ModelParams) -> Result<(), (&'static str, String)> {
-    let positive = |k: &'static str, v: i64| {
-        if v > 0 {
+    // Ten years of baseline or horizon is far beyond any operations room's need, and keeps
+    // every week and hour computation within the calendar.
+    let within = |k: &'static str, v: i64, lo: i64, hi: i64| {
+        if (lo..=hi).contains(&v) {
             Ok(())
         } else {
-            Err((k, format!("must be > 0, got {v}")))
+            Err((k, format!("must be from {lo} to {hi}, got {v}")))
         }
     };
-    positive("weeks", m.weeks)?;
-    positive("future_hours", m.future_hours + 1)?;
-    positive("past_hours", m.past_hours + 1)?;
+    within("weeks", m.weeks, 1, 520)?;
+    within("future_hours", m.future_hours, 0, 87_600)?;
+    within("past_hours", m.past_hours, 0, 87_600)?;
     let finite = [
         ("recent_weight", m.recent_weight),
         ("overload_weight", m.overload_weight),
@@ -357,6 +359,17 @@ mod tests {
     fn invalid_values_name_their_key() {
         let e = parse("zones = \"zones/marseille.geojson\"\n[model]\nweeks = 0\n").unwrap_err();
         assert!(e.to_string().contains("model.weeks"), "{e}");
+        let e =
+            parse("zones = \"zones/marseille.geojson\"\n[model]\nweeks = 30000000\n").unwrap_err();
+        assert!(e.to_string().contains("model.weeks"), "{e}");
+        let e = parse("zones = \"zones/marseille.geojson\"\n[model]\npast_hours = 100000000000\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("model.past_hours"), "{e}");
+        let e = parse(
+            "zones = \"zones/marseille.geojson\"\n[mappings.x]\nfeed = \"weather\"\ntime = { column = \"t\", format = \"%Y-%Q\" }\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mappings.x.time"), "{e}");
         let e = parse("zones = \"zones/marseille.geojson\"\ntimezone = \"Mars/Olympus\"\n")
             .unwrap_err();
         assert!(e.to_string().contains("timezone"), "{e}");

@@ -207,6 +207,16 @@ impl FieldSpec {
         if !is_time && (self.format.is_some() || self.timezone.is_some()) {
             return Err("format and timezone apply to times only".into());
         }
+        if let Some(f) = &self.format {
+            let named = ["rfc3339", "unix", "unix_ms"].contains(&f.as_str());
+            let broken = chrono::format::StrftimeItems::new(f)
+                .any(|item| matches!(item, chrono::format::Item::Error));
+            if !named && broken {
+                return Err(format!(
+                    "format {f:?} is neither rfc3339, unix, unix_ms nor a valid strftime pattern"
+                ));
+            }
+        }
         if let Some(tz) = &self.timezone {
             tz.parse::<chrono_tz::Tz>()
                 .map_err(|_| format!("unknown time zone {tz:?}"))?;

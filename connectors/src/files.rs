@@ -141,7 +141,7 @@ pub struct RecordReader<'c> {
     line: u64,
     index: u64,
     peers: u64,
-    buf: String,
+    buf: Vec<u8>,
     row: csv::StringRecord,
     /// Lines (or rows) seen by this reader, its share or not.
     pub lines_seen: u64,
@@ -163,7 +163,7 @@ impl<'c> RecordReader<'c> {
             line: 0,
             index: index as u64,
             peers: peers.max(1) as u64,
-            buf: String::new(),
+            buf: Vec::new(),
             row: csv::StringRecord::new(),
             lines_seen: 0,
         }
@@ -244,7 +244,7 @@ impl Iterator for RecordReader<'_> {
             match current {
                 Current::Ndjson(r) => {
                     self.buf.clear();
-                    match r.read_line(&mut self.buf) {
+                    match r.read_until(b'\n', &mut self.buf) {
                         Ok(0) => {
                             self.current = None;
                             continue;
@@ -260,8 +260,26 @@ impl Iterator for RecordReader<'_> {
                     }
                     self.line += 1;
                     self.lines_seen += 1;
-                    let text = self.buf.trim();
-                    if text.is_empty() || !self.mine(input) {
+                    if !self.mine(input) {
+                        continue;
+                    }
+                    // A line that is not UTF-8 is one bad line, not the end of the file.
+                    let text = match std::str::from_utf8(&self.buf) {
+                        Ok(t) => t.trim_start_matches('\u{feff}').trim(),
+                        Err(e) => {
+                            let error = RecordError {
+                                kind: RejectKind::Malformed,
+                                field: None,
+                                reason: format!("not UTF-8 text: {e}"),
+                            };
+                            return Some(Item::Rejected(Rejection {
+                                input: label(),
+                                line: self.line,
+                                error,
+                            }));
+                        }
+                    };
+                    if text.is_empty() {
                         continue;
                     }
                     let seq = ((input as u64) << 40) | self.line;
@@ -284,11 +302,19 @@ impl Iterator for RecordReader<'_> {
                             continue;
                         }
                         Ok(true) => {}
+                        Err(e) if e.is_io_error() => {
+                            self.current = None;
+                            return Some(Item::Failed(InputError {
+                                input: label(),
+                                message: e.to_string(),
+                            }));
+                        }
                         Err(e) => {
                             self.lines_seen += 1;
                             if !mine(input, self.line, self.index, self.peers) {
                                 continue;
                             }
+                            let line = e.position().map(|p| p.line()).unwrap_or(self.line);
                             let error = RecordError {
                                 kind: RejectKind::Malformed,
                                 field: None,
@@ -296,7 +322,7 @@ impl Iterator for RecordReader<'_> {
                             };
                             return Some(Item::Rejected(Rejection {
                                 input: label(),
-                                line: self.line,
+                                line,
                                 error,
                             }));
                         }

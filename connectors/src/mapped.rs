@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use vigie_config::mapping::{FieldSpec, Lookup};
 use vigie_config::{Config, Mapping, ZoneSet};
+use vigie_model::time::seconds_to_us;
 use vigie_model::{Feed, Record};
 
 enum Source {
@@ -376,8 +377,12 @@ impl Field {
             TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(text)
                 .map_err(|_| bad())?
                 .timestamp_micros(),
-            TimeFormat::Unix => (text.parse::<f64>().map_err(|_| bad())? * 1e6).round() as i64,
-            TimeFormat::UnixMs => (text.parse::<f64>().map_err(|_| bad())? * 1e3).round() as i64,
+            TimeFormat::Unix => {
+                seconds_to_us(text.parse::<f64>().map_err(|_| bad())?).ok_or_else(bad)?
+            }
+            TimeFormat::UnixMs => {
+                seconds_to_us(text.parse::<f64>().map_err(|_| bad())? / 1e3).ok_or_else(bad)?
+            }
             TimeFormat::Pattern(p, tz) => {
                 if let Ok(dt) = DateTime::parse_from_str(text, p) {
                     dt.timestamp_micros()
@@ -394,6 +399,7 @@ impl Field {
                 }
             }
         };
+        let us = vigie_model::time::in_range(us).ok_or_else(bad)?;
         Ok(Scalar::Num(us as f64 / 1e6))
     }
 }

@@ -31,7 +31,19 @@ pub fn overlapped_hours(start_us: i64, end_us: i64) -> (i64, i64) {
     (lo, hi)
 }
 
-/// Converts seconds (possibly fractional) to microseconds, rejecting values out of range.
+/// The earliest timestamp a record may carry: 1900-01-01T00:00:00Z.
+pub const MIN_TS_US: i64 = -2_208_988_800 * SECOND_US;
+/// The latest timestamp a record may carry: 9999-12-31T23:59:59Z. Within these bounds every
+/// time-zone and calendar computation is defined.
+pub const MAX_TS_US: i64 = 253_402_300_799 * SECOND_US;
+
+/// The timestamp if it lies between [`MIN_TS_US`] and [`MAX_TS_US`].
+pub fn in_range(ts_us: i64) -> Option<i64> {
+    (MIN_TS_US..=MAX_TS_US).contains(&ts_us).then_some(ts_us)
+}
+
+/// Converts seconds (possibly fractional) to microseconds, rejecting values that are not
+/// finite or fall outside the years 1900 to 9999.
 pub fn seconds_to_us(seconds: f64) -> Option<i64> {
     if !seconds.is_finite() {
         return None;
@@ -40,14 +52,14 @@ pub fn seconds_to_us(seconds: f64) -> Option<i64> {
     if us.abs() > 9.0e18 {
         return None;
     }
-    Some(us as i64)
+    in_range(us as i64)
 }
 
 /// Parses an RFC 3339 timestamp, or a decimal number of Unix seconds written as a string.
 pub fn parse_ts_str(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Some(dt.timestamp_micros());
+        return in_range(dt.timestamp_micros());
     }
     s.parse::<f64>().ok().and_then(seconds_to_us)
 }
@@ -203,5 +215,13 @@ mod tests {
         assert_eq!(format_hour(1_700_000_000 / 3600), "2023-11-14T22:00:00Z");
         assert_eq!(format_ts(1_500_000), "1970-01-01T00:00:01.500Z");
         assert_eq!(parse_ts_str("yesterday"), None);
+        // Beyond the years 1900–9999: refused, not wrapped or clamped.
+        assert_eq!(parse_ts_str("8210248387200"), None);
+        assert_eq!(parse_ts_str("+262142-06-01T00:00:00Z"), None);
+        assert_eq!(seconds_to_us(f64::NAN), None);
+        assert!(parse_ts_str("9999-12-31T23:00:00Z").is_some());
+        let cal = paris();
+        let last = hour_of(MAX_TS_US);
+        assert!(cal.week_start_hour(cal.week(last)) <= last);
     }
 }
