@@ -7,7 +7,7 @@
 //! global.
 
 use crate::mapped::CompiledMapping;
-use crate::validate::{parse_ndjson_line, RecordError, RejectKind};
+use crate::validate::{parse_ndjson_line, RecordError};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -219,6 +219,15 @@ fn mine(input: usize, line: u64, index: u64, peers: u64) -> bool {
     (input as u64 + line) % peers == index
 }
 
+/// A line that cannot be read as a record at all.
+fn malformed(input: String, line: u64, reason: String) -> Item {
+    Item::Rejected(Rejection {
+        input,
+        line,
+        error: RecordError::malformed(reason),
+    })
+}
+
 /// What a reader yields: a record, a rejected line, or an input that could not be read.
 #[derive(Debug)]
 pub enum Item {
@@ -267,16 +276,11 @@ impl Iterator for RecordReader<'_> {
                     let text = match std::str::from_utf8(&self.buf) {
                         Ok(t) => t.trim_start_matches('\u{feff}').trim(),
                         Err(e) => {
-                            let error = RecordError {
-                                kind: RejectKind::Malformed,
-                                field: None,
-                                reason: format!("not UTF-8 text: {e}"),
-                            };
-                            return Some(Item::Rejected(Rejection {
-                                input: label(),
-                                line: self.line,
-                                error,
-                            }));
+                            return Some(malformed(
+                                label(),
+                                self.line,
+                                format!("not UTF-8 text: {e}"),
+                            ))
                         }
                     };
                     if text.is_empty() {
@@ -315,16 +319,7 @@ impl Iterator for RecordReader<'_> {
                                 continue;
                             }
                             let line = e.position().map(|p| p.line()).unwrap_or(self.line);
-                            let error = RecordError {
-                                kind: RejectKind::Malformed,
-                                field: None,
-                                reason: format!("bad CSV row: {e}"),
-                            };
-                            return Some(Item::Rejected(Rejection {
-                                input: label(),
-                                line,
-                                error,
-                            }));
+                            return Some(malformed(label(), line, format!("bad CSV row: {e}")));
                         }
                     }
                     self.lines_seen += 1;

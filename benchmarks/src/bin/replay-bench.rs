@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -198,34 +199,17 @@ fn main() -> anyhow::Result<()> {
         for workers in [1, 2] {
             let vout = dir.path().join(format!("vigie-{workers}.ndjson"));
             let report = dir.path().join("report.json");
-            let v = best_of(cli.runs, || {
-                let t = Instant::now();
-                let out = Command::new(&vigie)
-                    .args(["replay", "--config"])
-                    .arg(cfg)
-                    .args([
-                        "--input",
-                        input,
-                        "--workers",
-                        &workers.to_string(),
-                        "--report-json",
-                    ])
-                    .arg(&report)
-                    .arg("--output")
-                    .arg(&vout)
-                    .output()?;
-                let wall = t.elapsed().as_secs_f64();
-                if !out.status.success() {
-                    bail!(
-                        "vigie failed: {}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
-                v["wall_s"] = json!(wall);
-                Ok(v)
-            })?;
+            let args: Vec<OsString> = vec![
+                "--config".into(),
+                cfg.into(),
+                "--input".into(),
+                input.into(),
+                "--workers".into(),
+                workers.to_string().into(),
+                "--output".into(),
+                vout.clone().into(),
+            ];
+            let v = best_of(cli.runs, || replay(&vigie, &report, &args))?;
             let diffs = compare(&plain_out, &vout)?;
             if diffs > 0 {
                 bail!("{name}: vigie on {workers} worker(s) differs from the plain loop on {diffs} lines");
@@ -235,17 +219,15 @@ fn main() -> anyhow::Result<()> {
         if results.is_empty() {
             // The latency side of the trade-off: the generated workload in epochs of 10,000.
             let report = dir.path().join("report.json");
-            let out = Command::new(&vigie)
-                .args(["replay", "--config"])
-                .arg(cfg)
-                .args(["--input", input, "--batch", "10000", "--report-json"])
-                .arg(&report)
-                .output()?;
-            if !out.status.success() {
-                bail!("vigie failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            row["vigie_1w_small_epochs"] =
-                serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+            let args: Vec<OsString> = vec![
+                "--config".into(),
+                cfg.into(),
+                "--input".into(),
+                input.into(),
+                "--batch".into(),
+                "10000".into(),
+            ];
+            row["vigie_1w_small_epochs"] = replay(&vigie, &report, &args)?;
         }
         results.push(row);
     }
@@ -314,6 +296,28 @@ fn bounded(per_year: usize, vigie: Option<PathBuf>, batch: usize) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// Runs `vigie replay` with `args`; returns its JSON report with the process's wall time.
+fn replay(vigie: &Path, report: &Path, args: &[OsString]) -> anyhow::Result<Value> {
+    let t = Instant::now();
+    let out = Command::new(vigie)
+        .arg("replay")
+        .args(args)
+        .arg("--report-json")
+        .arg(report)
+        .output()?;
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "vigie failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(report)?)?;
+    v["wall_s"] = json!(wall);
+    Ok(v)
 }
 
 fn best_of(runs: usize, mut f: impl FnMut() -> anyhow::Result<Value>) -> anyhow::Result<Value> {
