@@ -61,3 +61,54 @@ proptest! {
         prop_assert!(records >= 1);
     }
 }
+
+fn unix_time_mapping() -> Config {
+    Config::parse(
+        "zones = \"zones/marseille.geojson\"\n[mappings.m]\nfeed = \"incident\"\ntime = { column = \"t\", format = \"unix\" }\nlocation = { zone = { column = \"z\" } }\nfields.severity = { column = \"s\" }\n",
+        "test.toml",
+        None,
+    )
+    .unwrap()
+}
+
+fn read_csv(config: &Config, bytes: &[u8]) -> (usize, Vec<vigie_connectors::Rejection>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    std::fs::write(&path, bytes).unwrap();
+    let spec = InputSpec::parse(&format!("m={}", path.display()), config).unwrap();
+    let mut records = 0;
+    let mut rejections = Vec::new();
+    for item in RecordReader::new(config, vec![spec]) {
+        match item {
+            Item::Record(_) => records += 1,
+            Item::Rejected(r) => rejections.push(r),
+            Item::Failed(e) => panic!("{e}"),
+        }
+    }
+    (records, rejections)
+}
+
+#[test]
+fn not_a_number_in_a_unix_time_column_is_refused_not_read_as_1970() {
+    let (records, rejections) = read_csv(
+        &unix_time_mapping(),
+        b"t,z,s\nNaN,13001,2\n1790000000,13001,2\ninf,13001,2\n",
+    );
+    assert_eq!(records, 1);
+    let where_what: Vec<(u64, Option<&str>)> =
+        rejections.iter().map(|r| (r.line, r.error.field)).collect();
+    assert_eq!(where_what, vec![(2, Some("ts")), (4, Some("ts"))]);
+}
+
+#[test]
+fn a_csv_row_that_is_not_utf8_is_rejected_with_its_line() {
+    let (records, rejections) = read_csv(
+        &unix_time_mapping(),
+        b"t,z,s\n1790000000,\"13\n001\",2\n1790000000,13\xff001,2\n1790000100,13001,3\n",
+    );
+    // Line 2 holds a quoted newline, so the bad row starts on line 4.
+    assert_eq!(records, 1, "{rejections:?}");
+    assert_eq!(rejections.len(), 2, "{rejections:?}");
+    assert_eq!(rejections[1].line, 4, "{rejections:?}");
+    assert!(rejections[1].error.reason.contains("CSV"), "{rejections:?}");
+}
