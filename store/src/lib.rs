@@ -1,0 +1,11 @@
+//! The embedded time-series store of vigie (work in progress, stage "store" of the plan).
+//!
+//! For now it holds the chunk codec: Gorilla compression (Pelkonen et al., VLDB 2015) of one
+//! series' points, delta-of-delta timestamps and XOR-ed floats, bit-packed. The write-ahead
+//! log, the in-memory head, the time-partitioned blocks, compaction and retention build on it.
+//! The byte format is documented in `store/FORMAT.md`.
+
+pub mod bits;
+pub mod chunk;
+
+pub use chunk::{ChunkDecoder, ChunkEncoder, DecodeError};
