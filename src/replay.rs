@@ -3,7 +3,6 @@
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -185,7 +184,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             ));
             report.updates = c.updates;
             if let Some(path) = &output {
-                if let Err(e) = write_output(path, &c, &zone_ids) {
+                if let Err(e) = vigie_connectors::output::write_ndjson(
+                    path,
+                    &c.indicator_rows(),
+                    &c.clash_rows(),
+                    &zone_ids,
+                ) {
                     report
                         .failures
                         .push(format!("writing {}: {e}", path.display()));
@@ -272,23 +276,6 @@ fn timely_config(args: &ReplayArgs, workers: usize) -> anyhow::Result<timely::Co
         },
         worker: timely::WorkerConfig::default(),
     })
-}
-
-fn write_output(
-    path: &std::path::Path,
-    c: &vigie_engine::driver::Collected,
-    zone_ids: &[String],
-) -> std::io::Result<()> {
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for row in c.indicator_rows() {
-        serde_json::to_writer(&mut w, &row.to_json(&zone_ids[row.zone as usize]))?;
-        w.write_all(b"\n")?;
-    }
-    for row in c.clash_rows() {
-        serde_json::to_writer(&mut w, &row.to_json(&zone_ids[row.zone as usize]))?;
-        w.write_all(b"\n")?;
-    }
-    w.flush()
 }
 
 fn print_report(

@@ -143,8 +143,6 @@ pub struct RecordReader<'c> {
     peers: u64,
     buf: Vec<u8>,
     row: csv::StringRecord,
-    /// Lines (or rows) seen by this reader, its share or not.
-    pub lines_seen: u64,
 }
 
 impl<'c> RecordReader<'c> {
@@ -165,7 +163,6 @@ impl<'c> RecordReader<'c> {
             peers: peers.max(1) as u64,
             buf: Vec::new(),
             row: csv::StringRecord::new(),
-            lines_seen: 0,
         }
     }
 
@@ -268,7 +265,6 @@ impl Iterator for RecordReader<'_> {
                         }
                     }
                     self.line += 1;
-                    self.lines_seen += 1;
                     if !self.mine(input) {
                         continue;
                     }
@@ -314,7 +310,6 @@ impl Iterator for RecordReader<'_> {
                             }));
                         }
                         Err(e) => {
-                            self.lines_seen += 1;
                             if !mine(input, self.line, self.index, self.peers) {
                                 continue;
                             }
@@ -322,7 +317,6 @@ impl Iterator for RecordReader<'_> {
                             return Some(malformed(label(), line, format!("bad CSV row: {e}")));
                         }
                     }
-                    self.lines_seen += 1;
                     if !mine(input, self.line, self.index, self.peers) {
                         continue;
                     }

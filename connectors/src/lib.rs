@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod mapped;
+pub mod output;
 pub mod raw;
 pub mod sys;
 pub mod validate;

@@ -50,9 +50,4 @@ impl CachedCalendar {
         }
         slot.1
     }
-
-    /// The calendar behind the memo.
-    pub fn calendar(&self) -> &Calendar {
-        &self.cal
-    }
 }

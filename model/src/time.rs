@@ -107,15 +107,13 @@ impl Calendar {
 
     /// Hour of week of hour `h`: local weekday (Monday = 0) × 24 + local hour of its start.
     pub fn how(&self, h: i64) -> u8 {
-        let l = self.local(h);
-        (l.weekday().num_days_from_monday() * 24 + l.hour()) as u8
+        self.how_week(h).0
     }
 
     /// Index of the local Monday-to-Sunday week that contains the start of hour `h`
     /// (week 0 starts on Monday 1970-01-05).
     pub fn week(&self, h: i64) -> i64 {
-        let l = self.local(h);
-        (l.date() - epoch_monday()).num_days().div_euclid(7)
+        self.how_week(h).1
     }
 
     /// Both `how(h)` and `week(h)`, with one time-zone conversion.

@@ -341,17 +341,12 @@ fn plain(config: &Path, input: &str, output: &Path) -> anyhow::Result<()> {
     let run = plain_loop(&config, vec![spec]);
     let elapsed = t.elapsed().as_secs_f64();
     let ids: Vec<&str> = config.zones.iter().map(|z| z.id.as_str()).collect();
-    let mut w = std::io::BufWriter::new(std::fs::File::create(output)?);
-    use std::io::Write;
-    for r in &run.output.indicators {
-        serde_json::to_writer(&mut w, &r.to_json(ids[r.zone as usize]))?;
-        w.write_all(b"\n")?;
-    }
-    for r in &run.output.clashes {
-        serde_json::to_writer(&mut w, &r.to_json(ids[r.zone as usize]))?;
-        w.write_all(b"\n")?;
-    }
-    w.flush()?;
+    vigie_connectors::output::write_ndjson(
+        output,
+        &run.output.indicators,
+        &run.output.clashes,
+        &ids,
+    )?;
     println!(
         "{}",
         json!({"records_read": run.read, "accepted": run.accepted, "elapsed_s": elapsed, "peak_rss_bytes": vigie_connectors::sys::peak_rss_bytes(),
