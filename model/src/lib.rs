@@ -6,10 +6,12 @@
 //! an event that ends before it starts, or a zone that the configuration does not know.
 
 mod float;
+pub mod point;
 mod record;
 mod rows;
 pub mod time;
 
 pub use float::F64;
+pub use point::Point;
 pub use record::{Body, EventKind, Feed, Record, WeatherKind, ZoneIdx};
 pub use rows::{ClashReason, ClashRow, IndicatorRow, Trend};
