@@ -1,13 +1,41 @@
-//! The embedded time-series store of vigie (work in progress, stage "store" of the plan).
+//! The embedded time-series store of vigie: what the engine's indicator updates land in, and
+//! what the query API and the monitoring wall read.
 //!
-//! For now it holds the write-ahead log ([`wal`]) and the chunk codec ([`chunk`]): Gorilla compression (Pelkonen et al., VLDB 2015) of one
-//! series' points, delta-of-delta timestamps and XOR-ed floats, bit-packed. The write-ahead
-//! log, the in-memory head, the time-partitioned blocks, compaction and retention build on it.
-//! The byte format is documented in `store/FORMAT.md`.
+//! Series are keyed by measurement, tags and field ([`SeriesKey`]). A write is a batch of
+//! samples stamped with a revision; it is appended to a checksummed write-ahead log ([`wal`])
+//! and fsynced before it is acknowledged, then kept in an in-memory head. Flushes write the
+//! head as immutable, time-partitioned blocks ([`block`]) of Gorilla-compressed chunks
+//! ([`chunk`]: delta-of-delta timestamps, XOR-ed floats, after Pelkonen et al., VLDB 2015).
+//! A point written again keeps its older versions: reads give the latest, or the latest as
+//! known at an earlier time, and the history of a point's revisions. Compaction merges a
+//! partition's blocks and applies the retention. The bytes on disk and the recovery are
+//! documented in `store/FORMAT.md`.
 
 pub mod bits;
+pub mod block;
 pub mod chunk;
+mod db;
+pub mod series;
 pub mod wal;
 
+use std::path::PathBuf;
+
+pub use block::Version;
 pub use chunk::{ChunkDecoder, ChunkEncoder, DecodeError};
+pub use db::{downsample, resolve, Ack, Agg, CompactReport, OpenReport, Options, Stats, Store};
+pub use series::SeriesKey;
 pub use wal::{Recovered, Wal, WalError};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}

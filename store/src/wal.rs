@@ -225,6 +225,33 @@ impl Wal {
         Ok(())
     }
 
+    /// Starts a new segment and deletes every older one. Call it once what the log held is
+    /// durable elsewhere (the store calls it after writing the head out as blocks).
+    pub fn checkpoint(&mut self) -> Result<(), WalError> {
+        if self.current_len > 0 {
+            self.roll()?;
+        }
+        for (_, path) in segments(&self.dir)? {
+            if path != self.current_path {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))
+    }
+
+    /// Bytes in the log's segments now.
+    pub fn size_bytes(&self) -> Result<u64, WalError> {
+        let mut total = self.current_len;
+        for (_, path) in segments(&self.dir)? {
+            if path != self.current_path {
+                total += fs::metadata(&path).map_err(io_err(&path))?.len();
+            }
+        }
+        Ok(total)
+    }
+
     /// The sequence number the next record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

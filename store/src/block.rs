@@ -1,0 +1,259 @@
+//! Blocks: immutable files of compressed versions, one time partition each.
+//!
+//! A block holds, for every series it has data for, the versions `(ts, rev, value)` of the
+//! points of one partition, sorted by timestamp then revision, as two Gorilla chunks: `(ts,
+//! value)` and `(rev, 0.0)`. An index at the end says where each series lies; a footer points to
+//! the index. Blocks are written to a temporary name, fsynced, renamed and the folder fsynced,
+//! so a block either exists whole or not at all. See `store/FORMAT.md`.
+
+use crate::chunk::{ChunkDecoder, ChunkEncoder};
+use crate::series::SeriesKey;
+use crate::StoreError;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"VGSBLK01";
+const FOOTER: usize = 8 + 8 + 8 + 8 + 4 + 8;
+
+/// One version of one point: its timestamp, the revision that wrote it, and its value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Version {
+    pub ts: i64,
+    pub rev: i64,
+    pub value: f64,
+}
+
+/// Where a series lies in a block.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: SeriesKey,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub versions: u32,
+    offset: u64,
+    len: u32,
+}
+
+/// An open block: its partition, its index, and the file to read sections from.
+#[derive(Debug)]
+pub struct Block {
+    pub path: PathBuf,
+    pub seq: u64,
+    pub part_start: i64,
+    pub part_end: i64,
+    pub max_rev: i64,
+    pub entries: Vec<Entry>,
+    pub bytes: u64,
+    file: File,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The file name of block `seq` of the partition starting at `part_start`.
+pub fn block_name(part_start: i64, seq: u64) -> String {
+    format!("{seq:012}_{part_start}.blk")
+}
+
+fn be_i64(b: &[u8]) -> i64 {
+    i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b[..4].try_into().expect("4 bytes"))
+}
+
+/// Writes a block of `series` (each sorted by `(ts, rev)`, none empty) in `dir`, durably.
+pub fn write(
+    dir: &Path,
+    seq: u64,
+    part_start: i64,
+    part_end: i64,
+    series: &[(SeriesKey, Vec<Version>)],
+) -> Result<Block, StoreError> {
+    let name = block_name(part_start, seq);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(&name);
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    buf.extend_from_slice(MAGIC);
+    let mut index: Vec<u8> = Vec::new();
+    let mut entries = Vec::with_capacity(series.len());
+    let mut max_rev = i64::MIN;
+    index.extend_from_slice(&(series.len() as u32).to_be_bytes());
+    for (key, versions) in series {
+        let mut tv = ChunkEncoder::new();
+        let mut rv = ChunkEncoder::new();
+        for v in versions {
+            tv.push(v.ts, v.value);
+            rv.push(v.rev, 0.0);
+            max_rev = max_rev.max(v.rev);
+        }
+        let (tv, rv) = (tv.to_bytes(), rv.to_bytes());
+        let offset = buf.len() as u64;
+        buf.extend_from_slice(&(tv.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&tv);
+        buf.extend_from_slice(&rv);
+        let crc = crc32fast::hash(&buf[offset as usize..]);
+        buf.extend_from_slice(&crc.to_be_bytes());
+        let len = (buf.len() as u64 - offset) as u32;
+        let min_ts = versions.first().map_or(0, |v| v.ts);
+        let max_ts = versions.last().map_or(0, |v| v.ts);
+        key.encode(&mut index);
+        index.extend_from_slice(&min_ts.to_be_bytes());
+        index.extend_from_slice(&max_ts.to_be_bytes());
+        index.extend_from_slice(&(versions.len() as u32).to_be_bytes());
+        index.extend_from_slice(&offset.to_be_bytes());
+        index.extend_from_slice(&len.to_be_bytes());
+        entries.push(Entry {
+            key: key.clone(),
+            min_ts,
+            max_ts,
+            versions: versions.len() as u32,
+            offset,
+            len,
+        });
+    }
+    let index_offset = buf.len() as u64;
+    let index_crc = crc32fast::hash(&index);
+    buf.extend_from_slice(&index);
+    buf.extend_from_slice(&part_start.to_be_bytes());
+    buf.extend_from_slice(&part_end.to_be_bytes());
+    buf.extend_from_slice(&max_rev.to_be_bytes());
+    buf.extend_from_slice(&index_offset.to_be_bytes());
+    buf.extend_from_slice(&index_crc.to_be_bytes());
+    buf.extend_from_slice(MAGIC);
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&buf).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(dir)?;
+    let file = File::open(&path).map_err(io(&path))?;
+    Ok(Block {
+        path,
+        seq,
+        part_start,
+        part_end,
+        max_rev,
+        entries,
+        bytes: buf.len() as u64,
+        file,
+    })
+}
+
+/// Fsyncs a folder, so that names created or removed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+impl Block {
+    /// Opens a block file and reads its index; a bad footer or index is an error.
+    pub fn open(path: &Path, seq: u64) -> Result<Block, StoreError> {
+        let file = File::open(path).map_err(io(path))?;
+        let bytes = file.metadata().map_err(io(path))?.len();
+        if bytes < (MAGIC.len() + FOOTER) as u64 {
+            return Err(corrupt(path, "shorter than a block's header and footer"));
+        }
+        let mut footer = [0u8; FOOTER];
+        file.read_exact_at(&mut footer, bytes - FOOTER as u64)
+            .map_err(io(path))?;
+        if &footer[36..44] != MAGIC {
+            return Err(corrupt(path, "the footer's magic bytes are wrong"));
+        }
+        let part_start = be_i64(&footer[0..]);
+        let part_end = be_i64(&footer[8..]);
+        let max_rev = be_i64(&footer[16..]);
+        let index_offset = be_u64(&footer[24..]);
+        let index_crc = be_u32(&footer[32..]);
+        let index_end = bytes - FOOTER as u64;
+        if index_offset < MAGIC.len() as u64 || index_offset > index_end {
+            return Err(corrupt(path, "the index offset is out of the file"));
+        }
+        let mut index = vec![0u8; (index_end - index_offset) as usize];
+        file.read_exact_at(&mut index, index_offset)
+            .map_err(io(path))?;
+        if crc32fast::hash(&index) != index_crc {
+            return Err(corrupt(path, "the index checksum does not match"));
+        }
+        let bad = || corrupt(path, "the index is malformed");
+        let count = be_u32(index.get(0..4).ok_or_else(bad)?) as usize;
+        let mut pos = 4;
+        let mut entries = Vec::with_capacity(count.min(1 << 20));
+        for _ in 0..count {
+            let (key, n) = SeriesKey::decode(&index[pos..]).map_err(|_| bad())?;
+            pos += n;
+            let rest = index.get(pos..pos + 32).ok_or_else(bad)?;
+            let entry = Entry {
+                key,
+                min_ts: be_i64(&rest[0..]),
+                max_ts: be_i64(&rest[8..]),
+                versions: be_u32(&rest[16..]),
+                offset: be_u64(&rest[20..]),
+                len: be_u32(&rest[28..]),
+            };
+            pos += 32;
+            if entry.offset + entry.len as u64 > index_offset {
+                return Err(bad());
+            }
+            entries.push(entry);
+        }
+        Ok(Block {
+            path: path.to_path_buf(),
+            seq,
+            part_start,
+            part_end,
+            max_rev,
+            entries,
+            bytes,
+            file,
+        })
+    }
+
+    /// Reads and checks the versions of entry `i`.
+    pub fn read(&self, i: usize) -> Result<Vec<Version>, StoreError> {
+        let e = &self.entries[i];
+        let mut section = vec![0u8; e.len as usize];
+        self.file
+            .read_exact_at(&mut section, e.offset)
+            .map_err(io(&self.path))?;
+        let bad = |what: &str| corrupt(&self.path, format!("series {}: {what}", e.key));
+        if section.len() < 8 {
+            return Err(bad("section too short"));
+        }
+        let (body, crc) = section.split_at(section.len() - 4);
+        if crc32fast::hash(body) != be_u32(crc) {
+            return Err(bad("checksum does not match"));
+        }
+        let tv_len = be_u32(body) as usize;
+        let tv = body.get(4..4 + tv_len).ok_or_else(|| bad("chunk length"))?;
+        let rv = &body[4 + tv_len..];
+        let tvs = ChunkDecoder::new(tv).map_err(|e| bad(&e.to_string()))?;
+        let rvs = ChunkDecoder::new(rv).map_err(|e| bad(&e.to_string()))?;
+        let mut out = Vec::with_capacity(e.versions as usize);
+        for (a, b) in tvs.zip(rvs) {
+            let (ts, value) = a.map_err(|e| bad(&e.to_string()))?;
+            let (rev, _) = b.map_err(|e| bad(&e.to_string()))?;
+            out.push(Version { ts, rev, value });
+        }
+        if out.len() != e.versions as usize {
+            return Err(bad("version count differs from the index"));
+        }
+        Ok(out)
+    }
+}
