@@ -14,7 +14,7 @@
 use crate::calendar::CachedCalendar;
 use crate::graph::{build, DensityIn, Entry, GraphParams, IncidentIn, Inputs, KeyedIn, WeatherIn};
 use differential_dataflow::input::{Input, InputSession};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -68,14 +68,110 @@ pub struct Collected {
     clashes: FxHashMap<ClashRow, isize>,
     /// Output updates received (each row change is a retraction and an insertion).
     pub updates: u64,
+    /// Change tracking for sinks, when asked for ([`Collected::track_changes`]).
+    tracker: Option<Tracker>,
+}
+
+/// What a sink has been given, and what changed since.
+#[derive(Default, Debug)]
+struct Tracker {
+    /// Keys touched, with the latest epoch of an update to them.
+    dirty: FxHashMap<(ZoneIdx, i64), u64>,
+    /// The row last handed out for each key.
+    emitted: FxHashMap<(ZoneIdx, i64), IndicatorRow>,
+    clash_dirty: FxHashMap<ClashRow, u64>,
+    clash_emitted: FxHashSet<ClashRow>,
+}
+
+/// The output changes of complete epochs, for sinks.
+#[derive(Default, Debug)]
+pub struct Changes {
+    /// `(row handed out before, if any; the row now)` for each indicator that changed.
+    pub indicators: Vec<(Option<IndicatorRow>, IndicatorRow)>,
+    /// Clashes that appeared (`true`) or ended (`false`).
+    pub clashes: Vec<(ClashRow, bool)>,
 }
 
 impl Collected {
     fn apply_indicators(&mut self, updates: &[(IndicatorRow, u64, isize)]) {
         self.updates += updates.len() as u64;
-        for (row, _t, d) in updates {
+        for (row, t, d) in updates {
             self.apply_indicator(row, *d);
+            if let Some(tr) = &mut self.tracker {
+                let e = tr.dirty.entry((row.zone, row.hour)).or_insert(*t);
+                *e = (*e).max(*t);
+            }
         }
+    }
+
+    /// Starts tracking changes for [`Collected::drain`].
+    pub fn track_changes(&mut self) {
+        self.tracker.get_or_insert_with(Tracker::default);
+    }
+
+    /// The row of a key, when exactly one is present.
+    fn current(&self, key: &(ZoneIdx, i64)) -> Option<&IndicatorRow> {
+        let mut present = self
+            .indicators
+            .get(key)
+            .into_iter()
+            .chain(self.overflow.get(key).into_iter().flatten())
+            .filter(|(_, d)| *d > 0);
+        match (present.next(), present.next()) {
+            (Some((r, _)), None) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The changes of every key whose updates all belong to epochs up to `upto` (complete
+    /// epochs): rows that differ from what was handed out before, and clashes that appeared or
+    /// ended. A row that left the output is forgotten, not reported (its history stays in the
+    /// sinks). Empty unless [`Collected::track_changes`] was called.
+    pub fn drain(&mut self, upto: u64) -> Changes {
+        let mut out = Changes::default();
+        let Some(mut tr) = self.tracker.take() else {
+            return out;
+        };
+        let ready: Vec<(ZoneIdx, i64)> = tr
+            .dirty
+            .iter()
+            .filter(|(_, t)| **t <= upto)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ready {
+            tr.dirty.remove(&key);
+            match self.current(&key) {
+                Some(now) => {
+                    let before = tr.emitted.get(&key);
+                    if before != Some(now) {
+                        out.indicators.push((before.cloned(), now.clone()));
+                        tr.emitted.insert(key, now.clone());
+                    }
+                }
+                None => {
+                    tr.emitted.remove(&key);
+                }
+            }
+        }
+        out.indicators.sort_by_key(|(_, r)| (r.zone, r.hour));
+        let ready: Vec<ClashRow> = tr
+            .clash_dirty
+            .iter()
+            .filter(|(_, t)| **t <= upto)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for c in ready {
+            tr.clash_dirty.remove(&c);
+            let present = self.clashes.get(&c).is_some_and(|d| *d > 0);
+            if present && tr.clash_emitted.insert(c.clone()) {
+                out.clashes.push((c, true));
+            } else if !present && tr.clash_emitted.remove(&c) {
+                out.clashes.push((c, false));
+            }
+        }
+        out.clashes.sort();
+        self.tracker = Some(tr);
+        out
     }
 
     fn apply_indicator(&mut self, row: &IndicatorRow, d: isize) {
@@ -116,7 +212,11 @@ impl Collected {
     }
 
     fn apply_clashes(&mut self, updates: &[(ClashRow, u64, isize)]) {
-        for (row, _t, d) in updates {
+        for (row, t, d) in updates {
+            if let Some(tr) = &mut self.tracker {
+                let e = tr.clash_dirty.entry(row.clone()).or_insert(*t);
+                *e = (*e).max(*t);
+            }
             let e = self.clashes.entry(row.clone()).or_insert(0);
             *e += d;
             if *e == 0 {

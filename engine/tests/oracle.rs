@@ -262,6 +262,10 @@ fn check_every_epoch(p: GraphParams, seed: u64, n: usize) -> (u64, usize) {
     let records = random_records(seed, n);
     timely::execute_directly(move |worker| {
         let mut driver = Driver::new(worker, &p);
+        driver.collected.borrow_mut().track_changes();
+        // What a sink fed only with the drained changes holds.
+        let mut mirror: std::collections::BTreeMap<(u32, i64), IndicatorRow> = Default::default();
+        let mut mirror_clashes: std::collections::BTreeSet<ClashRow> = Default::default();
         let mut rng = StdRng::seed_from_u64(seed ^ 0xabc);
         let mut fed = 0;
         let mut clashes_seen = 0;
@@ -273,7 +277,42 @@ fn check_every_epoch(p: GraphParams, seed: u64, n: usize) -> (u64, usize) {
             fed += size;
             let epoch = driver.advance();
             driver.wait(worker, epoch);
+            let changes = driver.collected.borrow_mut().drain(epoch);
+            for (old, new) in changes.indicators {
+                let key = (new.zone as u32, new.hour);
+                let had = mirror.insert(key, new.clone());
+                if let Some(old) = old {
+                    assert_eq!(
+                        had.as_ref(),
+                        Some(&old),
+                        "seed {seed}: the old row handed out"
+                    );
+                    assert_ne!(old, new, "seed {seed}: a change that is none");
+                }
+            }
+            for (c, appeared) in changes.clashes {
+                assert_eq!(
+                    mirror_clashes.insert(c.clone()),
+                    appeared,
+                    "seed {seed}: clash {c:?}"
+                );
+                if !appeared {
+                    mirror_clashes.remove(&c);
+                }
+            }
             let c = driver.collected.borrow();
+            for row in c.indicator_rows() {
+                assert_eq!(
+                    mirror.get(&(row.zone as u32, row.hour)),
+                    Some(&row),
+                    "seed {seed}: a row the sink missed"
+                );
+            }
+            assert_eq!(
+                mirror_clashes.iter().cloned().collect::<Vec<_>>(),
+                c.clash_rows(),
+                "seed {seed}: clashes the sink holds"
+            );
             clashes_seen = clashes_seen.max(c.clash_rows().len());
             assert_matches_with(
                 &p,
