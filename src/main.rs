@@ -6,6 +6,7 @@
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
 mod replay;
+mod sink;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -11,6 +11,8 @@ use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
 use vigie_engine::{timely, Driver, GraphParams};
 
+use crate::sink::{change_points, FeedHealth, StoreSink};
+
 /// Rejections kept with their reason, per process.
 const FIRST_REJECTIONS: usize = 10;
 /// Epochs a worker may have in flight before it waits for the oldest.
@@ -48,6 +50,10 @@ pub struct ReplayArgs {
     /// File with one `host:port` per line, one line per process.
     #[arg(long)]
     hostfile: Option<PathBuf>,
+    /// Write every indicator change, clash and the feeds' health into the embedded store in
+    /// this folder, one acknowledged revision per complete epoch (created if missing).
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 /// What one worker measured.
@@ -61,6 +67,15 @@ struct WorkerReport {
     latency: Histogram<u64>,
     rows: Option<(usize, usize, Option<i64>)>,
     updates: u64,
+    store: Option<StoreReport>,
+}
+
+/// What the store sink did.
+struct StoreReport {
+    samples: u64,
+    writes: u64,
+    busy: std::time::Duration,
+    stats: vigie_store::Stats,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -93,6 +108,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let zone_ids: Arc<Vec<String>> = Arc::new(config.zones.iter().map(|z| z.id.clone()).collect());
     let output = args.output.clone();
+    let store_dir = args.store.clone();
+    let health = Arc::new(FeedHealth::default());
     let shared = (config.clone(), inputs.clone());
 
     eprintln!(
@@ -107,6 +124,27 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let guards = timely::execute(timely_config, move |worker| {
         let (config, inputs) = (&shared.0, shared.1.clone());
         let mut driver = Driver::new(worker, &params);
+        let mut sink = None;
+        let mut failures = Vec::new();
+        if let (Some(dir), 0) = (&store_dir, worker.index()) {
+            match StoreSink::open(dir) {
+                Ok(s) => {
+                    driver.collected.borrow_mut().track_changes();
+                    sink = Some(s);
+                }
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        let mut publish = |driver: &Driver, upto: u64, failures: &mut Vec<String>| {
+            if let Some(s) = &mut sink {
+                let changes = driver.collected.borrow_mut().drain(upto);
+                let points = change_points(&changes, &zone_ids);
+                if let Err(e) = s.publish(points, &health, driver.clock()) {
+                    failures.push(format!("writing to the store: {e:#}"));
+                    sink = None;
+                }
+            }
+        };
         let mut report = WorkerReport {
             accepted: 0,
             rejected: BTreeMap::new(),
@@ -117,7 +155,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             rows: None,
             updates: 0,
+            store: None,
         };
+        report.failures = failures;
         let mut in_flight: VecDeque<(u64, Vec<(Instant, u64)>)> = VecDeque::new();
         let mut chunks: Vec<(Instant, u64)> = Vec::new();
         let mut in_epoch = 0usize;
@@ -130,6 +170,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     if chunk_count == 0 {
                         chunk_start = Instant::now();
                     }
+                    health.accept(&r);
                     driver.insert(r);
                     report.accepted += 1;
                     in_epoch += 1;
@@ -140,6 +181,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Item::Rejected(rej) => {
+                    health.reject();
                     *report.rejected.entry(rej.error.kind.name()).or_default() += 1;
                     if report.first_rejections.len() < FIRST_REJECTIONS {
                         report.first_rejections.push(rej);
@@ -156,13 +198,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 in_flight.push_back((epoch, std::mem::take(&mut chunks)));
                 in_epoch = 0;
                 worker.step();
-                settle(
+                if let Some(done) = settle(
                     worker,
                     &driver,
                     &mut in_flight,
                     &mut report.latency,
                     IN_FLIGHT,
-                );
+                ) {
+                    publish(&driver, done, &mut report.failures);
+                }
             }
         }
         if chunk_count > 0 {
@@ -173,6 +217,22 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         driver.close();
         settle(worker, &driver, &mut in_flight, &mut report.latency, 0);
         worker.step_while(|| !driver.finished());
+        publish(&driver, u64::MAX, &mut report.failures);
+        drop(publish);
+        if let Some(s) = sink {
+            let (samples, writes, busy) = (s.samples, s.writes, s.busy);
+            match s.finish() {
+                Ok(stats) => {
+                    report.store = Some(StoreReport {
+                        samples,
+                        writes,
+                        busy,
+                        stats,
+                    })
+                }
+                Err(e) => report.failures.push(format!("closing the store: {e:#}")),
+            }
+        }
         report.retired = driver.retired;
         report.unused = driver.unused;
         if worker.index() == 0 {
@@ -208,20 +268,23 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(print_report(&args, &inputs, reports, elapsed))
 }
 
-/// Waits until at most `keep` epochs are in flight, recording the latency of completed ones.
+/// Waits until at most `keep` epochs are in flight, recording the latency of completed ones;
+/// returns the latest epoch completed, if any.
 fn settle(
     worker: &mut timely::worker::Worker,
     driver: &Driver,
     in_flight: &mut VecDeque<(u64, Vec<(Instant, u64)>)>,
     hist: &mut Histogram<u64>,
     keep: usize,
-) {
+) -> Option<u64> {
+    let mut completed = None;
     loop {
         while let Some((epoch, _)) = in_flight.front() {
             if !driver.done(*epoch) {
                 break;
             }
-            let (_, chunks) = in_flight.pop_front().expect("front");
+            let (epoch, chunks) = in_flight.pop_front().expect("front");
+            completed = Some(epoch);
             let now = Instant::now();
             for (at, n) in chunks {
                 let us = now.duration_since(at).as_micros().max(1) as u64;
@@ -229,7 +292,7 @@ fn settle(
             }
         }
         if in_flight.len() <= keep {
-            return;
+            return completed;
         }
         worker.step();
     }
@@ -294,7 +357,9 @@ fn print_report(
     let mut failures: Vec<String> = Vec::new();
     let mut rows = None;
     let mut updates = 0;
+    let mut store = None;
     for r in reports {
+        store = store.or(r.store);
         accepted += r.accepted;
         retired += r.retired;
         unused += r.unused;
@@ -386,6 +451,23 @@ fn print_report(
         );
         println!("  updates:      {updates} indicator row changes emitted on the way");
     }
+    if let Some(s) = &store {
+        let st = &s.stats;
+        println!(
+            "  store:        {} samples in {} acknowledged writes ({:.0} samples/s while writing), {} series",
+            s.samples,
+            s.writes,
+            s.samples as f64 / s.busy.as_secs_f64().max(1e-9),
+            st.series
+        );
+        println!(
+            "                {} blocks, {} versions in {} bytes ({:.3} bytes per version)",
+            st.blocks,
+            st.block_versions,
+            st.block_bytes,
+            st.block_bytes as f64 / (st.block_versions.max(1)) as f64
+        );
+    }
     for f in &failures {
         println!("  error: {f}");
     }
@@ -405,6 +487,7 @@ fn print_report(
             "indicator_rows": rows.map(|r| r.0),
             "indicator_updates": updates,
             "clashes": rows.map(|r| r.1),
+            "store": store.as_ref().map(|s| serde_json::json!({"samples": s.samples, "writes": s.writes, "busy_s": s.busy.as_secs_f64(), "series": s.stats.series, "blocks": s.stats.blocks, "versions": s.stats.block_versions, "bytes": s.stats.block_bytes})),
             "errors": failures,
         });
         if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).expect("json")) {
