@@ -218,7 +218,6 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         settle(worker, &driver, &mut in_flight, &mut report.latency, 0);
         worker.step_while(|| !driver.finished());
         publish(&driver, u64::MAX, &mut report.failures);
-        drop(publish);
         if let Some(s) = sink {
             let (samples, writes, busy) = (s.samples, s.writes, s.busy);
             match s.finish() {
