@@ -3,8 +3,11 @@
 //! - `vigie replay`: pushes recorded feeds through the indicator dataflow as fast as it can,
 //!   writes the final indicators and clashes, and reports throughput, latency and rejections.
 //!   With no arguments, it replays the embedded real sample on the embedded configuration.
+//! - `vigie query`: reads the embedded store a replay wrote (`--store`): the latest figures
+//!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
+mod query;
 mod replay;
 mod sink;
 
@@ -27,6 +30,8 @@ struct Cli {
 enum Command {
     /// Replays recorded feeds through the indicator graph and prints a report.
     Replay(replay::ReplayArgs),
+    /// Reads the embedded store: latest figures, ranges, revisions, explanations.
+    Query(query::QueryArgs),
     /// Validates a configuration file and prints what it holds.
     CheckConfig {
         /// The configuration file (TOML).
@@ -39,10 +44,18 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Query(args) => query::run(args),
         Command::CheckConfig { config } => check_config(&config),
     };
     match result {
         Ok(code) => code,
+        // A reader that stops early (`| head`) is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("vigie: error: {e:#}");
             std::process::ExitCode::from(2)

@@ -1,6 +1,10 @@
 //! The indicator definitions and the read side: the arithmetic of the reference model
-//! ([`formula`]), shared by the engine and the reference, and the from-scratch recomputation
-//! of `indicators.md` ([`reference`]) that the engine is checked against.
+//! ([`formula`]), shared by the engine and the reference; the from-scratch recomputation
+//! of `indicators.md` ([`reference`]) that the engine is checked against; the reads of the
+//! indicator series in the store ([`read`]: the city now, a range with a step, one zone and
+//! hour, revisions); and the records behind a zone's figures ([`explain`]).
 
+pub mod explain;
 pub mod formula;
+pub mod read;
 pub mod reference;

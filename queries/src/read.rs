@@ -1,0 +1,107 @@
+//! Reads of the indicator series in the store: the city now, a zone's series over a range,
+//! one zone and hour with all its figures, and the revisions of a value.
+//!
+//! Indicators are written by the engine as measurement `indicator`, tag `zone`, one series
+//! per field of [`vigie_model::point::INDICATOR_FIELDS`], stamped with the start of the hour
+//! (ms). Every read can be made "as known at" an earlier revision.
+
+use std::collections::BTreeMap;
+use vigie_model::point::{INDICATOR, INDICATOR_FIELDS};
+use vigie_store::{Agg, SeriesKey, Store, StoreError};
+
+/// Milliseconds in an hour.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The figures of one zone and hour.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneHour {
+    pub zone: String,
+    /// Start of the hour, ms.
+    pub hour_ms: i64,
+    /// Field → value, for the fields stored at that hour.
+    pub values: BTreeMap<&'static str, f64>,
+}
+
+/// The key of one indicator field of one zone.
+pub fn indicator_key(zone: &str, field: &str) -> SeriesKey {
+    SeriesKey::new(INDICATOR, &[("zone", zone)], field)
+}
+
+/// The zones that have indicators in the store, sorted.
+pub fn zones(store: &Store) -> Vec<String> {
+    store
+        .series(INDICATOR, &[], INDICATOR_FIELDS[0])
+        .into_iter()
+        .filter_map(|k| k.tag("zone").map(str::to_string))
+        .collect()
+}
+
+/// The engine's clock as the store knows it: the hour of the last revision (in a replay a
+/// revision is stamped with the clock's hour, a millisecond or so later when two share one).
+pub fn clock_ms(store: &Store) -> Option<i64> {
+    let r = store.last_revision();
+    (r != i64::MIN).then(|| r.div_euclid(HOUR_MS) * HOUR_MS)
+}
+
+/// Every indicator field of `zone` at the hour starting at `hour_ms`, as known at `as_of`.
+pub fn zone_hour(
+    store: &Store,
+    zone: &str,
+    hour_ms: i64,
+    as_of: Option<i64>,
+) -> Result<Option<ZoneHour>, StoreError> {
+    let mut values = BTreeMap::new();
+    for field in INDICATOR_FIELDS {
+        let key = indicator_key(zone, field);
+        if let Some((_, v)) = store.range(&key, hour_ms, hour_ms + 1, as_of)?.pop() {
+            values.insert(field, v);
+        }
+    }
+    Ok((!values.is_empty()).then(|| ZoneHour {
+        zone: zone.to_string(),
+        hour_ms,
+        values,
+    }))
+}
+
+/// For each zone, its figures at the latest hour at or before `at_ms` (the current hour when
+/// `at_ms` is the clock), as known at `as_of`.
+pub fn latest_per_zone(
+    store: &Store,
+    at_ms: i64,
+    as_of: Option<i64>,
+) -> Result<Vec<ZoneHour>, StoreError> {
+    let mut out = Vec::new();
+    for zone in zones(store) {
+        let key = indicator_key(&zone, INDICATOR_FIELDS[0]);
+        if let Some((hour_ms, _)) = store.last_before(&key, at_ms.saturating_add(1), as_of)? {
+            out.extend(zone_hour(store, &zone, hour_ms, as_of)?);
+        }
+    }
+    Ok(out)
+}
+
+/// One field of one zone over `[start, end)`, one value per `step` reduced by `agg`.
+#[allow(clippy::too_many_arguments)]
+pub fn range(
+    store: &Store,
+    zone: &str,
+    field: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+    agg: Agg,
+    as_of: Option<i64>,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    store.downsample(&indicator_key(zone, field), start, end, step, agg, as_of)
+}
+
+/// Every revision of one field of one zone at one hour: `(revision, value)`, oldest first.
+pub fn revisions(
+    store: &Store,
+    zone: &str,
+    field: &str,
+    hour_ms: i64,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    store.revisions(&indicator_key(zone, field), hour_ms)
+}
