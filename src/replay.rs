@@ -135,9 +135,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => failures.push(format!("{e:#}")),
             }
         }
-        let mut publish = |driver: &Driver, upto: u64, failures: &mut Vec<String>| {
+        let mut publish = |driver: &Driver, failures: &mut Vec<String>| {
             if let Some(s) = &mut sink {
-                let changes = driver.collected.borrow_mut().drain(upto);
+                let changes = driver.collected.borrow_mut().drain();
                 let points = change_points(&changes, &zone_ids);
                 if let Err(e) = s.publish(points, &health, driver.clock()) {
                     failures.push(format!("writing to the store: {e:#}"));
@@ -198,14 +198,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 in_flight.push_back((epoch, std::mem::take(&mut chunks)));
                 in_epoch = 0;
                 worker.step();
-                if let Some(done) = settle(
+                if settle(
                     worker,
                     &driver,
                     &mut in_flight,
                     &mut report.latency,
                     IN_FLIGHT,
                 ) {
-                    publish(&driver, done, &mut report.failures);
+                    publish(&driver, &mut report.failures);
                 }
             }
         }
@@ -217,7 +217,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         driver.close();
         settle(worker, &driver, &mut in_flight, &mut report.latency, 0);
         worker.step_while(|| !driver.finished());
-        publish(&driver, u64::MAX, &mut report.failures);
+        publish(&driver, &mut report.failures);
         if let Some(s) = sink {
             let (samples, writes, busy) = (s.samples, s.writes, s.busy);
             match s.finish() {
@@ -268,22 +268,22 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Waits until at most `keep` epochs are in flight, recording the latency of completed ones;
-/// returns the latest epoch completed, if any.
+/// returns whether any completed.
 fn settle(
     worker: &mut timely::worker::Worker,
     driver: &Driver,
     in_flight: &mut VecDeque<(u64, Vec<(Instant, u64)>)>,
     hist: &mut Histogram<u64>,
     keep: usize,
-) -> Option<u64> {
-    let mut completed = None;
+) -> bool {
+    let mut completed = false;
     loop {
         while let Some((epoch, _)) = in_flight.front() {
             if !driver.done(*epoch) {
                 break;
             }
-            let (epoch, chunks) = in_flight.pop_front().expect("front");
-            completed = Some(epoch);
+            let (_, chunks) = in_flight.pop_front().expect("front");
+            completed = true;
             let now = Instant::now();
             for (at, n) in chunks {
                 let us = now.duration_since(at).as_micros().max(1) as u64;

@@ -70,16 +70,26 @@ pub struct Collected {
     pub updates: u64,
     /// Change tracking for sinks, when asked for ([`Collected::track_changes`]).
     tracker: Option<Tracker>,
+    /// Updates received for epochs not yet complete, by epoch: applied once their epoch is,
+    /// so that the collected state is always the output of a complete epoch.
+    staged: BTreeMap<u64, Staged>,
+}
+
+/// Updates of one epoch, waiting for it to complete.
+#[derive(Default, Debug)]
+struct Staged {
+    indicators: Vec<(IndicatorRow, isize)>,
+    clashes: Vec<(ClashRow, isize)>,
 }
 
 /// What a sink has been given, and what changed since.
 #[derive(Default, Debug)]
 struct Tracker {
-    /// Keys touched, with the latest epoch of an update to them.
-    dirty: FxHashMap<(ZoneIdx, i64), u64>,
+    /// Keys touched since the last drain.
+    dirty: FxHashSet<(ZoneIdx, i64)>,
     /// The row last handed out for each key.
     emitted: FxHashMap<(ZoneIdx, i64), IndicatorRow>,
-    clash_dirty: FxHashMap<ClashRow, u64>,
+    clash_dirty: FxHashSet<ClashRow>,
     clash_emitted: FxHashSet<ClashRow>,
 }
 
@@ -93,13 +103,37 @@ pub struct Changes {
 }
 
 impl Collected {
-    fn apply_indicators(&mut self, updates: &[(IndicatorRow, u64, isize)]) {
+    fn stage_indicators(&mut self, updates: &[(IndicatorRow, u64, isize)]) {
         self.updates += updates.len() as u64;
         for (row, t, d) in updates {
-            self.apply_indicator(row, *d);
-            if let Some(tr) = &mut self.tracker {
-                let e = tr.dirty.entry((row.zone, row.hour)).or_insert(*t);
-                *e = (*e).max(*t);
+            let staged = self.staged.entry(*t).or_default();
+            staged.indicators.push((row.clone(), *d));
+        }
+    }
+
+    fn stage_clashes(&mut self, updates: &[(ClashRow, u64, isize)]) {
+        for (row, t, d) in updates {
+            let staged = self.staged.entry(*t).or_default();
+            staged.clashes.push((row.clone(), *d));
+        }
+    }
+
+    /// Applies the updates of every epoch up to `upto` (which must be complete).
+    pub fn settle(&mut self, upto: u64) {
+        while self
+            .staged
+            .first_key_value()
+            .is_some_and(|(t, _)| *t <= upto)
+        {
+            let (_, staged) = self.staged.pop_first().expect("non-empty");
+            for (row, d) in staged.indicators {
+                self.apply_indicator(&row, d);
+                if let Some(tr) = &mut self.tracker {
+                    tr.dirty.insert((row.zone, row.hour));
+                }
+            }
+            for (row, d) in staged.clashes {
+                self.apply_clash(row, d);
             }
         }
     }
@@ -123,23 +157,16 @@ impl Collected {
         }
     }
 
-    /// The changes of every key whose updates all belong to epochs up to `upto` (complete
-    /// epochs): rows that differ from what was handed out before, and clashes that appeared or
-    /// ended. A row that left the output is forgotten, not reported (its history stays in the
-    /// sinks). Empty unless [`Collected::track_changes`] was called.
-    pub fn drain(&mut self, upto: u64) -> Changes {
+    /// The changes since the last drain, as of the last settled epoch: rows that differ from
+    /// what was handed out before, and clashes that appeared or ended. A row that left the
+    /// output is forgotten, not reported (its history stays in the sinks). Empty unless
+    /// [`Collected::track_changes`] was called.
+    pub fn drain(&mut self) -> Changes {
         let mut out = Changes::default();
         let Some(mut tr) = self.tracker.take() else {
             return out;
         };
-        let ready: Vec<(ZoneIdx, i64)> = tr
-            .dirty
-            .iter()
-            .filter(|(_, t)| **t <= upto)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in ready {
-            tr.dirty.remove(&key);
+        for key in std::mem::take(&mut tr.dirty) {
             match self.current(&key) {
                 Some(now) => {
                     let before = tr.emitted.get(&key);
@@ -154,14 +181,7 @@ impl Collected {
             }
         }
         out.indicators.sort_by_key(|(_, r)| (r.zone, r.hour));
-        let ready: Vec<ClashRow> = tr
-            .clash_dirty
-            .iter()
-            .filter(|(_, t)| **t <= upto)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for c in ready {
-            tr.clash_dirty.remove(&c);
+        for c in std::mem::take(&mut tr.clash_dirty) {
             let present = self.clashes.get(&c).is_some_and(|d| *d > 0);
             if present && tr.clash_emitted.insert(c.clone()) {
                 out.clashes.push((c, true));
@@ -211,17 +231,14 @@ impl Collected {
         }
     }
 
-    fn apply_clashes(&mut self, updates: &[(ClashRow, u64, isize)]) {
-        for (row, t, d) in updates {
-            if let Some(tr) = &mut self.tracker {
-                let e = tr.clash_dirty.entry(row.clone()).or_insert(*t);
-                *e = (*e).max(*t);
-            }
-            let e = self.clashes.entry(row.clone()).or_insert(0);
-            *e += d;
-            if *e == 0 {
-                self.clashes.remove(row);
-            }
+    fn apply_clash(&mut self, row: ClashRow, d: isize) {
+        if let Some(tr) = &mut self.tracker {
+            tr.clash_dirty.insert(row.clone());
+        }
+        let e = self.clashes.entry(row.clone()).or_insert(0);
+        *e += d;
+        if *e == 0 {
+            self.clashes.remove(&row);
         }
     }
 
@@ -308,7 +325,7 @@ impl Driver {
                 .exchange(|_| 0)
                 .inspect_core(move |event| {
                     if let Ok((_, batch)) = event {
-                        sink.borrow_mut().apply_indicators(batch);
+                        sink.borrow_mut().stage_indicators(batch);
                     }
                 })
                 .probe_with(&probe);
@@ -317,7 +334,7 @@ impl Driver {
                 .exchange(|_| 0)
                 .inspect_core(move |event| {
                     if let Ok((_, batch)) = event {
-                        sink2.borrow_mut().apply_clashes(batch);
+                        sink2.borrow_mut().stage_clashes(batch);
                     }
                 })
                 .probe_with(&probe);
@@ -433,14 +450,24 @@ impl Driver {
         self.inputs = None;
     }
 
-    /// True once the inputs are closed and every output is complete.
+    /// True once the inputs are closed and every output is complete; the collected output is
+    /// then final.
     pub fn finished(&self) -> bool {
-        self.probe.done()
+        let done = self.probe.done();
+        if done {
+            self.collected.borrow_mut().settle(u64::MAX);
+        }
+        done
     }
 
-    /// True once every output of `epoch` is complete.
+    /// True once every output of `epoch` is complete; the collected output is then at least
+    /// that of `epoch` (its updates, and those of every epoch before, applied).
     pub fn done(&self, epoch: u64) -> bool {
-        !self.probe.less_equal(&epoch)
+        let done = !self.probe.less_equal(&epoch);
+        if done {
+            self.collected.borrow_mut().settle(epoch);
+        }
+        done
     }
 
     /// Steps the worker until `epoch` is complete.

@@ -277,9 +277,9 @@ fn check_every_epoch(p: GraphParams, seed: u64, n: usize) -> (u64, usize) {
             fed += size;
             let epoch = driver.advance();
             driver.wait(worker, epoch);
-            let changes = driver.collected.borrow_mut().drain(epoch);
+            let changes = driver.collected.borrow_mut().drain();
             for (old, new) in changes.indicators {
-                let key = (new.zone as u32, new.hour);
+                let key = (new.zone, new.hour);
                 let had = mirror.insert(key, new.clone());
                 if let Some(old) = old {
                     assert_eq!(
@@ -303,7 +303,7 @@ fn check_every_epoch(p: GraphParams, seed: u64, n: usize) -> (u64, usize) {
             let c = driver.collected.borrow();
             for row in c.indicator_rows() {
                 assert_eq!(
-                    mirror.get(&(row.zone as u32, row.hour)),
+                    mirror.get(&(row.zone, row.hour)),
                     Some(&row),
                     "seed {seed}: a row the sink missed"
                 );
