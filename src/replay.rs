@@ -54,6 +54,9 @@ pub struct ReplayArgs {
     /// this folder, one acknowledged revision per complete epoch (created if missing).
     #[arg(long)]
     store: Option<PathBuf>,
+    /// Versions the store keeps in memory before writing them out as blocks.
+    #[arg(long, default_value_t = vigie_store::Options::default().head_max_versions)]
+    store_flush_versions: usize,
 }
 
 /// What one worker measured.
@@ -109,6 +112,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let zone_ids: Arc<Vec<String>> = Arc::new(config.zones.iter().map(|z| z.id.clone()).collect());
     let output = args.output.clone();
     let store_dir = args.store.clone();
+    let flush_versions = args.store_flush_versions;
     let health = Arc::new(FeedHealth::default());
     let shared = (config.clone(), inputs.clone());
 
@@ -127,7 +131,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut sink = None;
         let mut failures = Vec::new();
         if let (Some(dir), 0) = (&store_dir, worker.index()) {
-            match StoreSink::open(dir) {
+            match StoreSink::open(dir, flush_versions) {
                 Ok(s) => {
                     driver.collected.borrow_mut().track_changes();
                     sink = Some(s);
@@ -135,11 +139,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => failures.push(format!("{e:#}")),
             }
         }
-        let mut publish = |driver: &Driver, failures: &mut Vec<String>| {
+        let mut publish = |driver: &Driver, epoch: Option<u64>, failures: &mut Vec<String>| {
             if let Some(s) = &mut sink {
                 let changes = driver.collected.borrow_mut().drain();
                 let points = change_points(&changes, &zone_ids);
-                if let Err(e) = s.publish(points, &health, driver.clock()) {
+                if let Err(e) = s.publish(points, &health, driver.clock(), epoch) {
                     failures.push(format!("writing to the store: {e:#}"));
                     sink = None;
                 }
@@ -198,14 +202,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 in_flight.push_back((epoch, std::mem::take(&mut chunks)));
                 in_epoch = 0;
                 worker.step();
-                if settle(
+                if let Some(epoch) = settle(
                     worker,
                     &driver,
                     &mut in_flight,
                     &mut report.latency,
                     IN_FLIGHT,
                 ) {
-                    publish(&driver, &mut report.failures);
+                    publish(&driver, Some(epoch), &mut report.failures);
                 }
             }
         }
@@ -217,7 +221,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         driver.close();
         settle(worker, &driver, &mut in_flight, &mut report.latency, 0);
         worker.step_while(|| !driver.finished());
-        publish(&driver, &mut report.failures);
+        publish(&driver, None, &mut report.failures);
         if let Some(s) = sink {
             let (samples, writes, busy) = (s.samples, s.writes, s.busy);
             match s.finish() {
@@ -268,22 +272,22 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Waits until at most `keep` epochs are in flight, recording the latency of completed ones;
-/// returns whether any completed.
+/// returns the latest epoch completed, if any.
 fn settle(
     worker: &mut timely::worker::Worker,
     driver: &Driver,
     in_flight: &mut VecDeque<(u64, Vec<(Instant, u64)>)>,
     hist: &mut Histogram<u64>,
     keep: usize,
-) -> bool {
-    let mut completed = false;
+) -> Option<u64> {
+    let mut completed = None;
     loop {
         while let Some((epoch, _)) = in_flight.front() {
             if !driver.done(*epoch) {
                 break;
             }
-            let (_, chunks) = in_flight.pop_front().expect("front");
-            completed = true;
+            let (epoch, chunks) = in_flight.pop_front().expect("front");
+            completed = Some(epoch);
             let now = Instant::now();
             for (at, n) in chunks {
                 let us = now.duration_since(at).as_micros().max(1) as u64;

@@ -111,9 +111,14 @@ pub struct StoreSink {
 }
 
 impl StoreSink {
-    /// Opens the store in `dir`, saying what recovery found.
-    pub fn open(dir: &Path) -> anyhow::Result<StoreSink> {
-        let (store, report) = Store::open(dir, Options::default())
+    /// Opens the store in `dir`, saying what recovery found; the head is written out as
+    /// blocks past `flush_versions` versions.
+    pub fn open(dir: &Path, flush_versions: usize) -> anyhow::Result<StoreSink> {
+        let opts = Options {
+            head_max_versions: flush_versions.max(1),
+            ..Options::default()
+        };
+        let (store, report) = Store::open(dir, opts)
             .with_context(|| format!("opening the store in {}", dir.display()))?;
         if report.wal_records > 0 || report.wal_truncated_bytes > 0 || report.removed_tmp > 0 {
             eprintln!(
@@ -134,12 +139,14 @@ impl StoreSink {
         })
     }
 
-    /// Writes `points` and the feeds' health as one revision, known at the clock's hour.
+    /// Writes `points` and the feeds' health as one revision, known at the clock's hour;
+    /// `epoch` (none: the end) is the last complete epoch they reflect, for the log.
     pub fn publish(
         &mut self,
         mut points: Vec<Point>,
         health: &FeedHealth,
         clock_hour: Option<i64>,
+        epoch: Option<u64>,
     ) -> anyhow::Result<Ack> {
         let started = Instant::now();
         let known_at = clock_hour.map_or(0, |h| h * 3_600_000);
@@ -150,8 +157,9 @@ impl StoreSink {
         self.writes += 1;
         self.busy += started.elapsed();
         if self.log_acks {
+            let through = epoch.map_or("the end".to_string(), |e| format!("epoch {e}"));
             eprintln!(
-                "vigie: store acknowledged revision {} ({} samples)",
+                "vigie: store acknowledged revision {} ({} samples, through {through})",
                 ack.revision, ack.samples
             );
         }

@@ -570,3 +570,294 @@ fn an_independent_python_implementation_agrees() {
         );
     }
 }
+
+/// Acknowledgements printed by `vigie replay --store`: (revision, last complete epoch; none
+/// for the final one).
+fn acks(stderr: &str) -> Vec<(i64, Option<u64>)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("vigie: store acknowledged revision "))
+        .map(|l| {
+            let rev = l.split_whitespace().next().unwrap().parse().unwrap();
+            let epoch = l
+                .split("through epoch ")
+                .nth(1)
+                .map(|e| e.trim_end_matches(')').parse().unwrap());
+            (rev, epoch)
+        })
+        .collect()
+}
+
+/// The indicator rows and clashes of an output file, as the store's series would hold them:
+/// ((zone, hour ms), field → value) and (zone, a, b, reason, start ms).
+type Figures = (
+    std::collections::BTreeMap<(String, i64), std::collections::BTreeMap<String, f64>>,
+    BTreeSet<(String, String, String, String, i64)>,
+);
+
+fn ms(rfc3339: &str) -> i64 {
+    vigie_model::time::parse_ts_str(rfc3339).unwrap() / 1000
+}
+
+fn output_figures(path: &Path) -> Figures {
+    let mut rows = std::collections::BTreeMap::new();
+    let mut clashes = BTreeSet::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        if v["type"] == "clash" {
+            clashes.insert((s("zone"), s("a"), s("b"), s("reason"), ms(&s("start"))));
+            continue;
+        }
+        let mut fields = std::collections::BTreeMap::new();
+        for f in vigie_model::point::INDICATOR_FIELDS {
+            let x = match f {
+                "trend" => match v["trend"].as_str().unwrap() {
+                    "falling" => -1.0,
+                    "rising" => 1.0,
+                    _ => 0.0,
+                },
+                "baseline" | "recent" | "events" | "weather" | "demonstration" => {
+                    v["contributions"][f].as_f64().unwrap()
+                }
+                _ => v[f].as_f64().unwrap(),
+            };
+            fields.insert(f.to_string(), x);
+        }
+        rows.insert((s("zone"), ms(&s("hour"))), fields);
+    }
+    (rows, clashes)
+}
+
+/// What the store says about the rows of `want` and about clashes, as known at `as_of`.
+fn store_figures(store: &vigie_store::Store, want: &Figures, as_of: Option<i64>) -> Figures {
+    let mut rows = std::collections::BTreeMap::new();
+    for (zone, hour) in want.0.keys() {
+        let h = vigie_queries::read::zone_hour(store, zone, *hour, as_of)
+            .unwrap()
+            .map(|h| {
+                h.values
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.insert((zone.clone(), *hour), h);
+    }
+    let mut clashes = BTreeSet::new();
+    for key in store.series("clash", &[], "active") {
+        for (start, active) in store.range(&key, i64::MIN, i64::MAX, as_of).unwrap() {
+            if active == 1.0 {
+                let t = |k: &str| key.tag(k).unwrap().to_string();
+                clashes.insert((t("zone"), t("a"), t("b"), t("reason"), start));
+            }
+        }
+    }
+    (rows, clashes)
+}
+
+#[test]
+fn the_store_holds_each_figure_as_known_at_each_acknowledged_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = tie_free_records(21, 2400);
+    let all = dir.path().join("all.ndjson");
+    std::fs::write(&all, records.join("\n") + "\n").unwrap();
+    let store_dir = dir.path().join("store");
+    let final_out = dir.path().join("final.ndjson");
+    let (out, text) = run(vigie()
+        .args(["replay", "--batch", "300", "--store-flush-versions", "5000"])
+        .arg("--input")
+        .arg(&all)
+        .arg("--store")
+        .arg(&store_dir)
+        .arg("--output")
+        .arg(&final_out));
+    assert!(out.status.success(), "{text}");
+    let acks = acks(&text);
+    assert!(acks.len() >= 4, "{text}");
+    let (store, _) = vigie_store::Store::open(&store_dir, vigie_store::Options::default()).unwrap();
+    // The latest revision of everything is the final output.
+    let want = output_figures(&final_out);
+    assert!(want.0.len() > 10_000 && !want.1.is_empty());
+    assert_eq!(store_figures(&store, &want, None), want, "latest");
+    // Each earlier revision is what a replay of the records of its complete epochs gives.
+    let mut checked = 0;
+    for &(rev, epoch) in &acks {
+        let Some(epoch) = epoch else { continue };
+        let n = ((epoch + 1) * 300) as usize;
+        let prefix = dir.path().join(format!("prefix-{n}.ndjson"));
+        std::fs::write(&prefix, records[..n].join("\n") + "\n").unwrap();
+        let expected = dir.path().join(format!("expected-{n}.ndjson"));
+        let (out, text) = run(vigie()
+            .args(["replay", "--batch", "300"])
+            .arg("--input")
+            .arg(&prefix)
+            .arg("--output")
+            .arg(&expected));
+        assert!(out.status.success(), "{text}");
+        let want = output_figures(&expected);
+        assert_eq!(
+            store_figures(&store, &want, Some(rev)),
+            want,
+            "as known at revision {rev} (epoch {epoch}, {n} records)"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} revisions checked");
+    // The query command reads the same store: the revisions of one figure end at its value.
+    let (zone, hour) = want.0.keys().nth(want.0.len() / 2).unwrap().clone();
+    let (out, text) = run(vigie()
+        .args([
+            "query",
+            "revisions",
+            "--zone",
+            &zone,
+            "--field",
+            "risk_score",
+            "--hour",
+        ])
+        .arg(vigie_model::time::format_ts(hour * 1000))
+        .arg("--store")
+        .arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["value"].as_f64(),
+        Some(want.0[&(zone, hour)]["risk_score"])
+    );
+}
+
+#[test]
+fn an_explanation_names_the_records_behind_a_figure_and_agrees_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let out_file = dir.path().join("out.ndjson");
+    let (out, text) = run(vigie()
+        .arg("replay")
+        .arg("--store")
+        .arg(&store_dir)
+        .arg("--output")
+        .arg(&out_file));
+    assert!(out.status.success(), "{text}");
+    // The busiest row of the embedded sample: the most recent incidents.
+    let (rows, _) = output_figures(&out_file);
+    let ((zone, hour), fields) = rows
+        .iter()
+        .max_by(|a, b| a.1["recent"].total_cmp(&b.1["recent"]))
+        .unwrap();
+    assert!(fields["recent"] > 0.0);
+    let (out, text) = run(vigie()
+        .args(["query", "explain", "--zone", zone, "--hour"])
+        .arg(vigie_model::time::format_ts(hour * 1000))
+        .arg("--store")
+        .arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["agree"], true, "{v}");
+    let recent = v["records"]["recent"].as_array().unwrap();
+    assert!(!recent.is_empty());
+    for r in recent {
+        assert_eq!(r["feed"], "incident");
+        assert!(
+            r["line"].as_u64().unwrap() >= 2,
+            "a line of the CSV, after its header: {r}"
+        );
+    }
+    assert_eq!(
+        v["stored"]["risk_score"].as_f64(),
+        Some(fields["risk_score"])
+    );
+    // Latest per zone: one line per zone of the sample, at the clock's hour.
+    let (out, text) = run(vigie().args(["query", "latest", "--store"]).arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    let zones: BTreeSet<String> = rows.keys().map(|(z, _)| z.clone()).collect();
+    assert_eq!(text.lines().count(), zones.len(), "{text}");
+    // A bad step or an unknown zone is an error that names it.
+    let (out, text) = run(vigie()
+        .args(["query", "range", "--zone", zone, "--step", "5x", "--store"])
+        .arg(&store_dir));
+    assert!(
+        !out.status.success() && text.contains("--step `5x`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_replay_killed_while_writing_loses_no_acknowledged_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = tie_free_records(33, 30_000);
+    let all = dir.path().join("all.ndjson");
+    std::fs::write(&all, records.join("\n") + "\n").unwrap();
+    let args = |store: &Path| {
+        let mut c = vigie();
+        c.args([
+            "replay",
+            "--batch",
+            "400",
+            "--store-flush-versions",
+            "30000",
+        ])
+        .arg("--input")
+        .arg(&all)
+        .arg("--store")
+        .arg(store);
+        c
+    };
+    let reference = dir.path().join("reference");
+    let (out, text) = run(&mut args(&reference));
+    assert!(out.status.success(), "{text}");
+    let (reference, _) =
+        vigie_store::Store::open(&reference, vigie_store::Options::default()).unwrap();
+    let keys = reference.keys();
+    for (round, kill_after) in [2usize, 9, 17].into_iter().enumerate() {
+        let crashed = dir.path().join(format!("crashed-{round}"));
+        let mut child = args(&crashed)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut last_ack = None;
+        let mut seen = 0;
+        for line in std::io::BufRead::lines(stderr) {
+            let line = line.unwrap();
+            if let Some(&(rev, epoch)) = acks(&line).first() {
+                assert!(
+                    epoch.is_some(),
+                    "the replay ended before the kill: make it longer"
+                );
+                last_ack = Some(rev);
+                seen += 1;
+                if seen == kill_after {
+                    break;
+                }
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "still running when killed"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acked = last_ack.expect("acknowledgements before the kill");
+        let (store, report) = vigie_store::Store::open(&crashed, vigie_store::Options::default())
+            .unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL: {e}"));
+        assert!(store.last_revision() >= acked);
+        let mut points = 0;
+        for key in &keys {
+            let want = reference
+                .range(key, i64::MIN, i64::MAX, Some(acked))
+                .unwrap();
+            let got = store.range(key, i64::MIN, i64::MAX, Some(acked)).unwrap();
+            assert!(
+                got.iter().map(|p| (p.0, p.1.to_bits())).eq(want.iter().map(|p| (p.0, p.1.to_bits()))),
+                "round {round}: {key} as known at the last acknowledged revision {acked} ({report:?})"
+            );
+            points += got.len();
+        }
+        assert!(
+            points > 1000,
+            "round {round}: only {points} points acknowledged"
+        );
+    }
+}

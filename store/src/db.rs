@@ -617,6 +617,13 @@ impl Store {
         Ok(report)
     }
 
+    /// Every series the store knows, sorted.
+    pub fn keys(&self) -> Vec<SeriesKey> {
+        let mut v = self.keys.clone();
+        v.sort();
+        v
+    }
+
     /// Every series of `measurement` with `field` and all the tags of `filter`, sorted.
     pub fn series(
         &self,
