@@ -269,4 +269,105 @@ mod tests {
             "clash,a=ev\\ 1,b=ev\\=2,reason=capacity,zone=13201 active=1.0,end_ms=1700000000000.0 1600000000000\n"
         );
     }
+
+    /// A line-protocol reader written from the protocol's rules, for the round trip: a
+    /// backslash takes the next character literally (the encoder escapes every backslash);
+    /// unescaped `,`, ` ` and `=` delimit.
+    #[allow(clippy::type_complexity)]
+    fn parse(line: &str) -> Option<(String, Vec<(String, String)>, Vec<(String, f64)>, i64)> {
+        let mut chars = line.chars().peekable();
+        // Reads up to an unescaped delimiter of `stops`; returns the text and the delimiter.
+        let mut token = |stops: &[char]| -> Option<(String, char)> {
+            let mut out = String::new();
+            loop {
+                let c = chars.next()?;
+                if c == '\\' {
+                    out.push(chars.next()?);
+                } else if stops.contains(&c) {
+                    return Some((out, c));
+                } else {
+                    out.push(c);
+                }
+            }
+        };
+        let (measurement, mut d) = token(&[',', ' '])?;
+        let mut tags = Vec::new();
+        while d == ',' {
+            let (k, _) = token(&['='])?;
+            let (v, d2) = token(&[',', ' '])?;
+            tags.push((k, v));
+            d = d2;
+        }
+        let mut fields = Vec::new();
+        loop {
+            let (k, _) = token(&['='])?;
+            let (v, d2) = token(&[',', ' '])?;
+            fields.push((k, v.parse().ok()?));
+            if d2 == ' ' {
+                break;
+            }
+        }
+        let (ts, _) = token(&['\n'])?;
+        Some((measurement, tags, fields, ts.parse().ok()?))
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z ,=\\\\#é\n]{0,6}", "\\PC{0,12}",]
+    }
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(-0.0),
+            (-1000i32..1000).prop_map(|i| i as f64 / 8.0),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn escaping_round_trips_and_skips_only_what_cannot_be_written(
+            measurement in name(),
+            tags in proptest::collection::vec((name(), name()), 0..4),
+            fields in proptest::collection::vec((name(), value()), 0..4),
+            ts in any::<i64>(),
+        ) {
+            let p = Point::new(measurement, tags, fields, ts);
+            let mut out = String::new();
+            let n = encode(std::slice::from_ref(&p), &mut out);
+            let breaks = |s: &str| s.contains(['\n', '\r']);
+            let kept_tags: Vec<_> = p.tags.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()).cloned().collect();
+            let kept_fields: Vec<_> = p.fields.iter().filter(|(k, v)| !k.is_empty() && v.is_finite()).cloned().collect();
+            let writable = !p.measurement.is_empty()
+                && !p.measurement.starts_with('#')
+                && !breaks(&p.measurement)
+                && !kept_tags.iter().any(|(k, v)| breaks(k) || breaks(v))
+                && !kept_fields.iter().any(|(k, _)| breaks(k))
+                && !kept_fields.is_empty();
+            prop_assert_eq!(n.lines, usize::from(writable));
+            prop_assert_eq!(n.skipped_points, usize::from(!writable));
+            if !writable {
+                prop_assert_eq!(out, "");
+                return Ok(());
+            }
+            prop_assert_eq!(n.skipped_tags, p.tags.len() - kept_tags.len());
+            prop_assert_eq!(n.skipped_fields, p.fields.len() - kept_fields.len());
+            prop_assert!(out.ends_with('\n'));
+            prop_assert_eq!(out.matches('\n').count(), 1);
+            let (m, t, f, back_ts) = parse(&out).expect("the line parses");
+            prop_assert_eq!(m, p.measurement.clone());
+            prop_assert_eq!(t, kept_tags);
+            prop_assert_eq!(f.len(), kept_fields.len());
+            for ((k, v), (k2, v2)) in f.iter().zip(&kept_fields) {
+                prop_assert_eq!(k, k2);
+                prop_assert_eq!(v.to_bits(), v2.to_bits());
+            }
+            prop_assert_eq!(back_ts, ts);
+        }
+    }
 }
