@@ -294,7 +294,7 @@ fn batch(b: usize, n: usize) -> Vec<Point> {
                         ("risk_score".to_string(), MODERATE[k % MODERATE.len()]),
                         ("risk_level".to_string(), (k % 4 + 1) as f64),
                     ];
-                    if k % 3 == 0 {
+                    if k.is_multiple_of(3) {
                         fields.push(("tiny".into(), 1e-300));
                         fields.push(("huge".into(), 1e300));
                         fields.push(("big_int".into(), BIG_INTS[k % BIG_INTS.len()]));
