@@ -39,21 +39,21 @@ use vigie_connectors::influx::{InfluxError, InfluxSink};
 use vigie_model::Point;
 
 fn binary() -> PathBuf {
-    if let Ok(p) = std::env::var("VIGIE_VICTORIA_METRICS") {
-        return PathBuf::from(p);
-    }
-    let candidates = std::env::var_os("PATH")
+    let given = std::env::var_os("VIGIE_VICTORIA_METRICS").map(PathBuf::from);
+    let path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    for dir in candidates
-        .iter()
-        .map(PathBuf::as_path)
-        .chain([Path::new("/usr/bin")])
-    {
-        let p = dir.join("victoria-metrics");
-        if p.is_file() {
-            return p;
-        }
+    let found = match given {
+        Some(p) => p.is_file().then_some(p),
+        None => path
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new("/usr/bin")])
+            .map(|dir| dir.join("victoria-metrics"))
+            .find(|p| p.is_file()),
+    };
+    if let Some(p) = found {
+        return p;
     }
     panic!(
         "victoria-metrics is not installed: these tests need a real VictoriaMetrics server. \
