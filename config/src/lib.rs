@@ -9,6 +9,7 @@
 //! configuration are embedded, so that `vigie replay` runs with no file at all.
 
 pub mod mapping;
+pub mod outputs;
 pub mod zones;
 
 use chrono_tz::Tz;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use mapping::Mapping;
+pub use outputs::{InfluxConfig, Outputs};
 pub use zones::{Zone, ZoneSet};
 
 /// A configuration error, naming the key or the file and line at fault.
@@ -152,6 +154,8 @@ struct RawConfig {
     engine: EngineParams,
     #[serde(default)]
     mappings: BTreeMap<String, Mapping>,
+    #[serde(default)]
+    outputs: Outputs,
 }
 
 fn default_tz() -> String {
@@ -170,6 +174,9 @@ pub struct Config {
     pub model: ModelParams,
     pub engine: EngineParams,
     pub mappings: BTreeMap<String, Mapping>,
+    /// Where results go besides the output file; paths in it are resolved against
+    /// `base_dir` already.
+    pub outputs: Outputs,
 }
 
 impl Config {
@@ -243,6 +250,18 @@ impl Config {
                 .validate()
                 .map_err(|(k, m)| invalid(&format!("mappings.{name}.{k}"), m))?;
         }
+        let mut outputs = raw.outputs;
+        if let Some(influx) = &mut outputs.influxdb {
+            influx
+                .validate()
+                .map_err(|(k, m)| invalid(&format!("outputs.influxdb.{k}"), m))?;
+            if let Some(dir) = &base_dir {
+                influx.buffer_dir = dir.join(&influx.buffer_dir);
+                if let Some(f) = &mut influx.token_file {
+                    *f = dir.join(&*f);
+                }
+            }
+        }
         Ok(Config {
             origin: origin.to_string(),
             base_dir,
@@ -251,6 +270,7 @@ impl Config {
             model: raw.model,
             engine: raw.engine,
             mappings: raw.mappings,
+            outputs,
         })
     }
 }
@@ -385,5 +405,103 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("mappings.x.fields.severty"), "{e}");
+    }
+
+    /// The `[outputs.influxdb]` section of `default.toml`, uncommented.
+    fn default_influx_section() -> String {
+        let text = embedded::DEFAULT_CONFIG;
+        let start = text
+            .find("# [outputs.influxdb]")
+            .expect("documented in default.toml");
+        text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_documented_influx_section_parses_with_its_defaults() {
+        let text = format!(
+            "zones = \"zones/marseille.geojson\"\n{}",
+            default_influx_section()
+        );
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let i = c.outputs.influxdb.expect("the section is there");
+        let mut expected = InfluxConfig::new("http://127.0.0.1:8086", "city", "vigie");
+        expected.token_env = Some("VIGIE_INFLUX_TOKEN".into());
+        assert_eq!(i, expected);
+        // Without the section, there is no sink.
+        assert!(Config::embedded_default().outputs.influxdb.is_none());
+    }
+
+    #[test]
+    fn influx_paths_are_relative_to_the_configuration_file() {
+        let text = "zones = \"zones/marseille.geojson\"\n[outputs.influxdb]\nurl = \"http://h:1\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = \"secret\"\n";
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::parse(text, "t.toml", Some(dir.to_path_buf())).unwrap();
+        let i = c.outputs.influxdb.unwrap();
+        assert_eq!(i.buffer_dir, dir.join("data/influx-buffer"));
+        assert_eq!(i.token_file, Some(dir.join("secret")));
+    }
+
+    #[test]
+    fn bad_influx_values_name_their_key() {
+        let base = "zones = \"zones/marseille.geojson\"\n[outputs.influxdb]\norg = \"o\"\nbucket = \"b\"\n";
+        let cases = [
+            ("url = \"ftp://x\"", "outputs.influxdb.url"),
+            ("url = \"http://\"", "outputs.influxdb.url"),
+            (
+                "url = \"http://h\"\nbatch_points = 0",
+                "outputs.influxdb.batch_points",
+            ),
+            (
+                "url = \"http://h\"\nbatch_ms = 0",
+                "outputs.influxdb.batch_ms",
+            ),
+            (
+                "url = \"http://h\"\nbuffer_max_bytes = 1000",
+                "outputs.influxdb.buffer_max_bytes",
+            ),
+            (
+                "url = \"http://h\"\nretry_min_ms = 0",
+                "outputs.influxdb.retry_min_ms",
+            ),
+            (
+                "url = \"http://h\"\nretry_min_ms = 500\nretry_max_ms = 10",
+                "outputs.influxdb.retry_max_ms",
+            ),
+            (
+                "url = \"http://h\"\ntimeout_ms = 0",
+                "outputs.influxdb.timeout_ms",
+            ),
+            (
+                "url = \"http://h\"\ntoken_env = \"A\"\ntoken_file = \"f\"",
+                "outputs.influxdb.token_env",
+            ),
+            (
+                "url = \"http://h\"\ntoken_env = \"\"",
+                "outputs.influxdb.token_env",
+            ),
+            ("url = \"http://h\"\ntoken = \"s3cret\"", "token"),
+            ("url = \"http://h\"\nbatch_point = 3", "batch_point"),
+        ];
+        for (extra, key) in cases {
+            let e = parse(&format!("{base}{extra}\n")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = parse("zones = \"zones/marseille.geojson\"\n[outputs.influxdb]\nurl = \"http://h\"\nbucket = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("org"), "{e}");
+        let e = parse("zones = \"zones/marseille.geojson\"\n[outputs.influxdb]\nurl = \"http://h\"\norg = \" \"\nbucket = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outputs.influxdb.org"), "{e}");
+        let e = parse("zones = \"zones/marseille.geojson\"\n[outputs.kafka]\nurl = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kafka"), "{e}");
     }
 }

@@ -1,11 +1,13 @@
-//! Connectors: where records come from and where results go. For now, file replay (NDJSON and
-//! mapped CSV) and the validation every source shares.
+//! Connectors: where records come from and where results go. File replay (NDJSON and mapped
+//! CSV) and the validation every source shares; the output file ([`output`]); the InfluxDB 2
+//! sink with its on-disk buffer ([`influx`]).
 //!
 //! Validation happens here, at the edge: the engine receives only typed, checked
 //! [`vigie_model::Record`]s, and every bad line comes back as a [`files::Rejection`] that says
 //! where (input, line), which field, and why.
 
 pub mod files;
+pub mod influx;
 pub mod mapped;
 pub mod output;
 pub mod raw;
