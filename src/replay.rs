@@ -11,10 +11,12 @@ use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
 use vigie_engine::{timely, Driver, GraphParams};
 
-use crate::sink::{change_points, FeedHealth, StoreSink};
+use crate::sink::{change_points, FeedHealth, Sinks, SinksReport};
 
 /// Rejections kept with their reason, per process.
 const FIRST_REJECTIONS: usize = 10;
+/// How long the end of a replay waits for InfluxDB to confirm what it was sent.
+const INFLUX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Epochs a worker may have in flight before it waits for the oldest.
 const IN_FLIGHT: usize = 2;
 
@@ -70,15 +72,7 @@ struct WorkerReport {
     latency: Histogram<u64>,
     rows: Option<(usize, usize, Option<i64>)>,
     updates: u64,
-    store: Option<StoreReport>,
-}
-
-/// What the store sink did.
-struct StoreReport {
-    samples: u64,
-    writes: u64,
-    busy: std::time::Duration,
-    stats: vigie_store::Stats,
+    sinks: Option<SinksReport>,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -128,24 +122,29 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let guards = timely::execute(timely_config, move |worker| {
         let (config, inputs) = (&shared.0, shared.1.clone());
         let mut driver = Driver::new(worker, &params);
-        let mut sink = None;
+        let mut sinks = None;
         let mut failures = Vec::new();
-        if let (Some(dir), 0) = (&store_dir, worker.index()) {
-            match StoreSink::open(dir, flush_versions) {
-                Ok(s) => {
+        if worker.index() == 0 {
+            match Sinks::open(
+                store_dir.as_deref(),
+                flush_versions,
+                config.outputs.influxdb.as_ref(),
+            ) {
+                Ok(s) if s.any() => {
                     driver.collected.borrow_mut().track_changes();
-                    sink = Some(s);
+                    sinks = Some(s);
                 }
+                Ok(_) => {}
                 Err(e) => failures.push(format!("{e:#}")),
             }
         }
         let mut publish = |driver: &Driver, epoch: Option<u64>, failures: &mut Vec<String>| {
-            if let Some(s) = &mut sink {
+            if let Some(s) = &mut sinks {
                 let changes = driver.collected.borrow_mut().drain();
                 let points = change_points(&changes, &zone_ids);
                 if let Err(e) = s.publish(points, &health, driver.clock(), epoch) {
-                    failures.push(format!("writing to the store: {e:#}"));
-                    sink = None;
+                    failures.push(format!("writing to the sinks: {e:#}"));
+                    sinks = None;
                 }
             }
         };
@@ -159,7 +158,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             rows: None,
             updates: 0,
-            store: None,
+            sinks: None,
         };
         report.failures = failures;
         let mut in_flight: VecDeque<(u64, Vec<(Instant, u64)>)> = VecDeque::new();
@@ -222,18 +221,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         settle(worker, &driver, &mut in_flight, &mut report.latency, 0);
         worker.step_while(|| !driver.finished());
         publish(&driver, None, &mut report.failures);
-        if let Some(s) = sink {
-            let (samples, writes, busy) = (s.samples, s.writes, s.busy);
-            match s.finish() {
-                Ok(stats) => {
-                    report.store = Some(StoreReport {
-                        samples,
-                        writes,
-                        busy,
-                        stats,
-                    })
-                }
-                Err(e) => report.failures.push(format!("closing the store: {e:#}")),
+        if let Some(s) = sinks {
+            match s.finish(INFLUX_WAIT) {
+                Ok(r) => report.sinks = Some(r),
+                Err(e) => report.failures.push(format!("closing the sinks: {e:#}")),
             }
         }
         report.retired = driver.retired;
@@ -360,9 +351,9 @@ fn print_report(
     let mut failures: Vec<String> = Vec::new();
     let mut rows = None;
     let mut updates = 0;
-    let mut store = None;
+    let mut sinks = None;
     for r in reports {
-        store = store.or(r.store);
+        sinks = sinks.or(r.sinks);
         accepted += r.accepted;
         retired += r.retired;
         unused += r.unused;
@@ -454,13 +445,11 @@ fn print_report(
         );
         println!("  updates:      {updates} indicator row changes emitted on the way");
     }
-    if let Some(s) = &store {
-        let st = &s.stats;
+    let store = sinks.as_ref().and_then(|s| s.store.as_ref());
+    if let Some((samples, writes, busy, st)) = store {
         println!(
-            "  store:        {} samples in {} acknowledged writes ({:.0} samples/s while writing), {} series",
-            s.samples,
-            s.writes,
-            s.samples as f64 / s.busy.as_secs_f64().max(1e-9),
+            "  store:        {samples} samples in {writes} acknowledged writes ({:.0} samples/s while writing), {} series",
+            *samples as f64 / busy.as_secs_f64().max(1e-9),
             st.series
         );
         println!(
@@ -469,6 +458,20 @@ fn print_report(
             st.block_versions,
             st.block_bytes,
             st.block_bytes as f64 / (st.block_versions.max(1)) as f64
+        );
+    }
+    let influx = sinks.as_ref().and_then(|s| s.influx.as_ref());
+    if let Some((flush, st)) = influx {
+        println!(
+            "  influxdb:     {} points confirmed in {} requests ({} retries); {} left in the buffer for the next run{}",
+            st.points_confirmed,
+            st.requests,
+            st.retries,
+            flush.unconfirmed_points,
+            st.last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
         );
     }
     for f in &failures {
@@ -490,7 +493,8 @@ fn print_report(
             "indicator_rows": rows.map(|r| r.0),
             "indicator_updates": updates,
             "clashes": rows.map(|r| r.1),
-            "store": store.as_ref().map(|s| serde_json::json!({"samples": s.samples, "writes": s.writes, "busy_s": s.busy.as_secs_f64(), "series": s.stats.series, "blocks": s.stats.blocks, "versions": s.stats.block_versions, "bytes": s.stats.block_bytes})),
+            "store": store.map(|(samples, writes, busy, st)| serde_json::json!({"samples": samples, "writes": writes, "busy_s": busy.as_secs_f64(), "series": st.series, "blocks": st.blocks, "versions": st.block_versions, "bytes": st.block_bytes})),
+            "influxdb": influx.map(|(flush, st)| serde_json::json!({"confirmed": st.points_confirmed, "requests": st.requests, "retries": st.retries, "unconfirmed": flush.unconfirmed_points, "rejected": st.points_rejected})),
             "errors": failures,
         });
         if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).expect("json")) {

@@ -1,8 +1,8 @@
-//! Where the engine's output goes besides the final file: the embedded store.
+//! Where the engine's output goes besides the final file: the embedded store and InfluxDB.
 //!
 //! At each complete epoch, worker 0 drains the changes of the collected output
 //! ([`vigie_engine::Changes`]), turns them into points (only the fields that changed) and
-//! writes them to the store with the feeds' health, as one revision. The revision's time is
+//! writes them with the feeds' health, as one revision, to the store and to InfluxDB. The revision's time is
 //! the engine's clock (the latest incident or density hour seen), so that "as known at" reads
 //! mean "when the feeds had reached that hour".
 
@@ -10,10 +10,12 @@ use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use vigie_config::InfluxConfig;
+use vigie_connectors::influx::{FlushReport, InfluxSink, SinkStats};
 use vigie_engine::Changes;
 use vigie_model::point::{self, Point};
 use vigie_model::{Feed, Record};
-use vigie_store::{Ack, Options, Stats, Store};
+use vigie_store::{Options, Stats, Store};
 
 /// Per-feed counts shared by the workers of a process.
 pub struct FeedHealth {
@@ -100,38 +102,66 @@ pub fn change_points(changes: &Changes, zone_ids: &[String]) -> Vec<Point> {
     out
 }
 
-/// The store, fed by worker 0.
-pub struct StoreSink {
-    store: Store,
-    /// Print each acknowledgement on stderr.
-    pub log_acks: bool,
-    pub samples: u64,
-    pub writes: u64,
-    pub busy: Duration,
+/// What the sinks did, for the report.
+#[derive(Default)]
+pub struct SinksReport {
+    pub store: Option<(u64, u64, Duration, Stats)>,
+    pub influx: Option<(FlushReport, SinkStats)>,
 }
 
-impl StoreSink {
-    /// Opens the store in `dir`, saying what recovery found; the head is written out as
-    /// blocks past `flush_versions` versions.
-    pub fn open(dir: &Path, flush_versions: usize) -> anyhow::Result<StoreSink> {
-        let opts = Options {
-            head_max_versions: flush_versions.max(1),
-            ..Options::default()
+/// The sinks worker 0 feeds: the embedded store and InfluxDB, each optional.
+pub struct Sinks {
+    store: Option<Store>,
+    influx: Option<InfluxSink>,
+    last_rev: i64,
+    /// Print each acknowledgement on stderr.
+    pub log_acks: bool,
+    samples: u64,
+    writes: u64,
+    busy: Duration,
+}
+
+impl Sinks {
+    /// Opens the store in `store_dir` (its head written out as blocks past `flush_versions`
+    /// versions) and starts the InfluxDB sink, as asked.
+    pub fn open(
+        store_dir: Option<&Path>,
+        flush_versions: usize,
+        influx: Option<&InfluxConfig>,
+    ) -> anyhow::Result<Sinks> {
+        let store = match store_dir {
+            None => None,
+            Some(dir) => {
+                let opts = Options {
+                    head_max_versions: flush_versions.max(1),
+                    ..Options::default()
+                };
+                let (store, report) = Store::open(dir, opts)
+                    .with_context(|| format!("opening the store in {}", dir.display()))?;
+                if report.wal_records > 0
+                    || report.wal_truncated_bytes > 0
+                    || report.removed_tmp > 0
+                {
+                    eprintln!(
+                        "vigie: store {}: recovered {} log records ({} versions), cut {} bytes of an unfinished write, removed {} unfinished blocks",
+                        dir.display(),
+                        report.wal_records,
+                        report.head_versions,
+                        report.wal_truncated_bytes,
+                        report.removed_tmp
+                    );
+                }
+                Some(store)
+            }
         };
-        let (store, report) = Store::open(dir, opts)
-            .with_context(|| format!("opening the store in {}", dir.display()))?;
-        if report.wal_records > 0 || report.wal_truncated_bytes > 0 || report.removed_tmp > 0 {
-            eprintln!(
-                "vigie: store {}: recovered {} log records ({} versions), cut {} bytes of an unfinished write, removed {} unfinished blocks",
-                dir.display(),
-                report.wal_records,
-                report.head_versions,
-                report.wal_truncated_bytes,
-                report.removed_tmp
-            );
-        }
-        Ok(StoreSink {
+        let influx = influx
+            .map(InfluxSink::start)
+            .transpose()
+            .context("starting the InfluxDB sink")?;
+        Ok(Sinks {
+            last_rev: store.as_ref().map_or(i64::MIN, Store::last_revision),
             store,
+            influx,
             log_acks: true,
             samples: 0,
             writes: 0,
@@ -139,36 +169,58 @@ impl StoreSink {
         })
     }
 
-    /// Writes `points` and the feeds' health as one revision, known at the clock's hour;
-    /// `epoch` (none: the end) is the last complete epoch they reflect, for the log.
+    /// True when there is a sink to feed.
+    pub fn any(&self) -> bool {
+        self.store.is_some() || self.influx.is_some()
+    }
+
+    /// Writes `points` and the feeds' health as one revision, known at the clock's hour
+    /// (made greater than the last); `epoch` (none: the end) is the last complete epoch they
+    /// reflect, for the log. The store acknowledges once its log is fsynced; InfluxDB gets
+    /// them through its buffer, fsynced too.
     pub fn publish(
         &mut self,
         mut points: Vec<Point>,
         health: &FeedHealth,
         clock_hour: Option<i64>,
         epoch: Option<u64>,
-    ) -> anyhow::Result<Ack> {
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         let known_at = clock_hour.map_or(0, |h| h * 3_600_000);
-        let rev = known_at.max(self.store.last_revision().saturating_add(1));
+        let rev = known_at.max(self.last_rev.saturating_add(1));
+        self.last_rev = rev;
         points.extend(health.points(rev));
-        let ack = self.store.write_points(&points, known_at)?;
-        self.samples += ack.samples as u64;
-        self.writes += 1;
-        self.busy += started.elapsed();
-        if self.log_acks {
-            let through = epoch.map_or("the end".to_string(), |e| format!("epoch {e}"));
-            eprintln!(
-                "vigie: store acknowledged revision {} ({} samples, through {through})",
-                ack.revision, ack.samples
-            );
+        if let Some(store) = &mut self.store {
+            let ack = store.write_points(&points, rev)?;
+            debug_assert_eq!(ack.revision, rev);
+            self.samples += ack.samples as u64;
+            self.writes += 1;
+            if self.log_acks {
+                let through = epoch.map_or("the end".to_string(), |e| format!("epoch {e}"));
+                eprintln!(
+                    "vigie: store acknowledged revision {} ({} samples, through {through})",
+                    ack.revision, ack.samples
+                );
+            }
         }
-        Ok(ack)
+        if let Some(influx) = &self.influx {
+            influx.send_durable(points)?;
+        }
+        self.busy += started.elapsed();
+        Ok(())
     }
 
-    /// Flushes the head to blocks and says how large the store is.
-    pub fn finish(mut self) -> anyhow::Result<Stats> {
-        self.store.flush()?;
-        Ok(self.store.stats()?)
+    /// Flushes the store's head to blocks, and waits up to `influx_wait` for InfluxDB to
+    /// confirm what it was sent (what it does not stays in the buffer for the next run).
+    pub fn finish(self, influx_wait: Duration) -> anyhow::Result<SinksReport> {
+        let mut report = SinksReport::default();
+        if let Some(mut store) = self.store {
+            store.flush()?;
+            report.store = Some((self.samples, self.writes, self.busy, store.stats()?));
+        }
+        if let Some(influx) = self.influx {
+            report.influx = Some(influx.close(influx_wait)?);
+        }
+        Ok(report)
     }
 }

@@ -7,6 +7,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/victoria.rs"]
+mod victoria;
+use victoria::free_port;
+
 fn vigie() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vigie"))
 }
@@ -301,14 +305,6 @@ fn tie_free_records(seed: u64, n: usize) -> Vec<String> {
         out.push(line);
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -859,5 +855,113 @@ fn a_replay_killed_while_writing_loses_no_acknowledged_point() {
             points > 1000,
             "round {round}: only {points} points acknowledged"
         );
+    }
+}
+
+#[test]
+fn a_replay_writes_to_influxdb_what_it_writes_to_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = victoria::Vm::start(&dir.path().join("vm"), free_port());
+    // The embedded sample's configuration, with an InfluxDB output (VictoriaMetrics serves
+    // InfluxDB 2's write API).
+    let config = dir.path().join("vancouver-influx.toml");
+    let text = std::fs::read_to_string(repo().join("config/vancouver.toml"))
+        .unwrap()
+        .replace(
+            "zones = \"zones/vancouver.geojson\"",
+            &format!(
+                "zones = {:?}",
+                repo()
+                    .join("config/zones/vancouver.geojson")
+                    .display()
+                    .to_string()
+            ),
+        );
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[outputs.influxdb]\nurl = \"http://127.0.0.1:{}\"\norg = \"city\"\nbucket = \"vigie\"\nbatch_ms = 200\nbuffer_dir = {:?}\n",
+            vm.port,
+            dir.path().join("buffer").display().to_string()
+        ),
+    )
+    .unwrap();
+    let store_dir = dir.path().join("store");
+    let (out, text) = run(vigie()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(format!(
+            "vancouver_crime={}",
+            repo()
+                .join("config/samples/vancouver_crime_2020-12.csv")
+                .display()
+        ))
+        .arg("--store")
+        .arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("0 left in the buffer"), "{text}");
+    // Every sample of the store, by VictoriaMetrics' naming: `measurement_field` and the tags.
+    let (store, _) = vigie_store::Store::open(&store_dir, vigie_store::Options::default()).unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    for key in store.keys() {
+        let name = format!("{}_{}", key.measurement, key.field);
+        let series: Vec<(i64, f64)> = store.range(&key, i64::MIN, i64::MAX, None).unwrap();
+        want.insert((name, key.tags.clone()), series);
+    }
+    let total: usize = want.values().map(Vec::len).sum();
+    assert!(total > 250_000, "{total} samples");
+    // VictoriaMetrics makes samples searchable about a second after it acknowledged them.
+    let started = std::time::Instant::now();
+    let got = loop {
+        let (code, body) = victoria::get(
+            vm.port,
+            "/api/v1/export?match%5B%5D=%7B__name__%3D~%22.%2B%22%7D",
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{body}");
+        let mut got = std::collections::BTreeMap::new();
+        for line in body.lines().filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let mut tags: Vec<(String, String)> = v["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            tags.sort();
+            let at = tags.iter().position(|(k, _)| k == "__name__").unwrap();
+            let name = tags.remove(at).1;
+            let mut series: Vec<(i64, f64)> = v["timestamps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(v["values"].as_array().unwrap())
+                .map(|(t, x)| (t.as_i64().unwrap(), x.as_f64().unwrap()))
+                .collect();
+            series.sort_by_key(|p| p.0);
+            got.insert((name, tags), series);
+        }
+        let n: usize = got.values().map(Vec::len).sum();
+        if n >= total || started.elapsed() > std::time::Duration::from_secs(30) {
+            break got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same series"
+    );
+    for (key, series) in &want {
+        let theirs = &got[key];
+        assert_eq!(theirs.len(), series.len(), "{key:?}");
+        for ((t1, v1), (t2, v2)) in series.iter().zip(theirs) {
+            // VictoriaMetrics keeps about 12 significant digits (connectors/tests/influx_victoria.rs).
+            assert!(
+                t1 == t2 && (v1 - v2).abs() <= 1e-11 * v1.abs().max(1.0),
+                "{key:?}: {t1} {v1} in the store, {t2} {v2} in VictoriaMetrics"
+            );
+        }
     }
 }
