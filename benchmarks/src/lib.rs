@@ -139,3 +139,16 @@ pub fn plain_loop(config: &Config, inputs: Vec<InputSpec>) -> PlainRun {
         output,
     }
 }
+
+/// The machine a benchmark ran on: CPUs, CPU model, memory, OS.
+pub fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    });
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(str::to_string));
+    serde_json::json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "memory": mem, "os": std::env::consts::OS})
+}

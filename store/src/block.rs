@@ -2,11 +2,12 @@
 //!
 //! A block holds, for every series it has data for, the versions `(ts, rev, value)` of the
 //! points of one partition, sorted by timestamp then revision, as two Gorilla chunks: `(ts,
-//! value)` and `(rev, 0.0)`. An index at the end says where each series lies; a footer points to
+//! value)` (integer-coded when every value is a whole number) and the revisions as runs,
+//! `(rev, count)`. An index at the end says where each series lies; a footer points to
 //! the index. Blocks are written to a temporary name, fsynced, renamed and the folder fsynced,
 //! so a block either exists whole or not at all. See `store/FORMAT.md`.
 
-use crate::chunk::{ChunkDecoder, ChunkEncoder};
+use crate::chunk::{integral, ChunkDecoder, ChunkEncoder, Values};
 use crate::series::SeriesKey;
 use crate::StoreError;
 use std::fs::{self, File};
@@ -96,12 +97,26 @@ pub fn write(
     let mut max_rev = i64::MIN;
     index.extend_from_slice(&(series.len() as u32).to_be_bytes());
     for (key, versions) in series {
-        let mut tv = ChunkEncoder::new();
-        let mut rv = ChunkEncoder::new();
+        let coding = if versions.iter().all(|v| integral(v.value)) {
+            Values::Int
+        } else {
+            Values::Xor
+        };
+        let mut tv = ChunkEncoder::with_values(coding);
         for v in versions {
             tv.push(v.ts, v.value);
-            rv.push(v.rev, 0.0);
             max_rev = max_rev.max(v.rev);
+        }
+        // Revisions as runs: (revision, how many consecutive versions have it).
+        let mut rv = ChunkEncoder::with_values(Values::Int);
+        let mut i = 0;
+        while i < versions.len() {
+            let run = versions[i..]
+                .iter()
+                .take_while(|v| v.rev == versions[i].rev)
+                .count();
+            rv.push(versions[i].rev, run as f64);
+            i += run;
         }
         let (tv, rv) = (tv.to_bytes(), rv.to_bytes());
         let offset = buf.len() as u64;
@@ -246,9 +261,15 @@ impl Block {
         let tvs = ChunkDecoder::new(tv).map_err(|e| bad(&e.to_string()))?;
         let rvs = ChunkDecoder::new(rv).map_err(|e| bad(&e.to_string()))?;
         let mut out = Vec::with_capacity(e.versions as usize);
-        for (a, b) in tvs.zip(rvs) {
+        let mut runs = rvs.map(|r| r.map_err(|e| bad(&e.to_string())));
+        let (mut rev, mut left) = (0i64, 0u64);
+        for a in tvs {
             let (ts, value) = a.map_err(|e| bad(&e.to_string()))?;
-            let (rev, _) = b.map_err(|e| bad(&e.to_string()))?;
+            while left == 0 {
+                let (r, n) = runs.next().ok_or_else(|| bad("fewer revisions than versions"))??;
+                (rev, left) = (r, n as u64);
+            }
+            left -= 1;
             out.push(Version { ts, rev, value });
         }
         if out.len() != e.versions as usize {

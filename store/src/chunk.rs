@@ -8,20 +8,51 @@ use crate::bits::{BitReader, BitWriter};
 
 /// Delta-of-delta buckets: (prefix, prefix length, payload bits).
 const BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+/// Integer-delta buckets (zigzag payload): after `0` (no change), `10`, `110`, `1110`, `11110`;
+/// `11111` is followed by all 64 bits.
+const INT_BUCKETS: [(u64, u8, u8); 4] = [(0b10, 2, 6), (0b110, 3, 9), (0b1110, 4, 13), (0b11110, 5, 20)];
+
+/// How a chunk codes its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Values {
+    /// Gorilla's XOR of consecutive floats: any f64, bit for bit.
+    #[default]
+    Xor,
+    /// The zigzag difference of consecutive integers: for values that are all integral
+    /// ([`integral`]); much smaller for counts that move by a few units or hundreds.
+    Int,
+}
+
+/// True when `v` survives `v as i64 as f64` bit for bit: a whole number of magnitude below
+/// 2^53, and not −0.0.
+pub fn integral(v: f64) -> bool {
+    v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && !(v == 0.0 && v.is_sign_negative())
+}
+
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
 
 /// A chunk that could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("chunk truncated at point {0}")]
     Truncated(u32),
-    #[error("chunk shorter than its 4-byte header")]
+    #[error("chunk shorter than its 5-byte header")]
     NoHeader,
+    #[error("chunk value coding {0} is unknown")]
+    UnknownCoding(u8),
 }
 
 /// Appends points to a chunk.
 #[derive(Clone, Debug, Default)]
 pub struct ChunkEncoder {
     bits: BitWriter,
+    values: Values,
     count: u32,
     prev_ts: i64,
     prev_delta: i64,
@@ -36,9 +67,18 @@ fn fits(v: i64, bits: u8) -> bool {
 }
 
 impl ChunkEncoder {
-    /// An empty chunk.
+    /// An empty chunk of floats (XOR coding).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty chunk with the given value coding; with [`Values::Int`], every value pushed
+    /// must be [`integral`].
+    pub fn with_values(values: Values) -> Self {
+        ChunkEncoder {
+            values,
+            ..Self::default()
+        }
     }
 
     /// Points in the chunk.
@@ -54,7 +94,13 @@ impl ChunkEncoder {
     /// Appends a point. Timestamps may go back (the delta is signed); the store keeps them
     /// ascending.
     pub fn push(&mut self, ts_ms: i64, value: f64) {
-        let bits = value.to_bits();
+        let bits = match self.values {
+            Values::Xor => value.to_bits(),
+            Values::Int => {
+                debug_assert!(integral(value), "{value} in an integer chunk");
+                value as i64 as u64
+            }
+        };
         if self.count == 0 {
             self.bits.write(ts_ms as u64, 64);
             self.bits.write(bits, 64);
@@ -62,7 +108,10 @@ impl ChunkEncoder {
             let delta = ts_ms.wrapping_sub(self.prev_ts);
             self.write_dod(delta.wrapping_sub(self.prev_delta));
             self.prev_delta = delta;
-            self.write_value(bits);
+            match self.values {
+                Values::Xor => self.write_value(bits),
+                Values::Int => self.write_int(bits),
+            }
         }
         self.prev_ts = ts_ms;
         self.prev_value = bits;
@@ -83,6 +132,23 @@ impl ChunkEncoder {
         }
         self.bits.write(0b1111, 4);
         self.bits.write(dod as u64, 64);
+    }
+
+    fn write_int(&mut self, bits: u64) {
+        let z = zigzag((bits as i64).wrapping_sub(self.prev_value as i64));
+        if z == 0 {
+            self.bits.bit(false);
+            return;
+        }
+        for (prefix, plen, width) in INT_BUCKETS {
+            if z < 1u64 << width {
+                self.bits.write(prefix, plen);
+                self.bits.write(z, width);
+                return;
+            }
+        }
+        self.bits.write(0b11111, 5);
+        self.bits.write(z, 64);
     }
 
     fn write_value(&mut self, bits: u64) {
@@ -111,23 +177,29 @@ impl ChunkEncoder {
         self.window = Some((leading, trailing));
     }
 
-    /// The chunk's bytes: the point count (4 bytes, big-endian), then the bit stream.
+    /// The chunk's bytes: the point count (4 bytes, big-endian), the value coding (one byte:
+    /// 0 XOR, 1 integer), then the bit stream.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.bits.bytes().len());
+        let mut out = Vec::with_capacity(5 + self.bits.bytes().len());
         out.extend_from_slice(&self.count.to_be_bytes());
+        out.push(match self.values {
+            Values::Xor => 0,
+            Values::Int => 1,
+        });
         out.extend_from_slice(self.bits.bytes());
         out
     }
 
     /// Size of the chunk in bytes.
     pub fn size_bytes(&self) -> usize {
-        4 + self.bits.bytes().len()
+        5 + self.bits.bytes().len()
     }
 }
 
 /// Reads the points of a chunk back.
 pub struct ChunkDecoder<'a> {
     bits: BitReader<'a>,
+    values: Values,
     count: u32,
     read: u32,
     prev_ts: i64,
@@ -144,8 +216,15 @@ impl<'a> ChunkDecoder<'a> {
             .ok_or(DecodeError::NoHeader)?
             .try_into()
             .expect("four bytes");
+        let values = match bytes.get(4) {
+            None => return Err(DecodeError::NoHeader),
+            Some(0) => Values::Xor,
+            Some(1) => Values::Int,
+            Some(&c) => return Err(DecodeError::UnknownCoding(c)),
+        };
         Ok(ChunkDecoder {
-            bits: BitReader::new(&bytes[4..]),
+            bits: BitReader::new(&bytes[5..]),
+            values,
             count: u32::from_be_bytes(header),
             read: 0,
             prev_ts: 0,
@@ -180,7 +259,19 @@ impl<'a> ChunkDecoder<'a> {
             };
             self.prev_delta = self.prev_delta.wrapping_add(dod);
             self.prev_ts = self.prev_ts.wrapping_add(self.prev_delta);
-            if b.bit()? {
+            if self.values == Values::Int {
+                if b.bit()? {
+                    let mut ones = 1;
+                    while ones < 5 && b.bit()? {
+                        ones += 1;
+                    }
+                    let z = match INT_BUCKETS.get(ones - 1) {
+                        Some(&(_, _, width)) => b.read(width)?,
+                        None => b.read(64)?,
+                    };
+                    self.prev_value = (self.prev_value as i64).wrapping_add(unzigzag(z)) as u64;
+                }
+            } else if b.bit()? {
                 if b.bit()? {
                     let leading = b.read(5)? as u8;
                     let len = match b.read(6)? as u8 {
@@ -199,7 +290,11 @@ impl<'a> ChunkDecoder<'a> {
             }
         }
         self.read += 1;
-        Some((self.prev_ts, f64::from_bits(self.prev_value)))
+        let value = match self.values {
+            Values::Xor => f64::from_bits(self.prev_value),
+            Values::Int => self.prev_value as i64 as f64,
+        };
+        Some((self.prev_ts, value))
     }
 }
 

@@ -21,7 +21,7 @@ pub mod wal;
 use std::path::PathBuf;
 
 pub use block::Version;
-pub use chunk::{ChunkDecoder, ChunkEncoder, DecodeError};
+pub use chunk::{integral, ChunkDecoder, ChunkEncoder, DecodeError, Values};
 pub use db::{downsample, resolve, Ack, Agg, CompactReport, OpenReport, Options, Stats, Store};
 pub use series::SeriesKey;
 pub use wal::{Recovered, Wal, WalError};

@@ -1,7 +1,7 @@
 //! Property test of the chunk codec: any sequence of points comes back bit for bit.
 
 use proptest::prelude::*;
-use vigie_store::{ChunkDecoder, ChunkEncoder};
+use vigie_store::{integral, ChunkDecoder, ChunkEncoder, Values};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
@@ -25,6 +25,18 @@ proptest! {
         }
         let back: Vec<(i64, f64)> = ChunkDecoder::new(&enc.to_bytes()).unwrap().map(|p| p.unwrap()).collect();
         prop_assert_eq!(back, points);
+    }
+
+    #[test]
+    fn integers_round_trip_in_an_integer_chunk(points in proptest::collection::vec((any::<i64>(), prop_oneof![-1000i64..1000, -(1i64 << 53) + 1..(1i64 << 53)]), 0..300)) {
+        let mut enc = ChunkEncoder::with_values(Values::Int);
+        for (t, v) in &points {
+            prop_assert!(integral(*v as f64));
+            enc.push(*t, *v as f64);
+        }
+        let back: Vec<(i64, f64)> = ChunkDecoder::new(&enc.to_bytes()).unwrap().map(|p| p.unwrap()).collect();
+        let want: Vec<(i64, f64)> = points.iter().map(|(t, v)| (*t, *v as f64)).collect();
+        prop_assert_eq!(back, want);
     }
 
     #[test]
