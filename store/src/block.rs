@@ -266,7 +266,9 @@ impl Block {
         for a in tvs {
             let (ts, value) = a.map_err(|e| bad(&e.to_string()))?;
             while left == 0 {
-                let (r, n) = runs.next().ok_or_else(|| bad("fewer revisions than versions"))??;
+                let (r, n) = runs
+                    .next()
+                    .ok_or_else(|| bad("fewer revisions than versions"))??;
                 (rev, left) = (r, n as u64);
             }
             left -= 1;

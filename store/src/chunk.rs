@@ -10,7 +10,12 @@ use crate::bits::{BitReader, BitWriter};
 const BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
 /// Integer-delta buckets (zigzag payload): after `0` (no change), `10`, `110`, `1110`, `11110`;
 /// `11111` is followed by all 64 bits.
-const INT_BUCKETS: [(u64, u8, u8); 4] = [(0b10, 2, 6), (0b110, 3, 9), (0b1110, 4, 13), (0b11110, 5, 20)];
+const INT_BUCKETS: [(u64, u8, u8); 4] = [
+    (0b10, 2, 6),
+    (0b110, 3, 9),
+    (0b1110, 4, 13),
+    (0b11110, 5, 20),
+];
 
 /// How a chunk codes its values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
