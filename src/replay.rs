@@ -54,11 +54,14 @@ pub struct ReplayArgs {
     hostfile: Option<PathBuf>,
     /// Write every indicator change, clash and the feeds' health into the embedded store in
     /// this folder, one acknowledged revision per complete epoch (created if missing).
+    /// Default: the configuration's `store.dir`, if set. (InfluxDB, when the configuration
+    /// has `[outputs.influxdb]`, receives the same points.)
     #[arg(long)]
     store: Option<PathBuf>,
-    /// Versions the store keeps in memory before writing them out as blocks.
-    #[arg(long, default_value_t = vigie_store::Options::default().head_max_versions)]
-    store_flush_versions: usize,
+    /// Versions the store keeps in memory before writing them out as blocks (default: the
+    /// configuration's `store.flush_versions`).
+    #[arg(long)]
+    store_flush_versions: Option<usize>,
 }
 
 /// What one worker measured.
@@ -105,8 +108,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let zone_ids: Arc<Vec<String>> = Arc::new(config.zones.iter().map(|z| z.id.clone()).collect());
     let output = args.output.clone();
-    let store_dir = args.store.clone();
-    let flush_versions = args.store_flush_versions;
+    let store_dir = args.store.clone().or(config.store.dir.clone());
+    let mut store_config = config.store.clone();
+    if let Some(n) = args.store_flush_versions {
+        store_config.flush_versions = n;
+    }
     let health = Arc::new(FeedHealth::default());
     let shared = (config.clone(), inputs.clone());
 
@@ -127,7 +133,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if worker.index() == 0 {
             match Sinks::open(
                 store_dir.as_deref(),
-                flush_versions,
+                &store_config,
                 config.outputs.influxdb.as_ref(),
             ) {
                 Ok(s) if s.any() => {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use vigie_config::InfluxConfig;
+use vigie_config::{InfluxConfig, StoreConfig};
 use vigie_connectors::influx::{FlushReport, InfluxSink, SinkStats};
 use vigie_engine::Changes;
 use vigie_model::point::{self, Point};
@@ -102,6 +102,21 @@ pub fn change_points(changes: &Changes, zone_ids: &[String]) -> Vec<Point> {
     out
 }
 
+/// Blocks a partition may have before the sink compacts it.
+const COMPACT_AT_BLOCKS: usize = 4;
+
+/// The store's options from its configuration.
+pub fn store_options(c: &StoreConfig) -> Options {
+    let day = 86_400_000i64;
+    Options {
+        partition_ms: c.partition_days as i64 * day,
+        head_max_versions: c.flush_versions.max(1),
+        retention_ms: c.retention_days.map(|d| d as i64 * day),
+        keep_revisions_ms: c.keep_revisions_days.map(|d| d as i64 * day),
+        ..Options::default()
+    }
+}
+
 /// What the sinks did, for the report.
 #[derive(Default)]
 pub struct SinksReport {
@@ -122,20 +137,17 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// Opens the store in `store_dir` (its head written out as blocks past `flush_versions`
-    /// versions) and starts the InfluxDB sink, as asked.
+    /// Opens the store in `store_dir`, laid out and bounded by `config`, and starts the
+    /// InfluxDB sink, as asked.
     pub fn open(
         store_dir: Option<&Path>,
-        flush_versions: usize,
+        config: &StoreConfig,
         influx: Option<&InfluxConfig>,
     ) -> anyhow::Result<Sinks> {
         let store = match store_dir {
             None => None,
             Some(dir) => {
-                let opts = Options {
-                    head_max_versions: flush_versions.max(1),
-                    ..Options::default()
-                };
+                let opts = store_options(config);
                 let (store, report) = Store::open(dir, opts)
                     .with_context(|| format!("opening the store in {}", dir.display()))?;
                 if report.wal_records > 0
@@ -193,6 +205,11 @@ impl Sinks {
         if let Some(store) = &mut self.store {
             let ack = store.write_points(&points, rev)?;
             debug_assert_eq!(ack.revision, rev);
+            // Keep a few blocks per partition at most, and apply the retention, as the clock
+            // moves.
+            if store.needs_compaction(known_at, COMPACT_AT_BLOCKS) {
+                store.compact(known_at)?;
+            }
             self.samples += ack.samples as u64;
             self.writes += 1;
             if self.log_acks {
@@ -216,6 +233,10 @@ impl Sinks {
         let mut report = SinksReport::default();
         if let Some(mut store) = self.store {
             store.flush()?;
+            let now = store.last_revision();
+            if store.needs_compaction(now, 2) {
+                store.compact(now)?;
+            }
             report.store = Some((self.samples, self.writes, self.busy, store.stats()?));
         }
         if let Some(influx) = self.influx {

@@ -10,6 +10,7 @@
 
 pub mod mapping;
 pub mod outputs;
+pub mod store;
 pub mod zones;
 
 use chrono_tz::Tz;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use mapping::Mapping;
 pub use outputs::{InfluxConfig, Outputs};
+pub use store::StoreConfig;
 pub use zones::{Zone, ZoneSet};
 
 /// A configuration error, naming the key or the file and line at fault.
@@ -156,6 +158,8 @@ struct RawConfig {
     mappings: BTreeMap<String, Mapping>,
     #[serde(default)]
     outputs: Outputs,
+    #[serde(default)]
+    store: StoreConfig,
 }
 
 fn default_tz() -> String {
@@ -177,6 +181,8 @@ pub struct Config {
     /// Where results go besides the output file; paths in it are resolved against
     /// `base_dir` already.
     pub outputs: Outputs,
+    /// The embedded store; its folder is resolved against `base_dir` already.
+    pub store: StoreConfig,
 }
 
 impl Config {
@@ -262,8 +268,16 @@ impl Config {
                 }
             }
         }
+        let mut store = raw.store;
+        store
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("store.{k}"), m))?;
+        if let (Some(dir), Some(base)) = (&mut store.dir, &base_dir) {
+            *dir = base.join(&*dir);
+        }
         Ok(Config {
             origin: origin.to_string(),
+            store,
             base_dir,
             timezone,
             zones,
@@ -444,6 +458,31 @@ mod tests {
         let i = c.outputs.influxdb.unwrap();
         assert_eq!(i.buffer_dir, dir.join("data/influx-buffer"));
         assert_eq!(i.token_file, Some(dir.join("secret")));
+    }
+
+    #[test]
+    fn the_store_section_resolves_its_folder_and_names_bad_keys() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = "zones = \"zones/marseille.geojson\"\n[store]\ndir = \"data/store\"\nretention_days = 400\n";
+        let c = Config::parse(text, "t.toml", Some(dir.to_path_buf())).unwrap();
+        assert_eq!(c.store.dir, Some(dir.join("data/store")));
+        assert_eq!(
+            (c.store.partition_days, c.store.retention_days),
+            (30, Some(400))
+        );
+        for (extra, key) in [
+            ("partition_days = 0", "store.partition_days"),
+            ("retention_days = 0", "store.retention_days"),
+            ("flush_versions = 0", "store.flush_versions"),
+            ("retention = 3", "retention"),
+        ] {
+            let e = parse(&format!(
+                "zones = \"zones/marseille.geojson\"\n[store]\n{extra}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
     }
 
     #[test]

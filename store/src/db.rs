@@ -499,14 +499,39 @@ impl Store {
     fn apply_drop(&mut self, cutoff: i64) -> Result<usize, StoreError> {
         let mut dropped = 0;
         let mut keep = Vec::with_capacity(self.blocks.len());
+        let dir = self.dir.join("blocks");
         for b in std::mem::take(&mut self.blocks) {
             if b.part_end <= cutoff {
+                fs::remove_file(&b.path).map_err(io(&b.path))?;
+                dropped += 1;
+            } else if b.part_start < cutoff && b.entries.iter().any(|e| e.min_ts < cutoff) {
+                // A block written with another partition span straddles the cut: rewrite it
+                // with what lies after (the new block is durable before the old one goes).
+                let mut series = Vec::with_capacity(b.entries.len());
+                for (i, e) in b.entries.iter().enumerate() {
+                    let vs: Vec<Version> =
+                        b.read(i)?.into_iter().filter(|v| v.ts >= cutoff).collect();
+                    if !vs.is_empty() {
+                        series.push((e.key.clone(), vs));
+                    }
+                }
+                if !series.is_empty() {
+                    keep.push(block::write(
+                        &dir,
+                        self.next_block_seq,
+                        b.part_start,
+                        b.part_end,
+                        &series,
+                    )?);
+                    self.next_block_seq += 1;
+                }
                 fs::remove_file(&b.path).map_err(io(&b.path))?;
                 dropped += 1;
             } else {
                 keep.push(b);
             }
         }
+        keep.sort_by_key(|b| b.seq);
         self.blocks = keep;
         if dropped > 0 {
             block::sync_dir(&self.dir.join("blocks"))?;
@@ -524,7 +549,8 @@ impl Store {
     }
 
     /// Drops every point before the partition that holds `cutoff_ms`: whole partitions go,
-    /// so the cut falls on a partition boundary. Returns the blocks removed.
+    /// so the cut falls on a partition boundary (a block written with another partition span
+    /// that straddles it is rewritten). Returns the blocks removed or rewritten.
     pub fn drop_before(&mut self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let cutoff = self.part_of(cutoff_ms);
         let mut rec = vec![REC_DROP];
@@ -585,13 +611,14 @@ impl Store {
             if idx.len() < 2 && pruned == 0 {
                 continue;
             }
-            let b = block::write(
-                &dir,
-                self.next_block_seq,
-                p,
-                p + self.opts.partition_ms,
-                &merged,
-            )?;
+            // The blocks of one partition start may span differently (written with another
+            // partition span): the merged block spans them all.
+            let part_end = idx
+                .iter()
+                .map(|&i| self.blocks[i].part_end)
+                .max()
+                .unwrap_or(p);
+            let b = block::write(&dir, self.next_block_seq, p, part_end, &merged)?;
             self.next_block_seq += 1;
             added.push(b);
             remove.extend(idx.iter().copied());
@@ -615,6 +642,20 @@ impl Store {
         }
         self.relocate();
         Ok(report)
+    }
+
+    /// True when a compaction at `now_ms` has work: a partition with `min_blocks` blocks or
+    /// more, or a partition past the retention.
+    pub fn needs_compaction(&self, now_ms: i64, min_blocks: usize) -> bool {
+        let mut per_part: FxHashMap<i64, usize> = FxHashMap::default();
+        for b in &self.blocks {
+            *per_part.entry(b.part_start).or_default() += 1;
+        }
+        let expired = self.opts.retention_ms.is_some_and(|r| {
+            let cutoff = self.part_of(now_ms.saturating_sub(r));
+            self.blocks.iter().any(|b| b.part_end <= cutoff)
+        });
+        expired || per_part.values().any(|n| *n >= min_blocks.max(2))
     }
 
     /// Every series the store knows, sorted.
@@ -713,26 +754,35 @@ impl Store {
         let Some(&id) = self.ids.get(key) else {
             return Ok(None);
         };
-        let mut parts: Vec<i64> = Vec::new();
+        // Partitions as the blocks record them (a store may have been written with another
+        // partition span) and as the head's versions fall in them now.
+        let mut parts: Vec<(i64, i64)> = Vec::new();
         for &(bi, ei) in self.located.get(&id).map(Vec::as_slice).unwrap_or_default() {
-            if self.blocks[bi].entries[ei].min_ts < end {
-                parts.push(self.blocks[bi].part_start);
+            let b = &self.blocks[bi];
+            if b.entries[ei].min_ts < end {
+                parts.push((b.part_start, b.part_end.min(end)));
             }
         }
         for v in self.head.get(&id).map(Vec::as_slice).unwrap_or_default() {
             if v.ts < end {
-                parts.push(self.part_of(v.ts));
+                let p = self.part_of(v.ts);
+                parts.push((p, p.saturating_add(self.opts.partition_ms).min(end)));
             }
         }
-        parts.sort_unstable();
+        parts.sort_unstable_by_key(|&(s, e)| (std::cmp::Reverse(e), s));
         parts.dedup();
-        for p in parts.into_iter().rev() {
-            let to = end.min(p.saturating_add(self.opts.partition_ms));
-            if let Some(last) = self.range(key, p, to, as_of)?.pop() {
-                return Ok(Some(last));
+        let mut best: Option<(i64, f64)> = None;
+        for (start, stop) in parts {
+            if best.is_some_and(|(t, _)| t >= stop) {
+                break;
+            }
+            if let Some(p) = self.range(key, start, stop, as_of)?.pop() {
+                if best.is_none_or(|(t, _)| p.0 > t) {
+                    best = Some(p);
+                }
             }
         }
-        Ok(None)
+        Ok(best)
     }
 
     /// The point of `key` with the greatest timestamp, as known at `as_of`.

@@ -26,7 +26,9 @@ enum Op {
     /// Drop the store without flushing; optionally leave a torn, unacknowledged write at the
     /// end of the log.
     Crash(bool),
-    Reopen,
+    /// Close and reopen, with the usual partition span or another one (reads must not depend
+    /// on the span the blocks were written with).
+    Reopen(bool),
     Compact,
     DropBefore(i64),
 }
@@ -45,7 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(s, k)| Op::Write(s, k)),
         1 => Just(Op::Flush),
         1 => any::<bool>().prop_map(Op::Crash),
-        1 => Just(Op::Reopen),
+        1 => any::<bool>().prop_map(Op::Reopen),
         1 => Just(Op::Compact),
         1 => (-5i64..30).prop_map(Op::DropBefore),
     ]
@@ -74,9 +76,9 @@ impl Model {
     }
 }
 
-fn opts() -> Options {
+fn opts(part: i64) -> Options {
     Options {
-        partition_ms: PART,
+        partition_ms: part,
         head_max_versions: 9,
         wal_segment_bytes: 300,
         retention_ms: None,
@@ -153,7 +155,8 @@ proptest! {
     #[test]
     fn the_store_behaves_like_its_model(ops in prop::collection::vec((op(), -5i64..45), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Some(Store::open(dir.path(), opts()).unwrap().0);
+        let mut part = PART;
+        let mut store = Some(Store::open(dir.path(), opts(part)).unwrap().0);
         let mut model = Model::default();
         for (op, probe) in ops {
             let s = store.as_mut().unwrap();
@@ -182,11 +185,12 @@ proptest! {
                     if torn {
                         tear_the_log(dir.path());
                     }
-                    store = Some(Store::open(dir.path(), opts()).unwrap().0);
+                    store = Some(Store::open(dir.path(), opts(part)).unwrap().0);
                 }
-                Op::Reopen => {
+                Op::Reopen(other) => {
                     store.take().unwrap().close().unwrap();
-                    let (s, report) = Store::open(dir.path(), opts()).unwrap();
+                    part = if other { 7 } else { PART };
+                    let (s, report) = Store::open(dir.path(), opts(part)).unwrap();
                     prop_assert_eq!(report.head_versions, 0);
                     store = Some(s);
                 }
@@ -195,7 +199,7 @@ proptest! {
                 }
                 Op::DropBefore(cut) => {
                     s.drop_before(cut).unwrap();
-                    let aligned = cut.div_euclid(PART) * PART;
+                    let aligned = cut.div_euclid(part) * part;
                     model.versions.retain(|v| v.1 >= aligned);
                 }
             }
