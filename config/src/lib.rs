@@ -8,6 +8,7 @@
 //! A small real sample (Vancouver Police Department incidents of December 2020) and its
 //! configuration are embedded, so that `vigie replay` runs with no file at all.
 
+pub mod ingest;
 pub mod mapping;
 pub mod outputs;
 pub mod store;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use ingest::{HttpConfig, IngestConfig, SourceConfig};
 pub use mapping::Mapping;
 pub use outputs::{InfluxConfig, Outputs};
 pub use store::StoreConfig;
@@ -160,6 +162,10 @@ struct RawConfig {
     outputs: Outputs,
     #[serde(default)]
     store: StoreConfig,
+    #[serde(default)]
+    ingest: IngestConfig,
+    #[serde(default)]
+    sources: Vec<SourceConfig>,
 }
 
 fn default_tz() -> String {
@@ -183,6 +189,10 @@ pub struct Config {
     pub outputs: Outputs,
     /// The embedded store; its folder is resolved against `base_dir` already.
     pub store: StoreConfig,
+    /// Live ingest (`vigie run`); its folder is resolved against `base_dir` already.
+    pub ingest: IngestConfig,
+    /// Who may write which feeds.
+    pub sources: Vec<SourceConfig>,
 }
 
 impl Config {
@@ -275,9 +285,33 @@ impl Config {
         if let (Some(dir), Some(base)) = (&mut store.dir, &base_dir) {
             *dir = base.join(&*dir);
         }
+        let mut ingest = raw.ingest;
+        ingest
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("ingest.{k}"), m))?;
+        let mut sources = raw.sources;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in sources.iter_mut().enumerate() {
+            s.validate()
+                .map_err(|(k, m)| invalid(&format!("sources[{i}].{k}"), m))?;
+            if !names.insert(s.name.clone()) {
+                return Err(invalid(
+                    &format!("sources[{i}].name"),
+                    format!("`{}` is given twice", s.name),
+                ));
+            }
+            if let (Some(f), Some(base)) = (&mut s.token_file, &base_dir) {
+                *f = base.join(&*f);
+            }
+        }
+        if let Some(base) = &base_dir {
+            ingest.log_dir = base.join(&ingest.log_dir);
+        }
         Ok(Config {
             origin: origin.to_string(),
             store,
+            ingest,
+            sources,
             base_dir,
             timezone,
             zones,

@@ -1,0 +1,24 @@
+//! Live ingest: the door every live source (HTTP, MQTT) goes through.
+//!
+//! Sources parse and validate payloads into [`vigie_model::Record`]s with the same code as file
+//! replay ([`crate::validate`], [`crate::mapped`]); [`IngestLog::commit`] makes a batch durable
+//! (appended to the log and fsynced, grouped with whatever other sources committed meanwhile)
+//! and only then returns, so a source acknowledges (HTTP 2xx, MQTT PUBACK) only what survives a
+//! crash. Committed records go on, in log order, to the engine; on restart the engine first
+//! reads back everything the log holds.
+
+pub mod log;
+
+pub use log::{Committed, IngestError, IngestLog};
+
+/// Why one line of a payload was not accepted: where (line, field) and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LineError {
+    /// Line in the payload, from 1.
+    pub line: u64,
+    /// The kind of rejection (`malformed`, `missing_field`, `forbidden_feed`, …).
+    pub kind: &'static str,
+    /// The field at fault, when one is.
+    pub field: Option<String>,
+    pub reason: String,
+}
