@@ -274,6 +274,9 @@ pub struct Driver {
     inputs: Option<InputSessions>,
     /// This worker's greatest incident or density hour, as fed to the clock input.
     local_max: Option<i64>,
+    /// Live mode: the clock is set by [`Driver::set_clock_hour`] (the wall clock), not by the
+    /// records.
+    live: bool,
     probe: ProbeHandle<u64>,
     clock: Rc<Cell<Option<i64>>>,
     expiry: Expiry,
@@ -350,6 +353,7 @@ impl Driver {
         Driver {
             inputs: Some(inputs),
             local_max: None,
+            live: false,
             probe,
             clock,
             expiry: Expiry::new(params),
@@ -367,15 +371,10 @@ impl Driver {
             self.unused += 1;
             return;
         }
-        if matches!(r.feed, Feed::Incident | Feed::Density) {
+        if !self.live && matches!(r.feed, Feed::Incident | Feed::Density) {
             let h = hour_of(r.ts);
             if self.local_max.is_none_or(|m| h > m) {
-                let clock_in = &mut self.inputs.as_mut().expect("input open").clock;
-                if let Some(old) = self.local_max {
-                    clock_in.remove(((), old));
-                }
-                clock_in.insert(((), h));
-                self.local_max = Some(h);
+                self.move_clock(h);
             }
         }
         let expires = self.expiry.expires_at(&r);
@@ -396,6 +395,30 @@ impl Driver {
                 .or_default() += 1;
         }
         self.update(entry, 1);
+    }
+
+    fn move_clock(&mut self, h: i64) {
+        let clock_in = &mut self.inputs.as_mut().expect("input open").clock;
+        if let Some(old) = self.local_max {
+            clock_in.remove(((), old));
+        }
+        clock_in.insert(((), h));
+        self.local_max = Some(h);
+    }
+
+    /// Switches to live mode: from now on the clock is the hour given to
+    /// [`Driver::set_clock_hour`] (the wall clock, as `indicators.md` defines it live), and
+    /// records no longer move it. Call it on one worker only.
+    pub fn set_live(&mut self) {
+        self.live = true;
+    }
+
+    /// Sets the live clock's hour for the current epoch; it only moves forward (what the
+    /// clock has retired stays retired).
+    pub fn set_clock_hour(&mut self, h: i64) {
+        if self.local_max.is_none_or(|m| h > m) {
+            self.move_clock(h);
+        }
     }
 
     fn update(&mut self, entry: Entry, diff: isize) {
