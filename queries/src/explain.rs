@@ -6,7 +6,7 @@
 use crate::formula;
 use vigie_config::ModelParams;
 use vigie_model::time::{hour_of, Calendar};
-use vigie_model::{Body, EventKind, Record, WeatherKind, ZoneIdx, F64};
+use vigie_model::{Body, EventKind, Record, WeatherKind, ZoneIdx};
 
 /// The records behind the figures of one zone and hour.
 #[derive(Debug, Default)]
@@ -147,20 +147,7 @@ impl Evidence<'_> {
                 _ => 0,
             })
             .sum();
-        let weather = match self.weather.and_then(|r| r.body.as_ref()) {
-            Some(Body::Weather {
-                temperature_c,
-                precip_mm,
-                wind_kmh,
-                ..
-            }) => formula::weather_factor(
-                params,
-                temperature_c.map(F64::get),
-                wind_kmh.map(F64::get),
-                precip_mm.map(F64::get),
-            ),
-            _ => 1.0,
-        };
+        let weather = formula::weather_factor_of(params, self.weather);
         Recomputed {
             incidents: this_hour().count() as u64,
             recent: self.recent.iter().map(severity).sum::<i64>() as f64,

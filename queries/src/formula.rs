@@ -3,7 +3,7 @@
 //! happen in the same order in both; what differs between them is how the inputs are gathered.
 
 use vigie_config::ModelParams;
-use vigie_model::{ClashReason, ClashRow, EventKind, Trend, ZoneIdx};
+use vigie_model::{Body, ClashReason, ClashRow, EventKind, Record, Trend, ZoneIdx, F64};
 
 /// `f_w`: the weather factor of one hour; missing fields are neutral, no record gives 1.
 pub fn weather_factor(
@@ -24,6 +24,24 @@ pub fn weather_factor(
         0.0
     };
     1.0 + heat + wind - rain
+}
+
+/// `f_w` of the weather record chosen for an hour; 1 when there is none.
+pub fn weather_factor_of(p: &ModelParams, r: Option<&Record>) -> f64 {
+    match r.and_then(|r| r.body.as_ref()) {
+        Some(Body::Weather {
+            temperature_c,
+            precip_mm,
+            wind_kmh,
+            ..
+        }) => weather_factor(
+            p,
+            temperature_c.map(F64::get),
+            wind_kmh.map(F64::get),
+            precip_mm.map(F64::get),
+        ),
+        _ => 1.0,
+    }
 }
 
 /// Everything one zone and hour's score depends on.

@@ -180,20 +180,7 @@ pub fn compute_at(
 
     let f_w = |h: i64| {
         let r = observed_w.get(&h).or_else(|| forecast_w.get(&h));
-        match r.and_then(|r| r.body.as_ref()) {
-            Some(Body::Weather {
-                temperature_c,
-                precip_mm,
-                wind_kmh,
-                ..
-            }) => formula::weather_factor(
-                params,
-                temperature_c.map(F64::get),
-                wind_kmh.map(F64::get),
-                precip_mm.map(F64::get),
-            ),
-            _ => 1.0,
-        }
+        formula::weather_factor_of(params, r.copied())
     };
     let weather: Vec<f64> = (first..=last).map(f_w).collect();
 
