@@ -468,6 +468,13 @@ impl MqttConfig {
                     let mapping = mappings
                         .get(m)
                         .ok_or_else(|| (k("mapping"), format!("no [mappings.{m}]")))?;
+                    let from_topic = mapping.location.as_ref().is_some_and(|l| l.from_topic);
+                    if from_topic && t.zone_from_topic.is_none() {
+                        return Err((
+                            k("zone_from_topic"),
+                            format!("mapping `{m}` takes the zone from the topic: say which level"),
+                        ));
+                    }
                     if mapping.feed() != feed {
                         return Err((
                             k("mapping"),
