@@ -98,6 +98,8 @@ pub struct MqttStats {
     pub sessions_resumed: u64,
     /// Connection attempts that failed and connections that broke.
     pub connection_errors: u64,
+    /// Subscription requests the broker answered (SUBACK).
+    pub subscriptions_acked: u64,
     /// Subscriptions the broker refused.
     pub subscriptions_refused: u64,
     /// By (topic filter, feed).
@@ -206,6 +208,11 @@ impl MqttCounters {
                 "vigie_mqtt_connection_errors_total",
                 "Connection attempts that failed and connections that broke.",
                 s.connection_errors,
+            ),
+            (
+                "vigie_mqtt_subscriptions_acked_total",
+                "Subscription requests the broker answered.",
+                s.subscriptions_acked,
             ),
             (
                 "vigie_mqtt_subscriptions_refused_total",
@@ -734,6 +741,7 @@ async fn run(
                     .iter()
                     .filter(|c| matches!(c, SubscribeReasonCode::Failure))
                     .count();
+                counters.update(|s| s.subscriptions_acked += 1);
                 if refused > 0 {
                     warn(&format!("the broker refused {refused} subscription(s)"));
                     counters.update(|s| s.subscriptions_refused += refused as u64);
