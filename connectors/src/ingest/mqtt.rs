@@ -661,6 +661,32 @@ fn fingerprint(p: &Publish) -> u64 {
     h.finish()
 }
 
+/// Which QoS 1/2 messages this session already finished with (committed or rejected), by
+/// packet id: at most one per id, so at most 65,535.
+#[derive(Default)]
+struct Finished(HashMap<u16, u64>);
+
+impl Finished {
+    /// Whether `p` is a redelivery of a message already finished with; otherwise remembers it.
+    fn is_redelivery(&mut self, p: &Publish) -> bool {
+        if p.qos == QoS::AtMostOnce {
+            return false;
+        }
+        let print = fingerprint(p);
+        if p.dup && self.0.get(&p.pkid) == Some(&print) {
+            return true;
+        }
+        // Not `dup`: the broker reused the id, so it had the earlier one's acknowledgement.
+        self.0.insert(p.pkid, print);
+        false
+    }
+
+    /// The broker has no session: it will redeliver nothing of the old one.
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Messages to the processing task.
 enum Msg {
     Publish(Publish),
@@ -814,8 +840,7 @@ async fn process(
     log: IngestLog,
     counters: Arc<MqttCounters>,
 ) {
-    // Per packet id, the fingerprint of the message finished with in this session.
-    let mut finished: HashMap<u16, u64> = HashMap::new();
+    let mut finished = Finished::default();
     let mut batch: Vec<Msg> = Vec::with_capacity(BATCH_MESSAGES);
     loop {
         batch.clear();
@@ -834,14 +859,10 @@ async fn process(
                 }
                 Msg::Publish(p) => p,
             };
-            let print = fingerprint(&p);
-            if p.qos != QoS::AtMostOnce {
-                if p.dup && finished.get(&p.pkid) == Some(&print) {
-                    counters.update(|s| s.duplicates_skipped += 1);
-                    to_ack.push(p);
-                    continue;
-                }
-                finished.insert(p.pkid, print);
+            if finished.is_redelivery(&p) {
+                counters.update(|s| s.duplicates_skipped += 1);
+                to_ack.push(p);
+                continue;
             }
             if p.retain {
                 counters.update(|s| s.retained_skipped += 1);
@@ -1038,6 +1059,31 @@ topics = [
         let p = parse_payload(&plans[2], &c, "city/raw/13004", b"a,b\n7,1795860000\n");
         assert_eq!(p.rejected[0].line, 1);
         assert!(p.rejected[0].reason.contains("header"), "{:?}", p.rejected);
+    }
+
+    #[test]
+    fn only_a_dup_with_the_same_id_and_bytes_is_a_redelivery() {
+        let publish = |pkid: u16, dup: bool, payload: &str| {
+            let mut p = Publish::new("city/incident/13001", QoS::AtLeastOnce, payload);
+            p.pkid = pkid;
+            p.dup = dup;
+            p
+        };
+        let mut f = Finished::default();
+        assert!(!f.is_redelivery(&publish(1, false, "a")));
+        assert!(f.is_redelivery(&publish(1, true, "a")));
+        // Same bytes under another id, or another message under the id: new.
+        assert!(!f.is_redelivery(&publish(2, true, "a")));
+        assert!(!f.is_redelivery(&publish(1, true, "b")));
+        // The id reused without dup: the earlier message was acknowledged; a later dup of the
+        // same bytes is a redelivery of this one.
+        assert!(!f.is_redelivery(&publish(2, false, "a")));
+        assert!(f.is_redelivery(&publish(2, true, "a")));
+        f.clear();
+        assert!(!f.is_redelivery(&publish(2, true, "a")));
+        let mut q0 = publish(0, true, "a");
+        q0.qos = QoS::AtMostOnce;
+        assert!(!f.is_redelivery(&q0) && !f.is_redelivery(&q0));
     }
 
     #[test]
