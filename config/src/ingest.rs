@@ -26,6 +26,9 @@ pub struct IngestConfig {
     /// `[ingest.http]`: the HTTP ingest endpoint.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[ingest.mqtt]`: the MQTT subscriber; absent, vigie does not connect to a broker.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// `[ingest.http]`.
@@ -95,6 +98,7 @@ impl Default for IngestConfig {
             epoch_ms: default_epoch_ms(),
             dead_letters: default_dead_letters(),
             http: HttpConfig::default(),
+            mqtt: None,
         }
     }
 }
@@ -166,5 +170,431 @@ impl SourceConfig {
             return Err(format!("the token of source {} is empty", self.name));
         }
         Ok(t)
+    }
+}
+
+/// `[ingest.mqtt]`: vigie subscribes to an MQTT broker (MQTT 3.1.1) and ingests what sensors
+/// and other systems publish there.
+///
+/// ```toml
+/// [ingest.mqtt]
+/// url = "mqtt://127.0.0.1:1883"
+/// topics = [{ filter = "city/density/+", feed = "density", source = "sensors", zone_from_topic = 2 }]
+/// ```
+///
+/// No secret is held here: the password is read from `password_env` or `password_file` when
+/// the source starts.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (TLS, 8883).
+    pub url: String,
+    /// The MQTT client id; with a persistent session, the broker keeps the session under it.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// `false` (the default): a persistent session, so QoS 1 messages published while vigie
+    /// is away are delivered when it comes back. `true`: they are lost.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// Keep-alive interval (seconds).
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// User name, if the broker asks for one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the password…
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// …or file holding it (relative to the configuration file once loaded).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities trusted for `mqtts://` (relative to the
+    /// configuration file once loaded); unset: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// First delay before reconnecting after the broker went away; doubles…
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// …up to this.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Largest message accepted (bytes). A larger one breaks the connection (MQTT cannot
+    /// refuse one message): keep it at or above the broker's `message_size_limit`.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// What to subscribe to, and what each topic carries.
+    pub topics: Vec<MqttTopic>,
+}
+
+/// One entry of `ingest.mqtt.topics`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTopic {
+    /// The topic filter subscribed to (`+` one level, `#` the rest).
+    pub filter: String,
+    /// The feed of every record of these topics; a record whose own `feed` differs is refused.
+    pub feed: String,
+    /// Quality of service of the subscription: 0, 1 (the default) or 2. Only 1 and 2 survive
+    /// an outage.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// The `[[sources]]` entry these messages come from; it must be allowed `feed`.
+    pub source: String,
+    /// A `[mappings.NAME]` that reads each payload line as a CSV row; unset: payloads are
+    /// NDJSON (one JSON record per line).
+    #[serde(default)]
+    pub mapping: Option<String>,
+    /// The CSV header of the mapping's rows (a message has none); unset: the payload's first
+    /// line is the header.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Index (from 0) of the topic level holding the zone, used when a record has no `zone`
+    /// nor `lat`/`lon`.
+    #[serde(default)]
+    pub zone_from_topic: Option<usize>,
+    /// Index (from 0) of the topic level holding the sensor id, used when a record has no
+    /// `sensor`.
+    #[serde(default)]
+    pub sensor_from_topic: Option<usize>,
+}
+
+fn default_client_id() -> String {
+    "vigie".into()
+}
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_reconnect_min_ms() -> u64 {
+    100
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_max_payload() -> usize {
+    8 << 20
+}
+fn default_qos() -> u8 {
+    1
+}
+
+/// Where the broker is, from [`MqttConfig::endpoint`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Whether `filter` is a valid MQTT topic filter.
+pub fn valid_topic_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    levels.iter().enumerate().all(|(i, l)| {
+        if l.contains('#') {
+            *l == "#" && i == levels.len() - 1
+        } else {
+            !l.contains('+') || *l == "+"
+        }
+    })
+}
+
+/// Whether a topic matches a (valid) filter.
+pub fn topic_matches(topic: &str, filter: &str) -> bool {
+    // Wildcards at the first level do not match topics beginning with `$` (MQTT 4.7.2).
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        if f == "#" {
+            return true;
+        }
+        match t.next() {
+            Some(level) if f == "+" || f == level => {}
+            _ => return false,
+        }
+    }
+    t.next().is_none()
+}
+
+/// Whether some topic matches both (valid) filters.
+pub fn filters_overlap(a: &str, b: &str) -> bool {
+    let (mut x, mut y) = (a.split('/'), b.split('/'));
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some(p), Some(q)) if p == "+" || q == "+" || p == q => {}
+            _ => return false,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The broker's address from `url`.
+    pub fn endpoint(&self) -> Result<MqttEndpoint, String> {
+        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = self.url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(format!(
+                "`{}` is not mqtt://host:port or mqtts://host:port",
+                self.url
+            ));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{}`: unclosed `[`", self.url))?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if after.is_empty() => (h, None),
+                None => return Err(format!("`{}`: unexpected `{after}`", self.url)),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+            return Err(format!("`{}` has no valid host", self.url));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("`{}`: `{p}` is not a port", self.url))?,
+        };
+        Ok(MqttEndpoint {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// Checks the values against the sources and mappings; the error names the key (under
+    /// `ingest.mqtt.`).
+    pub fn validate(
+        &self,
+        sources: &[SourceConfig],
+        mappings: &std::collections::BTreeMap<String, crate::Mapping>,
+    ) -> Result<(), (String, String)> {
+        let key = |k: &str| k.to_string();
+        let endpoint = self.endpoint().map_err(|m| (key("url"), m))?;
+        // MQTT 3.1.1 client ids: 1 to 23 characters are always accepted; brokers such as
+        // Mosquitto take longer ones, so only emptiness and size are refused.
+        if self.client_id.is_empty() || self.client_id.len() > 65535 {
+            return Err((key("client_id"), "must be 1 to 65535 bytes".into()));
+        }
+        if !(1..=65535).contains(&self.keep_alive_s) {
+            return Err((key("keep_alive_s"), "must be from 1 to 65535".into()));
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err((
+                key("password_env"),
+                "give password_env or password_file, not both".into(),
+            ));
+        }
+        if (self.password_env.is_some() || self.password_file.is_some()) && self.username.is_none()
+        {
+            return Err((key("username"), "a password needs a username".into()));
+        }
+        if self.ca_file.is_some() && !endpoint.tls {
+            return Err((key("ca_file"), "is for mqtts:// URLs only".into()));
+        }
+        if self.reconnect_min_ms == 0 {
+            return Err((key("reconnect_min_ms"), "must be at least 1".into()));
+        }
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err((
+                key("reconnect_max_ms"),
+                "must be at least reconnect_min_ms".into(),
+            ));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err((key("max_payload_bytes"), "must be at least 1".into()));
+        }
+        if self.topics.is_empty() {
+            return Err((key("topics"), "must list at least one topic".into()));
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            let k = |f: &str| format!("topics[{i}].{f}");
+            if !valid_topic_filter(&t.filter) {
+                return Err((k("filter"), format!("`{}` is not a topic filter", t.filter)));
+            }
+            for (j, other) in self.topics[..i].iter().enumerate() {
+                if filters_overlap(&t.filter, &other.filter) {
+                    return Err((
+                        k("filter"),
+                        format!(
+                            "`{}` overlaps topics[{j}] `{}`: a message would be taken twice",
+                            t.filter, other.filter
+                        ),
+                    ));
+                }
+            }
+            let feed = Feed::parse(&t.feed)
+                .ok_or_else(|| (k("feed"), format!("`{}` is not a feed", t.feed)))?;
+            if t.qos > 2 {
+                return Err((k("qos"), format!("must be 0, 1 or 2, got {}", t.qos)));
+            }
+            let source = sources.iter().find(|s| s.name == t.source).ok_or_else(|| {
+                (
+                    k("source"),
+                    format!("`{}` is not the name of a [[sources]] entry", t.source),
+                )
+            })?;
+            if !source.allowed().contains(&feed) {
+                return Err((
+                    k("feed"),
+                    format!(
+                        "source `{}` may not write `{}` (its feeds: {})",
+                        source.name,
+                        t.feed,
+                        source.feeds.join(", ")
+                    ),
+                ));
+            }
+            match (&t.mapping, &t.columns) {
+                (Some(m), _) => {
+                    let mapping = mappings
+                        .get(m)
+                        .ok_or_else(|| (k("mapping"), format!("no [mappings.{m}]")))?;
+                    let from_topic = mapping.location.as_ref().is_some_and(|l| l.from_topic);
+                    if from_topic && t.zone_from_topic.is_none() {
+                        return Err((
+                            k("zone_from_topic"),
+                            format!("mapping `{m}` takes the zone from the topic: say which level"),
+                        ));
+                    }
+                    if mapping.feed() != feed {
+                        return Err((
+                            k("mapping"),
+                            format!(
+                                "mapping `{m}` makes `{}` records, not `{}`",
+                                mapping.feed, t.feed
+                            ),
+                        ));
+                    }
+                }
+                (None, Some(_)) => {
+                    return Err((k("columns"), "is for CSV payloads: set mapping too".into()))
+                }
+                (None, None) => {}
+            }
+            if let Some(c) = &t.columns {
+                if c.is_empty() {
+                    return Err((k("columns"), "must name at least one column".into()));
+                }
+            }
+            let levels: Vec<&str> = t.filter.split('/').collect();
+            let open = levels.last() == Some(&"#");
+            for (name, level) in [
+                ("zone_from_topic", t.zone_from_topic),
+                ("sensor_from_topic", t.sensor_from_topic),
+            ] {
+                if let Some(l) = level {
+                    if !open && l >= levels.len() {
+                        return Err((
+                            k(name),
+                            format!(
+                                "`{}` has {} levels (counted from 0), no level {l}",
+                                t.filter,
+                                levels.len()
+                            ),
+                        ));
+                    }
+                }
+            }
+            if t.sensor_from_topic.is_some() && feed != Feed::Density {
+                return Err((
+                    k("sensor_from_topic"),
+                    "only density records have a sensor".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the password from the environment or the file (trailing newline trimmed; never
+    /// logged); `None` without one.
+    pub fn read_password(&self) -> Result<Option<String>, String> {
+        let p = match (&self.password_env, &self.password_file) {
+            (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(p.trim_end_matches(['\r', '\n']).to_string()))
+    }
+
+    /// The topic whose filter `topic` matches (filters do not overlap, so at most one).
+    pub fn topic_for(&self, topic: &str) -> Option<(usize, &MqttTopic)> {
+        self.topics
+            .iter()
+            .enumerate()
+            .find(|(_, t)| topic_matches(topic, &t.filter))
+    }
+}
+
+#[cfg(test)]
+mod mqtt_tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_and_overlap() {
+        assert!(valid_topic_filter("city/density/+"));
+        assert!(valid_topic_filter("city/#"));
+        assert!(valid_topic_filter("#"));
+        assert!(!valid_topic_filter("city/#/x"));
+        assert!(!valid_topic_filter("city/a+"));
+        assert!(!valid_topic_filter(""));
+        assert!(topic_matches("city/density/13001", "city/density/+"));
+        assert!(!topic_matches("city/density/13001/s1", "city/density/+"));
+        assert!(topic_matches("city/density/13001/s1", "city/#"));
+        assert!(topic_matches("city", "city/#"));
+        assert!(!topic_matches("$SYS/x", "#"));
+        assert!(filters_overlap("city/+/a", "city/density/#"));
+        assert!(filters_overlap("a/+", "a/b"));
+        assert!(!filters_overlap("a/+", "a/b/c"));
+        assert!(!filters_overlap("city/density/+", "city/incident/+"));
+    }
+
+    fn mqtt(url: &str) -> MqttConfig {
+        toml::from_str(&format!(
+            "url = \"{url}\"\ntopics = [{{ filter = \"a/+\", feed = \"density\", source = \"s\" }}]"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_give_the_endpoint() {
+        let e = mqtt("mqtt://127.0.0.1:1884").endpoint().unwrap();
+        assert_eq!((e.tls, e.host.as_str(), e.port), (false, "127.0.0.1", 1884));
+        let e = mqtt("mqtts://broker.city").endpoint().unwrap();
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port),
+            (true, "broker.city", 8883)
+        );
+        let e = mqtt("mqtt://[::1]:1").endpoint().unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 1));
+        for bad in [
+            "http://h:1",
+            "mqtt://:1",
+            "mqtt://h:0",
+            "mqtt://h:x",
+            "mqtt://u@h:1",
+        ] {
+            assert!(mqtt(bad).endpoint().is_err(), "{bad}");
+        }
     }
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use ingest::{HttpConfig, IngestConfig, SourceConfig};
+pub use ingest::{HttpConfig, IngestConfig, MqttConfig, MqttTopic, SourceConfig};
 pub use mapping::Mapping;
 pub use outputs::{InfluxConfig, Outputs};
 pub use store::StoreConfig;
@@ -307,6 +307,18 @@ impl Config {
         if let Some(base) = &base_dir {
             ingest.log_dir = base.join(&ingest.log_dir);
         }
+        if let Some(mqtt) = &mut ingest.mqtt {
+            mqtt.validate(&sources, &raw.mappings)
+                .map_err(|(k, m)| invalid(&format!("ingest.mqtt.{k}"), m))?;
+            if let Some(base) = &base_dir {
+                for f in [&mut mqtt.password_file, &mut mqtt.ca_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    *f = base.join(&*f);
+                }
+            }
+        }
         Ok(Config {
             origin: origin.to_string(),
             store,
@@ -463,6 +475,7 @@ mod tests {
             .expect("documented in default.toml");
         text[start..]
             .lines()
+            .take_while(|l| l.starts_with('#'))
             .map(|l| l.strip_prefix("# ").unwrap_or(l))
             .filter(|l| !l.starts_with("# "))
             .collect::<Vec<_>>()
@@ -576,5 +589,120 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("kafka"), "{e}");
+    }
+
+    /// The `[ingest.mqtt]` section of `default.toml`, uncommented.
+    fn default_mqtt_section() -> String {
+        let text = embedded::DEFAULT_CONFIG;
+        let start = text
+            .find("# [ingest.mqtt]")
+            .expect("documented in default.toml");
+        text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#') && !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    const SENSORS: &str =
+        "[[sources]]\nname = \"sensors\"\nfeeds = [\"density\"]\ntoken_env = \"T\"\n";
+
+    #[test]
+    fn the_documented_mqtt_section_parses_with_its_defaults() {
+        let text = format!(
+            "zones = \"zones/marseille.geojson\"\n{SENSORS}{}",
+            default_mqtt_section()
+        );
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let m = c.ingest.mqtt.expect("the section is there");
+        assert_eq!(m.url, "mqtt://127.0.0.1:1883");
+        assert_eq!(m.client_id, "vigie");
+        assert!(!m.clean_session);
+        assert_eq!(
+            (m.keep_alive_s, m.reconnect_min_ms, m.reconnect_max_ms),
+            (30, 100, 30_000)
+        );
+        assert_eq!(m.max_payload_bytes, 8 << 20);
+        assert_eq!(m.topics.len(), 1);
+        let t = &m.topics[0];
+        assert_eq!(
+            (t.filter.as_str(), t.feed.as_str(), t.qos),
+            ("city/density/+", "density", 1)
+        );
+        assert_eq!((t.source.as_str(), t.zone_from_topic), ("sensors", Some(2)));
+        assert!(Config::embedded_default().ingest.mqtt.is_none());
+    }
+
+    #[test]
+    fn bad_mqtt_values_name_their_key() {
+        let cases = [
+            (
+                "url = \"http://h:1\"",
+                "filter = \"a/+\", feed = \"density\", source = \"sensors\"",
+                "ingest.mqtt.url",
+            ),
+            (
+                "url = \"mqtt://h\"",
+                "filter = \"a/+\", feed = \"incident\", source = \"sensors\"",
+                "ingest.mqtt.topics[0].feed",
+            ),
+            (
+                "url = \"mqtt://h\"",
+                "filter = \"a/+\", feed = \"density\", source = \"cameras\"",
+                "ingest.mqtt.topics[0].source",
+            ),
+            (
+                "url = \"mqtt://h\"",
+                "filter = \"a/#/b\", feed = \"density\", source = \"sensors\"",
+                "ingest.mqtt.topics[0].filter",
+            ),
+            (
+                "url = \"mqtt://h\"",
+                "filter = \"a/+\", feed = \"density\", source = \"sensors\", qos = 3",
+                "ingest.mqtt.topics[0].qos",
+            ),
+            (
+                "url = \"mqtt://h\"",
+                "filter = \"a/+\", feed = \"density\", source = \"sensors\", zone_from_topic = 2",
+                "ingest.mqtt.topics[0].zone_from_topic",
+            ),
+            (
+                "url = \"mqtt://h\"",
+                "filter = \"a/+\", feed = \"density\", source = \"sensors\", mapping = \"nope\"",
+                "ingest.mqtt.topics[0].mapping",
+            ),
+            (
+                "url = \"mqtt://h\"",
+                "filter = \"a/+\", feed = \"density\", source = \"sensors\", colour = 1",
+                "colour",
+            ),
+            (
+                "url = \"mqtt://h\"\npassword_env = \"P\"",
+                "filter = \"a/+\", feed = \"density\", source = \"sensors\"",
+                "ingest.mqtt.username",
+            ),
+            (
+                "url = \"mqtt://h\"\nreconnect_max_ms = 1",
+                "filter = \"a/+\", feed = \"density\", source = \"sensors\"",
+                "ingest.mqtt.reconnect_max_ms",
+            ),
+        ];
+        for (head, topic, key) in cases {
+            let text = format!(
+                "zones = \"zones/marseille.geojson\"\n{SENSORS}[ingest.mqtt]\n{head}\ntopics = [{{ {topic} }}]\n"
+            );
+            let e = parse(&text).expect_err(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let text = format!(
+            "zones = \"zones/marseille.geojson\"\n{SENSORS}[ingest.mqtt]\nurl = \"mqtt://h\"\ntopics = [{{ filter = \"a/+\", feed = \"density\", source = \"sensors\" }}, {{ filter = \"a/#\", feed = \"density\", source = \"sensors\" }}]\n"
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("ingest.mqtt.topics[1].filter") && e.contains("overlaps"),
+            "{e}"
+        );
     }
 }

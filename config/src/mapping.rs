@@ -73,6 +73,10 @@ pub struct LocationSpec {
     pub lonlat_column: Option<String>,
     /// A position looked up in another CSV file by the value of a column (sensors).
     pub lookup: Option<Lookup>,
+    /// `true`: the zone is a level of the MQTT topic the row came on (`zone_from_topic` of
+    /// `[ingest.mqtt]` topics); rows of a file read through such a mapping have no zone.
+    #[serde(default)]
+    pub from_topic: bool,
 }
 
 /// A lookup table of positions: `file` (relative to the configuration) has columns `key`,
@@ -172,11 +176,13 @@ impl Mapping {
                     loc.lat.is_some() || loc.lon.is_some(),
                     loc.lonlat_column.is_some(),
                     loc.lookup.is_some(),
+                    loc.from_topic,
                 ];
                 if ways.iter().filter(|w| **w).count() != 1 {
                     return Err((
                         "location".into(),
-                        "give exactly one of zone, lat and lon, lonlat_column, lookup".into(),
+                        "give exactly one of zone, lat and lon, lonlat_column, lookup, from_topic"
+                            .into(),
                     ));
                 }
                 if loc.lat.is_some() != loc.lon.is_some() {

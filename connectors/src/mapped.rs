@@ -238,6 +238,16 @@ impl CompiledMapping {
         zones: &ZoneSet,
         seq: u64,
     ) -> Result<Record, RecordError> {
+        validate(&self.raw(row)?, Some(self.feed), zones, seq)
+    }
+
+    /// The feed of the mapping's records.
+    pub fn feed(&self) -> Feed {
+        self.feed
+    }
+
+    /// Turns one row into a raw record, not yet validated (a live source completes it first).
+    pub fn raw(&self, row: &csv::StringRecord) -> Result<RawRecord<'static>, RecordError> {
         let mut raw = RawRecord::default();
         for f in &self.fields {
             let v = f.eval(row)?;
@@ -287,7 +297,7 @@ impl CompiledMapping {
                 }
             }
         }
-        validate(&raw, Some(self.feed), zones, seq)
+        Ok(raw)
     }
 }
 

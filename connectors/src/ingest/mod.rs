@@ -8,8 +8,10 @@
 //! reads back everything the log holds.
 
 pub mod log;
+pub mod mqtt;
 
 pub use log::{Committed, IngestError, IngestLog};
+pub use mqtt::{MqttCounters, MqttRejection, MqttSource, MqttStats, TopicCounts};
 
 /// Why one line of a payload was not accepted: where (line, field) and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
