@@ -231,6 +231,11 @@ impl CompiledMapping {
         })
     }
 
+    /// The feed its records belong to.
+    pub fn feed(&self) -> Feed {
+        self.feed
+    }
+
     /// Turns one row into a validated record.
     pub fn record(
         &self,
