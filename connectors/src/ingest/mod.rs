@@ -7,9 +7,16 @@
 //! crash. Committed records go on, in log order, to the engine; on restart the engine first
 //! reads back everything the log holds.
 
+pub mod dead_letters;
+pub mod http;
+pub mod lineproto;
 pub mod log;
+pub mod metrics;
+pub mod payload;
 
+pub use http::{router, serve, HttpState};
 pub use log::{Committed, IngestError, IngestLog};
+pub use metrics::Metrics;
 
 /// Why one line of a payload was not accepted: where (line, field) and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
