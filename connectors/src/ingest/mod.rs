@@ -6,6 +6,11 @@
 //! and only then returns, so a source acknowledges (HTTP 2xx, MQTT PUBACK) only what survives a
 //! crash. Committed records go on, in log order, to the engine; on restart the engine first
 //! reads back everything the log holds.
+//!
+//! - [`log`]: the durable ingest log.
+//! - [`http`]: HTTP ingest on axum (JSON/NDJSON, CSV through a mapping, the InfluxDB 2 write
+//!   API), with [`payload`] (request bodies to records and rejected lines), [`lineproto`] (the
+//!   line-protocol reader), [`dead_letters`] and [`metrics`].
 
 pub mod dead_letters;
 pub mod http;
