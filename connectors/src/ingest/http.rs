@@ -319,15 +319,6 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
     }
 }
 
-/// Which answer a route gives.
-#[derive(Clone, Copy, PartialEq)]
-enum Answer {
-    /// `/api/v1/…`: the JSON answer.
-    V1,
-    /// `/api/v2/write`: 204, or InfluxDB's error shape.
-    Influx,
-}
-
 async fn post_records(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let r = ingest(&state, ROUTE_RECORDS, &headers, body, Ok(Format::Json)).await;
     counted(&state, ROUTE_RECORDS, r)
@@ -426,11 +417,8 @@ async fn ingest(
     body: Body,
     format: Result<Format, Refusal>,
 ) -> Response {
-    let answer = if route == ROUTE_WRITE {
-        Answer::Influx
-    } else {
-        Answer::V1
-    };
+    // The write API answers as InfluxDB does; the others with the JSON answer.
+    let influx = route == ROUTE_WRITE;
     let Some(source) = state.authenticate(headers) else {
         return unauthorized();
     };
@@ -471,7 +459,7 @@ async fn ingest(
         }
     };
     let all_forbidden = all_forbidden(&rejected);
-    let first_accepted: Vec<(u64, Feed)> = records.iter().map(|(l, r)| (*l, r.feed)).collect();
+    let feeds: Vec<Feed> = records.iter().map(|(_, r)| r.feed).collect();
     let records: Vec<_> = records.into_iter().map(|(_, r)| r).collect();
     let committed = if records.is_empty() {
         Ok(None)
@@ -483,7 +471,7 @@ async fn ingest(
         source,
         route,
         &body,
-        &first_accepted,
+        &feeds,
         &rejected,
         committed.is_ok(),
     );
@@ -494,12 +482,13 @@ async fn ingest(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 format!(
-                "the records could not be made durable ({e}); nothing was accepted, retry later"
-            ),
+                    "the records could not be made durable ({e}); \
+                     nothing was accepted, retry later"
+                ),
             )
         }
     };
-    let accepted = first_accepted.len();
+    let accepted = feeds.len();
     let listed: Vec<&LineError> = rejected.iter().take(MAX_LISTED).map(|r| &r.error).collect();
     let fields = serde_json::json!({
         "accepted": accepted,
@@ -507,7 +496,6 @@ async fn ingest(
         "rejected_total": rejected.len(),
         "first_seq": committed.map(|c| c.first_seq),
     });
-    let influx = answer == Answer::Influx;
     if rejected.is_empty() || (accepted > 0 && !influx) {
         return if influx {
             StatusCode::NO_CONTENT.into_response()
@@ -567,19 +555,20 @@ fn first_reasons(rejected: &[Rejected]) -> String {
     s
 }
 
-/// Counts the lines and files the rejected ones as dead letters.
+/// Counts the lines (`accepted`: the feeds of the records accepted) and files the rejected
+/// ones as dead letters.
 fn account(
     state: &HttpState,
     source: &Source,
     route: &'static str,
     body: &[u8],
-    accepted: &[(u64, Feed)],
+    accepted: &[Feed],
     rejected: &[Rejected],
     durable: bool,
 ) {
     let metrics = &state.inner.metrics;
     let mut per_feed: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    for (_, feed) in accepted {
+    for feed in accepted {
         per_feed.entry(feed.name()).or_default().0 += 1;
     }
     for (feed, (n, _)) in &per_feed {
