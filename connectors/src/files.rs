@@ -129,7 +129,7 @@ pub struct InputError {
 
 enum Current {
     Ndjson(Box<dyn BufRead>),
-    Csv(Box<(csv::Reader<Box<dyn Read>>, CompiledMapping)>),
+    Csv(Box<CsvRows<Box<dyn Read>>>),
 }
 
 /// Reads the inputs in order, yielding this reader's share of their lines.
@@ -181,27 +181,10 @@ impl<'c> RecordReader<'c> {
         };
         let current = match &spec.mapping {
             None => Current::Ndjson(Box::new(BufReader::with_capacity(1 << 16, reader))),
-            Some(name) => {
-                let Some(mapping) = self.config.mappings.get(name) else {
-                    return Some(Err(err(format!(
-                        "no mapping {name:?} in {}",
-                        self.config.origin
-                    ))));
-                };
-                let mut rdr = csv::ReaderBuilder::new()
-                    .delimiter(mapping.delimiter_byte())
-                    .flexible(true)
-                    .from_reader(reader);
-                let header: Vec<String> = match rdr.headers() {
-                    Ok(h) => h.iter().map(str::to_string).collect(),
-                    Err(e) => return Some(Err(err(format!("cannot read the CSV header: {e}")))),
-                };
-                self.line = 1;
-                match CompiledMapping::compile(name, mapping, &header, self.config) {
-                    Ok(m) => Current::Csv(Box::new((rdr, m))),
-                    Err(e) => return Some(Err(err(e))),
-                }
-            }
+            Some(name) => match CsvRows::open(reader, name, self.config) {
+                Ok(rows) => Current::Csv(Box::new(rows)),
+                Err(e) => return Some(Err(err(e))),
+            },
         };
         self.current = Some((i, current));
         Some(Ok(()))
@@ -268,20 +251,17 @@ impl Iterator for RecordReader<'_> {
                     if !self.mine(input) {
                         continue;
                     }
-                    // A line that is not UTF-8 is one bad line, not the end of the file.
-                    let text = match std::str::from_utf8(&self.buf) {
-                        Ok(t) => t.trim_start_matches('\u{feff}').trim(),
-                        Err(e) => {
-                            return Some(malformed(
-                                label(),
-                                self.line,
-                                format!("not UTF-8 text: {e}"),
-                            ))
+                    let text = match ndjson_text(&self.buf) {
+                        Ok(Some(text)) => text,
+                        Ok(None) => continue,
+                        Err(error) => {
+                            return Some(Item::Rejected(Rejection {
+                                input: label(),
+                                line: self.line,
+                                error,
+                            }))
                         }
                     };
-                    if text.is_empty() {
-                        continue;
-                    }
                     let seq = ((input as u64) << 40) | self.line;
                     return Some(match parse_ndjson_line(text, &self.config.zones, seq) {
                         Ok(r) => Item::Record(r),
@@ -293,46 +273,131 @@ impl Iterator for RecordReader<'_> {
                     });
                 }
                 Current::Csv(csv) => {
-                    let (rdr, mapping) = &mut **csv;
-                    let ok = rdr.read_record(&mut self.row);
-                    self.line += 1;
-                    match ok {
-                        Ok(false) => {
+                    let (index, line) = match csv.next_row(&mut self.row) {
+                        None => {
                             self.current = None;
                             continue;
                         }
-                        Ok(true) => {}
-                        Err(e) if e.is_io_error() => {
+                        Some(CsvRow::Failed(message)) => {
                             self.current = None;
                             return Some(Item::Failed(InputError {
                                 input: label(),
-                                message: e.to_string(),
+                                message,
                             }));
                         }
-                        Err(e) => {
-                            if !mine(input, self.line, self.index, self.peers) {
+                        Some(CsvRow::Bad {
+                            index,
+                            line,
+                            reason,
+                        }) => {
+                            if !mine(input, index, self.index, self.peers) {
                                 continue;
                             }
-                            let line = e.position().map(|p| p.line()).unwrap_or(self.line);
-                            return Some(malformed(label(), line, format!("bad CSV row: {e}")));
+                            return Some(malformed(label(), line, reason));
                         }
-                    }
-                    if !mine(input, self.line, self.index, self.peers) {
+                        Some(CsvRow::Row { index, line }) => (index, line),
+                    };
+                    if !mine(input, index, self.index, self.peers) {
                         continue;
                     }
-                    // The csv reader knows the true line of rows with quoted newlines.
-                    let line = self.row.position().map(|p| p.line()).unwrap_or(self.line);
-                    let seq = ((input as u64) << 40) | self.line;
-                    return Some(match mapping.record(&self.row, &self.config.zones, seq) {
-                        Ok(r) => Item::Record(r),
-                        Err(error) => Item::Rejected(Rejection {
-                            input: label(),
-                            line,
-                            error,
-                        }),
-                    });
+                    let seq = ((input as u64) << 40) | index;
+                    return Some(
+                        match csv.mapping().record(&self.row, &self.config.zones, seq) {
+                            Ok(r) => Item::Record(r),
+                            Err(error) => Item::Rejected(Rejection {
+                                input: label(),
+                                line,
+                                error,
+                            }),
+                        },
+                    );
                 }
             }
+        }
+    }
+}
+
+/// The text of one NDJSON line, without a leading byte-order mark and surrounding whitespace:
+/// `Ok(None)` when it is blank. A line that is not UTF-8 is one bad line (malformed), not the
+/// end of the input. File replay and live ingest read lines through it.
+pub fn ndjson_text(bytes: &[u8]) -> Result<Option<&str>, RecordError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| RecordError::malformed(format!("not UTF-8 text: {e}")))?
+        .trim_start_matches('\u{feff}')
+        .trim();
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// CSV text read through a mapping: the header (line 1) compiles the mapping, then rows come
+/// one by one with their line numbers. File replay and live ingest read CSV through it.
+pub struct CsvRows<R> {
+    rdr: csv::Reader<R>,
+    mapping: CompiledMapping,
+    /// Rows read so far, the header included.
+    count: u64,
+}
+
+/// What [`CsvRows::next_row`] read.
+#[derive(Debug)]
+pub enum CsvRow {
+    /// A row, now in the caller's record. `index` counts the rows read, header = 1 (a row
+    /// with quoted line breaks counts once); `line` is the line of the text it starts on.
+    Row { index: u64, line: u64 },
+    /// A row the CSV reader could not read (not UTF-8, say): one bad row, reading goes on.
+    Bad {
+        index: u64,
+        line: u64,
+        reason: String,
+    },
+    /// Reading failed altogether (an I/O error).
+    Failed(String),
+}
+
+impl<R: Read> CsvRows<R> {
+    /// Reads the header of `reader` and compiles the mapping `name` of `config` against it.
+    pub fn open(reader: R, name: &str, config: &Config) -> Result<CsvRows<R>, String> {
+        let Some(mapping) = config.mappings.get(name) else {
+            return Err(format!("no mapping {name:?} in {}", config.origin));
+        };
+        let mut rdr = csv::ReaderBuilder::new()
+            .delimiter(mapping.delimiter_byte())
+            .flexible(true)
+            .from_reader(reader);
+        let header: Vec<String> = match rdr.headers() {
+            Ok(h) => h.iter().map(str::to_string).collect(),
+            Err(e) => return Err(format!("cannot read the CSV header: {e}")),
+        };
+        let mapping = CompiledMapping::compile(name, mapping, &header, config)?;
+        Ok(CsvRows {
+            rdr,
+            mapping,
+            count: 1,
+        })
+    }
+
+    /// The compiled mapping, to turn rows into records.
+    pub fn mapping(&self) -> &CompiledMapping {
+        &self.mapping
+    }
+
+    /// Reads the next row into `row`; `None` at the end.
+    pub fn next_row(&mut self, row: &mut csv::StringRecord) -> Option<CsvRow> {
+        let ok = self.rdr.read_record(row);
+        self.count += 1;
+        let index = self.count;
+        match ok {
+            Ok(false) => None,
+            // The csv reader knows the true line of rows with quoted newlines.
+            Ok(true) => Some(CsvRow::Row {
+                index,
+                line: row.position().map(|p| p.line()).unwrap_or(index),
+            }),
+            Err(e) if e.is_io_error() => Some(CsvRow::Failed(e.to_string())),
+            Err(e) => Some(CsvRow::Bad {
+                index,
+                line: e.position().map(|p| p.line()).unwrap_or(index),
+                reason: format!("bad CSV row: {e}"),
+            }),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Connectors: where records come from and where results go. File replay (NDJSON and mapped
 //! CSV) and the validation every source shares; the output file ([`output`]); the InfluxDB 2
-//! sink with its on-disk buffer ([`influx`]); the durable log of live ingest ([`ingest`]).
+//! sink with its on-disk buffer ([`influx`]); live ingest ([`ingest`]): its durable log and the
+//! HTTP endpoint.
 //!
 //! Validation happens here, at the edge: the engine receives only typed, checked
 //! [`vigie_model::Record`]s, and every bad line comes back as a [`files::Rejection`] that says

@@ -231,6 +231,11 @@ impl CompiledMapping {
         })
     }
 
+    /// The feed its records belong to.
+    pub fn feed(&self) -> Feed {
+        self.feed
+    }
+
     /// Turns one row into a validated record.
     pub fn record(
         &self,
@@ -239,11 +244,6 @@ impl CompiledMapping {
         seq: u64,
     ) -> Result<Record, RecordError> {
         validate(&self.raw(row)?, Some(self.feed), zones, seq)
-    }
-
-    /// The feed of the mapping's records.
-    pub fn feed(&self) -> Feed {
-        self.feed
     }
 
     /// Turns one row into a raw record, not yet validated (a live source completes it first).

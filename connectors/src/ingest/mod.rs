@@ -6,12 +6,24 @@
 //! and only then returns, so a source acknowledges (HTTP 2xx, MQTT PUBACK) only what survives a
 //! crash. Committed records go on, in log order, to the engine; on restart the engine first
 //! reads back everything the log holds.
+//!
+//! - [`log`]: the durable ingest log.
+//! - [`http`]: HTTP ingest on axum (JSON/NDJSON, CSV through a mapping, the InfluxDB 2 write
+//!   API), with [`payload`] (request bodies to records and rejected lines), [`lineproto`] (the
+//!   line-protocol reader), [`dead_letters`] and [`metrics`].
 
+pub mod dead_letters;
+pub mod http;
+pub mod lineproto;
 pub mod log;
 pub mod mqtt;
+pub mod metrics;
+pub mod payload;
 
+pub use http::{router, serve, HttpState};
 pub use log::{Committed, IngestError, IngestLog};
 pub use mqtt::{MqttCounters, MqttRejection, MqttSource, MqttStats, TopicCounts};
+pub use metrics::Metrics;
 
 /// Why one line of a payload was not accepted: where (line, field) and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

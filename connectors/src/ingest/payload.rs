@@ -1,0 +1,289 @@
+//! Payloads of live ingest: a request body (NDJSON records, CSV through a mapping, or line
+//! protocol) to validated records and rejected lines, each with its line number.
+//!
+//! Lines are read with file replay's own functions ([`crate::files::ndjson_text`],
+//! [`crate::files::CsvRows`]) and checked by the one validator ([`crate::validate::validate`]),
+//! so a record is accepted live exactly when it would be in a file. One more check comes
+//! first: the source must be allowed to write the record's feed (`forbidden_feed`). Nothing
+//! here panics on any input; each bad line is one rejection and the lines around it go on.
+
+use super::lineproto::{self, Precision};
+use super::LineError;
+use crate::files::{ndjson_text, CsvRow, CsvRows};
+use crate::raw::{parse_json_line, RawRecord, Scalar};
+use crate::validate::{validate, RecordError};
+use vigie_config::Config;
+use vigie_model::{Feed, Record};
+
+/// The kind of a line whose feed the source may not write.
+pub const FORBIDDEN_FEED: &str = "forbidden_feed";
+
+/// What a body holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Format {
+    /// One JSON record, or NDJSON: one record a line (`feed` in each).
+    Json,
+    /// CSV with a header line, through the configuration's mapping of this name (which gives
+    /// the feed). Line numbers count the header as line 1.
+    Csv { mapping: String },
+    /// InfluxDB line protocol; timestamps in `precision`, and `now_us` for points without one.
+    LineProtocol { precision: Precision, now_us: i64 },
+}
+
+/// A line that was not accepted, and its feed when known (for the counters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    pub feed: Option<Feed>,
+    pub error: LineError,
+}
+
+/// A parsed body: the records with their line, and the rejected lines, each in line order.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub records: Vec<(u64, Record)>,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Parsed {
+    fn reject(&mut self, line: u64, feed: Option<Feed>, e: RecordError) {
+        self.rejected.push(Rejected {
+            feed,
+            error: LineError {
+                line,
+                kind: e.kind.name(),
+                field: e.field.map(str::to_string),
+                reason: e.reason,
+            },
+        });
+    }
+
+    fn forbidden(&mut self, line: u64, feed: Feed, allowed: &[Feed]) {
+        self.rejected.push(Rejected {
+            feed: Some(feed),
+            error: LineError {
+                line,
+                kind: FORBIDDEN_FEED,
+                field: Some("feed".into()),
+                reason: format!(
+                    "this source may not write the {} feed (it may write: {})",
+                    feed.name(),
+                    allowed
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        });
+    }
+
+    /// Validates `raw` unless its feed is forbidden.
+    fn check(&mut self, line: u64, raw: &RawRecord, config: &Config, allowed: &[Feed]) {
+        let feed = match &raw.feed {
+            Some(Scalar::Str(name)) => Feed::parse(name.trim()),
+            _ => None,
+        };
+        if let Some(f) = feed {
+            if !allowed.contains(&f) {
+                return self.forbidden(line, f, allowed);
+            }
+        }
+        match validate(raw, None, &config.zones, 0) {
+            Ok(r) => self.records.push((line, r)),
+            Err(e) => self.reject(line, feed, e),
+        }
+    }
+}
+
+/// The number of lines of a body (a last line without its line break counts; an empty body
+/// has none).
+pub fn count_lines(body: &[u8]) -> usize {
+    let breaks = body.iter().filter(|&&b| b == b'\n').count();
+    breaks + usize::from(body.last().is_some_and(|&b| b != b'\n'))
+}
+
+/// Parses and validates a body; `allowed` are the feeds its source may write. Records get
+/// `seq` 0: the ingest log numbers them when it commits them.
+pub fn parse_body(format: &Format, body: &[u8], config: &Config, allowed: &[Feed]) -> Parsed {
+    let mut out = Parsed::default();
+    match format {
+        Format::Json => {
+            // One record over several lines (pretty-printed) is one record, of line 1.
+            if body.contains(&b'\n') {
+                if let Ok(Some(text)) = ndjson_text(body) {
+                    if let Ok(raw) = parse_json_line(text) {
+                        out.check(1, &raw, config, allowed);
+                        return out;
+                    }
+                }
+            }
+            for (i, bytes) in body.split(|&b| b == b'\n').enumerate() {
+                let line = i as u64 + 1;
+                match ndjson_text(bytes) {
+                    Ok(None) => {}
+                    Ok(Some(text)) => match parse_json_line(text) {
+                        Ok(raw) => out.check(line, &raw, config, allowed),
+                        Err(reason) => out.reject(line, None, RecordError::malformed(reason)),
+                    },
+                    Err(e) => out.reject(line, None, e),
+                }
+            }
+        }
+        Format::Csv { mapping } => {
+            let mut rows = match CsvRows::open(body, mapping, config) {
+                Ok(rows) => rows,
+                Err(reason) => {
+                    out.reject(1, None, RecordError::malformed(reason));
+                    return out;
+                }
+            };
+            let feed = rows.mapping().feed();
+            let permitted = allowed.contains(&feed);
+            let mut row = csv::StringRecord::new();
+            while let Some(next) = rows.next_row(&mut row) {
+                match next {
+                    CsvRow::Row { line, .. } if !permitted => out.forbidden(line, feed, allowed),
+                    CsvRow::Row { line, .. } => {
+                        match rows.mapping().record(&row, &config.zones, 0) {
+                            Ok(r) => out.records.push((line, r)),
+                            Err(e) => out.reject(line, Some(feed), e),
+                        }
+                    }
+                    CsvRow::Bad { line, reason, .. } => {
+                        out.reject(line, Some(feed), RecordError::malformed(reason))
+                    }
+                    // Reading from memory does not fail; were it to, the rest is one bad line.
+                    CsvRow::Failed(reason) => {
+                        let line = out
+                            .records
+                            .last()
+                            .map(|r| r.0)
+                            .max(out.rejected.last().map(|r| r.error.line))
+                            .unwrap_or(1)
+                            + 1;
+                        out.reject(line, Some(feed), RecordError::malformed(reason));
+                        break;
+                    }
+                }
+            }
+        }
+        Format::LineProtocol { precision, now_us } => {
+            for (i, bytes) in body.split(|&b| b == b'\n').enumerate() {
+                let line = i as u64 + 1;
+                let text = match std::str::from_utf8(bytes) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        out.reject(
+                            line,
+                            None,
+                            RecordError::malformed(format!("not UTF-8 text: {e}")),
+                        );
+                        continue;
+                    }
+                };
+                let point = match lineproto::parse_line(text) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => continue,
+                    Err(reason) => {
+                        out.reject(
+                            line,
+                            None,
+                            RecordError::malformed(format!("line protocol: {reason}")),
+                        );
+                        continue;
+                    }
+                };
+                match lineproto::raw_record(&point, *precision, *now_us) {
+                    Ok(raw) => out.check(line, &raw, config, allowed),
+                    Err(e) => out.reject(line, Feed::parse(&point.measurement), e),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether every rejection is a forbidden feed (a 403 when nothing was accepted).
+pub fn all_forbidden(rejected: &[Rejected]) -> bool {
+    !rejected.is_empty() && rejected.iter().all(|r| r.error.kind == FORBIDDEN_FEED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Feed; 6] = Feed::ALL;
+
+    #[test]
+    fn ndjson_lines_are_numbered_and_checked() {
+        let config = Config::embedded_default();
+        let body = b"{\"feed\":\"incident\",\"ts\":1764338400,\"zone\":\"13001\",\"severity\":3}\n\n{\"feed\":\n\xff\r\n{\"feed\":\"event\",\"ts\":1,\"id\":\"e\",\"zone\":\"13001\",\"start\":1,\"end\":2,\"attendance\":1,\"kind\":\"sport\"}\n";
+        let p = parse_body(&Format::Json, body, &config, &[Feed::Incident]);
+        assert_eq!(p.records.len(), 1);
+        assert_eq!(p.records[0].0, 1);
+        let kinds: Vec<_> = p
+            .rejected
+            .iter()
+            .map(|r| (r.error.line, r.error.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![(3, "malformed"), (4, "malformed"), (5, FORBIDDEN_FEED)]
+        );
+        assert!(!all_forbidden(&p.rejected));
+        assert_eq!(count_lines(body), 5);
+        assert_eq!(count_lines(b"a\nb"), 2);
+        assert_eq!(count_lines(b""), 0);
+    }
+
+    #[test]
+    fn one_pretty_printed_record_is_one_record() {
+        let config = Config::embedded_default();
+        let body = b"{\n  \"feed\": \"density\",\n  \"ts\": 1764338400,\n  \"zone\": \"13001\",\n  \"people\": 12\n}\n";
+        let p = parse_body(&Format::Json, body, &config, &ALL);
+        assert_eq!((p.records.len(), p.rejected.len()), (1, 0));
+    }
+
+    #[test]
+    fn csv_through_a_mapping_and_a_forbidden_mapping() {
+        let config = Config::embedded_sample();
+        let body = b"TYPE,YEAR,MONTH,DAY,HOUR,MINUTE,HUNDRED_BLOCK,NEIGHBOURHOOD,X,Y\nMischief,2020,12,3,14,5,10XX BLOCK,West End,0,0\nMischief,2020,13,3,14,5,10XX BLOCK,West End,0,0\n";
+        let f = Format::Csv {
+            mapping: "vancouver_crime".into(),
+        };
+        let p = parse_body(&f, body, &config, &ALL);
+        assert_eq!(p.records.len(), 1);
+        assert_eq!(p.records[0].0, 2);
+        assert_eq!(p.rejected.len(), 1);
+        assert_eq!(p.rejected[0].error.line, 3);
+        let p = parse_body(&f, body, &config, &[Feed::Density]);
+        assert!(p.records.is_empty());
+        assert!(all_forbidden(&p.rejected));
+        let p = parse_body(&f, b"a,b\n1,2\n", &config, &ALL);
+        assert_eq!(p.rejected[0].error.line, 1);
+        assert!(p.rejected[0].error.reason.contains("column"));
+    }
+
+    #[test]
+    fn line_protocol_goes_through_the_same_validation() {
+        let config = Config::embedded_default();
+        let body = b"incident,zone=13001,category=theft severity=3i 1764338400000000000\ndensity,zone=13001,sensor=s1 people=1200\nincident,zone=99999 severity=3i\nincident severity=\nevent,zone=13001 id=\"e\"\n";
+        let f = Format::LineProtocol {
+            precision: Precision::Ns,
+            now_us: 1_764_338_400_000_000,
+        };
+        let p = parse_body(&f, body, &config, &[Feed::Incident, Feed::Density]);
+        assert_eq!(p.records.len(), 2);
+        assert_eq!(p.records[0].1.ts, 1_764_338_400_000_000);
+        assert_eq!(p.records[1].1.ts, 1_764_338_400_000_000);
+        let kinds: Vec<_> = p
+            .rejected
+            .iter()
+            .map(|r| (r.error.line, r.error.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![(3, "unknown_zone"), (4, "malformed"), (5, FORBIDDEN_FEED)]
+        );
+    }
+}
