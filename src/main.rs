@@ -3,12 +3,16 @@
 //! - `vigie replay`: pushes recorded feeds through the indicator dataflow as fast as it can,
 //!   writes the final indicators and clashes, and reports throughput, latency and rejections.
 //!   With no arguments, it replays the embedded real sample on the embedded configuration.
+//! - `vigie run`: the long-running engine on live feeds: HTTP ingest (records, CSV, the
+//!   InfluxDB write API) and MQTT, a durable ingest log, the store, `/metrics`.
 //! - `vigie query`: reads the embedded store a replay wrote (`--store`): the latest figures
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
+mod live;
 mod query;
 mod replay;
+mod run;
 mod sink;
 
 use anyhow::Context;
@@ -30,6 +34,8 @@ struct Cli {
 enum Command {
     /// Replays recorded feeds through the indicator graph and prints a report.
     Replay(replay::ReplayArgs),
+    /// Runs the engine on live feeds (HTTP, MQTT) until SIGTERM or Ctrl-C.
+    Run(run::RunArgs),
     /// Reads the embedded store: latest figures, ranges, revisions, explanations.
     Query(query::QueryArgs),
     /// Validates a configuration file and prints what it holds.
@@ -45,6 +51,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
         Command::Query(args) => query::run(args),
+        Command::Run(args) => run::run(args),
         Command::CheckConfig { config } => check_config(&config),
     };
     match result {

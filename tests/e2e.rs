@@ -965,3 +965,166 @@ fn a_replay_writes_to_influxdb_what_it_writes_to_the_store() {
         }
     }
 }
+
+/// A plain HTTP/1.1 request on loopback (Connection: close): status and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// `vigie run` on a data folder, with a source allowed to write incidents.
+struct Running {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Running {
+    fn start(dir: &Path) -> Running {
+        let config = dir.join("run.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "zones = {:?}\n[ingest]\nepoch_ms = 100\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n",
+                repo().join("config/zones/marseille.geojson").display().to_string()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = vigie()
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("VIGIE_TEST_TOKEN", "s3cret-token")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while http(port, "GET", "/health", None, "").is_none_or(|(c, _)| c != 200) {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "vigie run did not answer /health"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Running { child, port }
+    }
+
+    /// SIGTERM, as an operator stops it; waits for a clean exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "vigie run exited with {status}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 3600;
+    // One incident per zone and hour over the last 100 hours: a zone-hour counted twice would
+    // show `incidents = 2`.
+    let record = move |i: usize| {
+        let zone = format!("130{:02}", 1 + i % 16);
+        let hour = now_hour - 1 - (i / 16) as i64;
+        let line = format!(
+            "{{\"feed\":\"incident\",\"ts\":{},\"zone\":\"{zone}\",\"severity\":{}}}",
+            hour * 3600 + 120,
+            1 + i % 5
+        );
+        (zone, hour, line)
+    };
+    let total = 1600;
+    let run = Running::start(dir.path());
+    let port = run.port;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let poster = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            for batch in (0..total).collect::<Vec<_>>().chunks(10) {
+                let body: String = batch.iter().map(|&i| record(i).2 + "\n").collect();
+                match http(port, "POST", "/api/v1/records", Some("s3cret-token"), &body) {
+                    Some((200, _)) => acked.lock().unwrap().extend_from_slice(batch),
+                    _ => return,
+                }
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 400 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(run); // SIGKILL, mid-stream
+    poster.join().unwrap();
+    let acked: Vec<usize> = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 400 && acked.len() < total,
+        "{} acknowledged",
+        acked.len()
+    );
+    let run = Running::start(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    run.stop();
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    let mut counted = 0;
+    for i in 0..total {
+        let (zone, hour, _) = record(i);
+        let n = vigie_queries::read::zone_hour(&store, &zone, hour * 3_600_000, None)
+            .unwrap()
+            .map_or(0.0, |h| h.values["incidents"]);
+        assert!(
+            n == 0.0 || n == 1.0,
+            "zone {zone} hour {hour}: {n} incidents"
+        );
+        if acked.contains(&i) {
+            assert_eq!(
+                n, 1.0,
+                "acknowledged record {i} (zone {zone}, hour {hour}) lost"
+            );
+        }
+        counted += n as usize;
+    }
+    assert!(counted >= acked.len());
+}

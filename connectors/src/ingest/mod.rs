@@ -16,14 +16,14 @@ pub mod dead_letters;
 pub mod http;
 pub mod lineproto;
 pub mod log;
-pub mod mqtt;
 pub mod metrics;
+pub mod mqtt;
 pub mod payload;
 
 pub use http::{router, serve, HttpState};
 pub use log::{Committed, IngestError, IngestLog};
-pub use mqtt::{MqttCounters, MqttRejection, MqttSource, MqttStats, TopicCounts};
 pub use metrics::Metrics;
+pub use mqtt::{MqttCounters, MqttRejection, MqttSource, MqttStats, TopicCounts};
 
 /// Why one line of a payload was not accepted: where (line, field) and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -1,0 +1,75 @@
+//! The live side of `vigie run`: the HTTP endpoint (ingest, dead letters, `/metrics`,
+//! `/health`) and the MQTT source, until SIGTERM or Ctrl-C.
+
+use crate::run::{Dirs, EngineMetrics};
+use anyhow::Context;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use vigie_config::Config;
+use vigie_connectors::ingest::{router, HttpState, IngestLog, MqttCounters, MqttSource};
+
+/// Rejections of MQTT messages kept for listing.
+const MQTT_REJECTIONS: usize = 100;
+
+async fn shutdown_signal(stopping: Arc<AtomicBool>) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
+    stopping.store(true, Ordering::SeqCst);
+}
+
+/// Serves until a stop signal; returns once every source has stopped and let go of the log.
+pub async fn serve(
+    config: Arc<Config>,
+    log: IngestLog,
+    listen: &str,
+    dirs: &Dirs,
+    metrics: Arc<EngineMetrics>,
+    stopping: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let state = HttpState::new(config.clone(), log.clone()).map_err(anyhow::Error::msg)?;
+    let engine = metrics.clone();
+    state.add_metrics(move |out| engine.render(out));
+    let mqtt = match &config.ingest.mqtt {
+        None => None,
+        Some(m) => {
+            let counters = Arc::new(MqttCounters::new(MQTT_REJECTIONS));
+            let shown = counters.clone();
+            state.add_metrics(move |out| shown.render_prometheus(out));
+            let source = MqttSource::start(config.clone(), log.clone(), counters)
+                .map_err(anyhow::Error::msg)
+                .context("starting the MQTT source")?;
+            eprintln!("vigie run: MQTT source on {}", m.url);
+            Some(source)
+        }
+    };
+    drop(log);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "vigie run: listening on http://{addr} (ingest log {}, store {})",
+        dirs.log.display(),
+        dirs.store.display()
+    );
+    let app = router(state)
+        .merge(axum::Router::new().route("/health", axum::routing::get(|| async { "ok\n" })));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(stopping))
+        .await;
+    if let Some(source) = mqtt {
+        let _ = tokio::task::spawn_blocking(move || source.stop()).await;
+    }
+    served.context("serving HTTP")
+}

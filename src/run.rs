@@ -1,0 +1,314 @@
+//! `vigie run`: the long-running engine.
+//!
+//! Live sources commit accepted records to the durable ingest log
+//! ([`vigie_connectors::ingest::IngestLog`]), which passes them on, in log order, to the engine
+//! thread. The engine closes an epoch every `ingest.epoch_ms` with the clock at the wall
+//! clock's hour (`indicators.md`: live, the clock is the wall clock), and writes what changed
+//! to the store (and InfluxDB when configured), as `vigie replay --store` does. On start it
+//! first reads back everything the log holds, so a restart — even after `kill -9` — rebuilds
+//! the same state: every acknowledged record counted, once.
+
+use crate::sink::{change_points, FeedHealth, Sinks};
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+use vigie_config::Config;
+use vigie_connectors::ingest::IngestLog;
+use vigie_engine::{timely, Driver, GraphParams};
+use vigie_model::Record;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Configuration file (TOML). Default: the embedded default configuration (Marseille).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data folder: the ingest log in DATA/ingest and the store in DATA/store. Default: the
+    /// configuration's `ingest.log_dir` and `store.dir` (or `store` beside the log).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address of the HTTP endpoint (default: the configuration's `ingest.http.listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Milliseconds between epochs (default: the configuration's `ingest.epoch_ms`).
+    #[arg(long)]
+    epoch_ms: Option<u64>,
+}
+
+/// What the engine thread publishes for `/metrics`.
+#[derive(Default)]
+pub struct EngineMetrics {
+    pub records: AtomicU64,
+    pub epochs: AtomicU64,
+    pub queued: AtomicI64,
+    pub last_event_us: AtomicI64,
+    pub store_writes: AtomicU64,
+    pub latency: Mutex<Option<Histogram<u64>>>,
+}
+
+impl EngineMetrics {
+    /// Prometheus text lines.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let now_us = chrono_now_us();
+        let last = self.last_event_us.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP vigie_engine_records_total Records the engine took in.\n# TYPE vigie_engine_records_total counter\nvigie_engine_records_total {}", self.records.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP vigie_engine_epochs_total Epochs closed.\n# TYPE vigie_engine_epochs_total counter\nvigie_engine_epochs_total {}", self.epochs.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP vigie_engine_queue_records Records committed to the ingest log and not yet in the dataflow.\n# TYPE vigie_engine_queue_records gauge\nvigie_engine_queue_records {}", self.queued.load(Ordering::Relaxed).max(0));
+        if last != i64::MIN && last != 0 {
+            let _ = writeln!(out, "# HELP vigie_engine_event_lag_seconds Wall clock minus the latest event time taken in.\n# TYPE vigie_engine_event_lag_seconds gauge\nvigie_engine_event_lag_seconds {:.3}", (now_us - last) as f64 / 1e6);
+        }
+        let _ = writeln!(out, "# HELP vigie_store_writes_total Revisions the store acknowledged.\n# TYPE vigie_store_writes_total counter\nvigie_store_writes_total {}", self.store_writes.load(Ordering::Relaxed));
+        if let Some(h) = self
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = writeln!(out, "# HELP vigie_update_latency_seconds From a record's commit to the indicator update it causes.\n# TYPE vigie_update_latency_seconds summary");
+            for q in [0.5, 0.99, 0.999] {
+                let _ = writeln!(
+                    out,
+                    "vigie_update_latency_seconds{{quantile=\"{q}\"}} {:.6}",
+                    h.value_at_quantile(q) as f64 / 1e6
+                );
+            }
+            let _ = writeln!(out, "vigie_update_latency_seconds_count {}", h.len());
+        }
+    }
+}
+
+fn chrono_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn wall_hour() -> i64 {
+    chrono_now_us().div_euclid(3_600_000_000)
+}
+
+/// Where the run keeps its data.
+pub struct Dirs {
+    pub log: PathBuf,
+    pub store: PathBuf,
+}
+
+impl Dirs {
+    fn of(args: &RunArgs, config: &Config) -> Dirs {
+        match &args.data {
+            Some(d) => Dirs {
+                log: d.join("ingest"),
+                store: d.join("store"),
+            },
+            None => Dirs {
+                log: config.ingest.log_dir.clone(),
+                store: config.store.dir.clone().unwrap_or_else(|| {
+                    config
+                        .ingest
+                        .log_dir
+                        .parent()
+                        .map(|p| p.join("store"))
+                        .unwrap_or_else(|| PathBuf::from("store"))
+                }),
+            },
+        }
+    }
+}
+
+/// The engine thread: reads back the log's records, then takes committed batches, one epoch
+/// every `epoch`, until `stop` is set and the log's side has closed.
+fn engine(
+    config: Arc<Config>,
+    recovered: Vec<Record>,
+    rx: mpsc::Receiver<(Instant, Vec<Record>)>,
+    store_dir: PathBuf,
+    epoch: Duration,
+    metrics: Arc<EngineMetrics>,
+) -> anyhow::Result<()> {
+    let params = GraphParams::from_config(&config);
+    let zone_ids: Vec<String> = config.zones.iter().map(|z| z.id.clone()).collect();
+    let result: Arc<Mutex<anyhow::Result<()>>> = Arc::new(Mutex::new(Ok(())));
+    let out = result.clone();
+    // Timely wants a closure it could share; the receiver and the records move in once.
+    let rx = Mutex::new(rx);
+    let recovered = Mutex::new(Some(recovered));
+    timely::execute_directly(move |worker| {
+        let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+        let recovered = recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        let mut driver = Driver::new(worker, &params);
+        driver.set_live();
+        let mut sinks = match Sinks::open(
+            Some(&store_dir),
+            &config.store,
+            config.outputs.influxdb.as_ref(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Err(e);
+                return;
+            }
+        };
+        driver.collected.borrow_mut().track_changes();
+        let health = FeedHealth::default();
+        let mut latency =
+            Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+        let n = recovered.len();
+        for r in recovered {
+            health.accept(&r);
+            metrics.last_event_us.fetch_max(r.ts, Ordering::Relaxed);
+            driver.insert(r);
+        }
+        metrics.records.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            eprintln!("vigie run: {n} records read back from the ingest log");
+        }
+        let mut first = true;
+        let mut last_clock = None;
+        loop {
+            let deadline = Instant::now() + epoch;
+            let mut arrived: Vec<(Instant, usize)> = Vec::new();
+            let mut closed = false;
+            if !first {
+                loop {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok((at, batch)) => {
+                            arrived.push((at, batch.len()));
+                            metrics
+                                .queued
+                                .fetch_sub(batch.len() as i64, Ordering::Relaxed);
+                            metrics
+                                .records
+                                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            for r in batch {
+                                health.accept(&r);
+                                metrics.last_event_us.fetch_max(r.ts, Ordering::Relaxed);
+                                driver.insert(r);
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            let hour = wall_hour();
+            driver.set_clock_hour(hour);
+            let e = driver.advance();
+            driver.wait(worker, e);
+            metrics.epochs.fetch_add(1, Ordering::Relaxed);
+            if first || !arrived.is_empty() || last_clock != Some(hour) {
+                let changes = driver.collected.borrow_mut().drain();
+                let points = change_points(&changes, &zone_ids);
+                if let Err(e) = sinks.publish(points, &health, driver.clock(), Some(e)) {
+                    *out.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Err(e.context("writing to the sinks"));
+                    return;
+                }
+                metrics.store_writes.fetch_add(1, Ordering::Relaxed);
+                let done = Instant::now();
+                for (at, n) in arrived {
+                    latency.saturating_record_n(
+                        done.duration_since(at).as_micros().max(1) as u64,
+                        n as u64,
+                    );
+                }
+                *metrics.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(latency.clone());
+            }
+            last_clock = Some(hour);
+            first = false;
+            if closed {
+                break;
+            }
+        }
+        driver.close();
+        worker.step_while(|| !driver.finished());
+        if let Err(e) = sinks.finish(Duration::from_secs(30)) {
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = Err(e);
+        }
+    });
+    let mut guard = result.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::replace(&mut *guard, Ok(()))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
+        None => Config::embedded_default(),
+    };
+    let dirs = Dirs::of(&args, &config);
+    let epoch = Duration::from_millis(args.epoch_ms.unwrap_or(config.ingest.epoch_ms).max(1));
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| config.ingest.http.listen.clone());
+    let config = Arc::new(config);
+    let metrics = Arc::new(EngineMetrics::default());
+
+    // The log hands committed batches to a forwarder that stamps their arrival and counts the
+    // queue, then to the engine.
+    let (log_tx, log_rx) = mpsc::channel::<Vec<Record>>();
+    let opened = IngestLog::open(&dirs.log, log_tx)
+        .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
+    if opened.truncated_bytes > 0 {
+        eprintln!(
+            "vigie run: cut {} bytes of an unfinished (never acknowledged) batch from the ingest log",
+            opened.truncated_bytes
+        );
+    }
+    let (eng_tx, eng_rx) = mpsc::channel::<(Instant, Vec<Record>)>();
+    let m = metrics.clone();
+    let forwarder = std::thread::spawn(move || {
+        for batch in log_rx {
+            m.queued.fetch_add(batch.len() as i64, Ordering::Relaxed);
+            if eng_tx.send((Instant::now(), batch)).is_err() {
+                break;
+            }
+        }
+    });
+    let engine_thread = {
+        let (config, metrics, store) = (config.clone(), metrics.clone(), dirs.store.clone());
+        let recovered = opened.recovered;
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || engine(config, recovered, eng_rx, store, epoch, metrics))
+            .context("starting the engine thread")?
+    };
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let served = runtime.block_on(crate::live::serve(
+        config.clone(),
+        opened.log,
+        &listen,
+        &dirs,
+        metrics.clone(),
+        stopping.clone(),
+    ));
+    // Every handle on the log is gone once the sources have stopped: the log thread ends, the
+    // forwarder ends, and the engine closes its last epoch and flushes the store.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let _ = opened.thread.join();
+    let _ = forwarder.join();
+    let engine_result = engine_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    served?;
+    engine_result?;
+    eprintln!("vigie run: stopped");
+    Ok(ExitCode::SUCCESS)
+}
