@@ -1,5 +1,6 @@
 //! The live side of `vigie run`: the HTTP endpoint (ingest, dead letters, `/metrics`,
-//! `/health`) and the MQTT source, until SIGTERM or Ctrl-C.
+//! `/health`) and the MQTT source (of an external broker, or of the embedded one), until
+//! SIGTERM or Ctrl-C.
 
 use crate::run::{Dirs, EngineMetrics};
 use anyhow::Context;
@@ -9,7 +10,7 @@ use vigie_config::Config;
 use vigie_connectors::ingest::{router, HttpState, IngestLog, MqttCounters, MqttSource};
 
 /// Rejections of MQTT messages kept for listing.
-const MQTT_REJECTIONS: usize = 100;
+pub(crate) const MQTT_REJECTIONS: usize = 100;
 
 async fn shutdown_signal(stopping: Arc<AtomicBool>) {
     let term = async {
@@ -29,34 +30,39 @@ async fn shutdown_signal(stopping: Arc<AtomicBool>) {
 }
 
 /// Serves until a stop signal; returns once every source has stopped and let go of the log.
+///
+/// `mqtt` is the configuration the MQTT source runs with (`config` itself with an external
+/// broker, or [`crate::broker::source_config`] with the embedded one) and its counters; a
+/// configuration without `[ingest.mqtt]` starts no MQTT source.
 pub async fn serve(
     config: Arc<Config>,
     log: IngestLog,
-    listen: &str,
+    listener: std::net::TcpListener,
     dirs: &Dirs,
     metrics: Arc<EngineMetrics>,
+    mqtt: (Arc<Config>, Arc<MqttCounters>),
     stopping: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let state = HttpState::new(config.clone(), log.clone()).map_err(anyhow::Error::msg)?;
     let engine = metrics.clone();
     state.add_metrics(move |out| engine.render(out));
-    let mqtt = match &config.ingest.mqtt {
+    let (mqtt_config, counters) = mqtt;
+    let mqtt = match &mqtt_config.ingest.mqtt {
         None => None,
         Some(m) => {
-            let counters = Arc::new(MqttCounters::new(MQTT_REJECTIONS));
             let shown = counters.clone();
             state.add_metrics(move |out| shown.render_prometheus(out));
-            let source = MqttSource::start(config.clone(), log.clone(), counters)
+            let url = m.url.clone();
+            let source = MqttSource::start(mqtt_config, log.clone(), counters)
                 .map_err(anyhow::Error::msg)
                 .context("starting the MQTT source")?;
-            eprintln!("vigie run: MQTT source on {}", m.url);
+            eprintln!("vigie run: MQTT source on {url}");
             Some(source)
         }
     };
     drop(log);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("serving the HTTP listener")?;
     let addr = listener.local_addr()?;
     eprintln!(
         "vigie run: listening on http://{addr} (ingest log {}, store {})",

@@ -4,11 +4,14 @@
 //!   writes the final indicators and clashes, and reports throughput, latency and rejections.
 //!   With no arguments, it replays the embedded real sample on the embedded configuration.
 //! - `vigie run`: the long-running engine on live feeds: HTTP ingest (records, CSV, the
-//!   InfluxDB write API) and MQTT, a durable ingest log, the store, `/metrics`.
+//!   InfluxDB write API) and MQTT (an embedded broker unless one is configured), a durable
+//!   ingest log, the store, `/metrics`. `vigie run --demo` replays the bundled sample live.
 //! - `vigie query`: reads the embedded store a replay wrote (`--store`): the latest figures
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
+mod broker;
+mod demo;
 mod live;
 mod query;
 mod replay;
@@ -23,7 +26,9 @@ use std::path::PathBuf;
 #[command(
     name = "vigie",
     version,
-    about = "Risk levels and protection rates per zone and hour, incrementally, for a city's operations centre"
+    about = "Risk levels and protection rates per zone and hour, incrementally, for a city's operations centre",
+    after_help = "New here? `vigie replay` replays a bundled real sample and prints a report;\n\
+                  `vigie run --demo` runs the live engine and plays that sample into it over MQTT and HTTP."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,7 +39,8 @@ struct Cli {
 enum Command {
     /// Replays recorded feeds through the indicator graph and prints a report.
     Replay(replay::ReplayArgs),
-    /// Runs the engine on live feeds (HTTP, MQTT) until SIGTERM or Ctrl-C.
+    /// Runs the engine on live feeds (HTTP, MQTT) until SIGTERM or Ctrl-C; `--demo` plays a
+    /// bundled real sample into it live.
     Run(run::RunArgs),
     /// Reads the embedded store: latest figures, ranges, revisions, explanations.
     Query(query::QueryArgs),

@@ -7,6 +7,9 @@
 //! to the store (and InfluxDB when configured), as `vigie replay --store` does. On start it
 //! first reads back everything the log holds, so a restart — even after `kill -9` — rebuilds
 //! the same state: every acknowledged record counted, once.
+//!
+//! With no `[ingest.mqtt]`, it starts the embedded MQTT broker ([`crate::broker`]) and
+//! subscribes to it; with `--demo`, it also replays the bundled sample live ([`crate::demo`]).
 
 use crate::sink::{change_points, FeedHealth, Sinks};
 use anyhow::Context;
@@ -23,11 +26,13 @@ use vigie_model::Record;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Configuration file (TOML). Default: the embedded default configuration (Marseille).
+    /// Configuration file (TOML). Default: the embedded default configuration (Marseille);
+    /// with --demo, the embedded Vancouver configuration.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Data folder: the ingest log in DATA/ingest and the store in DATA/store. Default: the
-    /// configuration's `ingest.log_dir` and `store.dir` (or `store` beside the log).
+    /// configuration's `ingest.log_dir` and `store.dir` (or `store` beside the log); with
+    /// --demo, a new folder in the system's temporary folder.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Address of the HTTP endpoint (default: the configuration's `ingest.http.listen`).
@@ -36,6 +41,18 @@ pub struct RunArgs {
     /// Milliseconds between epochs (default: the configuration's `ingest.epoch_ms`).
     #[arg(long)]
     epoch_ms: Option<u64>,
+    /// Loopback address of the embedded MQTT broker, started when the configuration has no
+    /// `[ingest.mqtt]` (default: `ingest.embedded_mqtt_listen`, 127.0.0.1:1883; port 0: any).
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<String>,
+    /// Demo for newcomers: replays the bundled real sample (Vancouver incidents, Dec 2020)
+    /// live into this engine, half over MQTT and half over HTTP, its times shifted to end at
+    /// the current hour, so the indicators move while you watch.
+    #[arg(long)]
+    pub demo: bool,
+    /// Demo replay speed: sample seconds per wall second (3600: one sample hour a second).
+    #[arg(long, value_name = "X", default_value_t = 3600.0, requires = "demo")]
+    pub demo_speed: f64,
 }
 
 /// What the engine thread publishes for `/metrics`.
@@ -47,7 +64,12 @@ pub struct EngineMetrics {
     pub last_event_us: AtomicI64,
     pub store_writes: AtomicU64,
     pub latency: Mutex<Option<Histogram<u64>>>,
+    /// The latest indicator rows by (zone, hour), kept when set (the demo reads it).
+    pub board: Mutex<Option<Board>>,
 }
+
+/// Risk score, level and incidents of each (zone, hour) the engine has put out.
+pub type Board = std::collections::BTreeMap<(u32, i64), (f64, u8, u64)>;
 
 impl EngineMetrics {
     /// Prometheus text lines.
@@ -209,6 +231,21 @@ fn engine(
             metrics.epochs.fetch_add(1, Ordering::Relaxed);
             if first || !arrived.is_empty() || last_clock != Some(hour) {
                 let changes = driver.collected.borrow_mut().drain();
+                if let Some(board) = metrics
+                    .board
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                {
+                    for (_, r) in &changes.indicators {
+                        board.insert(
+                            (r.zone, r.hour),
+                            (r.risk_score.get(), r.risk_level, r.incidents),
+                        );
+                    }
+                    // Rows long out of the horizon (a week back) are of no interest.
+                    board.retain(|(_, h), _| *h >= hour - 24 * 8);
+                }
                 let points = change_points(&changes, &zone_ids);
                 if let Err(e) = sinks.publish(points, &health, driver.clock(), Some(e)) {
                     *out.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -241,19 +278,59 @@ fn engine(
     std::mem::replace(&mut *guard, Ok(()))
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
+pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
         Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
+        None if args.demo => Config::embedded_sample(),
         None => Config::embedded_default(),
     };
+    if args.demo && args.data.is_none() {
+        args.data = Some(crate::demo::data_dir()?);
+    }
     let dirs = Dirs::of(&args, &config);
+    let demo_token = if args.demo {
+        Some(crate::demo::add_source(&mut config, &dirs)?)
+    } else {
+        None
+    };
     let epoch = Duration::from_millis(args.epoch_ms.unwrap_or(config.ingest.epoch_ms).max(1));
     let listen = args
         .listen
         .clone()
         .unwrap_or_else(|| config.ingest.http.listen.clone());
+    // The embedded broker, when no external one is configured; the MQTT source's
+    // configuration either way.
+    let mut broker = None;
+    let mqtt_config = match &config.ingest.mqtt {
+        Some(_) => config.clone(),
+        None => {
+            let addr = crate::broker::listen_addr(
+                args.mqtt_listen
+                    .as_deref()
+                    .unwrap_or(&config.ingest.embedded_mqtt_listen),
+            )?;
+            let b = crate::broker::EmbeddedBroker::start(addr)?;
+            eprintln!(
+                "vigie run: embedded MQTT broker on mqtt://{} (anonymous, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
+                b.addr
+            );
+            let c = crate::broker::source_config(&config, b.addr)?;
+            broker = Some(b);
+            c
+        }
+    };
+    let http_listener =
+        std::net::TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
+    http_listener.set_nonblocking(true)?;
+    let http_addr = http_listener.local_addr()?;
     let config = Arc::new(config);
     let metrics = Arc::new(EngineMetrics::default());
+    let mqtt_counters = Arc::new(vigie_connectors::ingest::MqttCounters::new(
+        crate::live::MQTT_REJECTIONS,
+    ));
+    if args.demo {
+        *metrics.board.lock().unwrap_or_else(|e| e.into_inner()) = Some(Board::new());
+    }
 
     // The log hands committed batches to a forwarder that stamps their arrival and counts the
     // queue, then to the engine.
@@ -291,14 +368,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let demo = match demo_token {
+        Some(token) => Some(crate::demo::start(crate::demo::Demo {
+            config: config.clone(),
+            http: http_addr,
+            token,
+            mqtt: broker.as_ref().map(|b| b.addr),
+            speed: args.demo_speed,
+            counters: mqtt_counters.clone(),
+            metrics: metrics.clone(),
+            stopping: stopping.clone(),
+        })?),
+        None => None,
+    };
     let served = runtime.block_on(crate::live::serve(
         config.clone(),
         opened.log,
-        &listen,
+        http_listener,
         &dirs,
         metrics.clone(),
+        (Arc::new(mqtt_config), mqtt_counters),
         stopping.clone(),
     ));
+    // The demo feeder stops with the sources (it watches `stopping`).
+    stopping.store(true, Ordering::SeqCst);
+    if let Some(d) = demo {
+        let _ = d.join();
+    }
     // Every handle on the log is gone once the sources have stopped: the log thread ends, the
     // forwarder ends, and the engine closes its last epoch and flushes the store.
     runtime.shutdown_timeout(Duration::from_secs(5));

@@ -995,10 +995,12 @@ fn http(
     Some((code, body.to_string()))
 }
 
-/// `vigie run` on a data folder, with a source allowed to write incidents.
+/// `vigie run` on a data folder, with a source allowed to write incidents, and its embedded
+/// MQTT broker on a free port.
 struct Running {
     child: std::process::Child,
     port: u16,
+    mqtt: u16,
 }
 
 impl Running {
@@ -1013,12 +1015,14 @@ impl Running {
         )
         .unwrap();
         let port = free_port();
+        let mqtt = free_port();
         let child = vigie()
             .args(["run", "--config"])
             .arg(&config)
             .arg("--data")
             .arg(dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
             .env("VIGIE_TEST_TOKEN", "s3cret-token")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -1032,7 +1036,7 @@ impl Running {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Running { child, port }
+        Running { child, port, mqtt }
     }
 
     /// SIGTERM, as an operator stops it; waits for a clean exit.
@@ -1127,4 +1131,178 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
         counted += n as usize;
     }
     assert!(counted >= acked.len());
+}
+
+/// The sum of a metric's samples on `/metrics` whose labels contain `labels`.
+fn metric(port: u16, name: &str, labels: &str) -> f64 {
+    let Some((200, text)) = http(port, "GET", "/metrics", None, "") else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']) && rest.contains(labels))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits (up to `secs`) for `ok`.
+fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn vigie_run_with_no_broker_configured_takes_mqtt_from_its_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 3600
+        - 2;
+    let run = Running::start(dir.path());
+    let port = run.port;
+    wait_for(15, "vigie's subscription to its broker", || {
+        metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
+    });
+    let mut options = rumqttc::MqttOptions::new("e2e-publisher", "127.0.0.1", run.mqtt);
+    options.set_keep_alive(std::time::Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(options, 10);
+    let acks = std::thread::spawn(move || {
+        let mut acked = 0;
+        for event in connection.iter() {
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher: {e}"),
+            }
+            if acked == 2 {
+                break;
+            }
+        }
+    });
+    // The zone from the topic's last level, and the zone in the record.
+    client
+        .publish(
+            "vigie/incident/13005",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            format!(
+                "{{\"feed\":\"incident\",\"ts\":{},\"severity\":4}}\n",
+                hour * 3600 + 60
+            ),
+        )
+        .unwrap();
+    client
+        .publish(
+            "vigie/incident",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            format!(
+                "{{\"feed\":\"incident\",\"ts\":{},\"zone\":\"13007\",\"severity\":2}}",
+                hour * 3600 + 120
+            ),
+        )
+        .unwrap();
+    acks.join().unwrap();
+    wait_for(15, "the records in the engine", || {
+        metric(port, "vigie_mqtt_records_accepted_total", "") >= 2.0
+            && metric(port, "vigie_engine_records_total", "") >= 2.0
+    });
+    run.stop();
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    for zone in ["13005", "13007"] {
+        let n = vigie_queries::read::zone_hour(&store, zone, hour * 3_600_000, None)
+            .unwrap()
+            .map_or(0.0, |h| h.values["incidents"]);
+        assert_eq!(n, 1.0, "zone {zone}");
+    }
+}
+
+#[test]
+fn vigie_run_demo_plays_the_sample_over_mqtt_and_http_into_the_indicators() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = vigie()
+        .args([
+            "run",
+            "--demo",
+            "--demo-speed",
+            "200000",
+            "--epoch-ms",
+            "200",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--mqtt-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut { stderr }, &mut text).unwrap();
+        text
+    });
+    let run = Running {
+        child,
+        port,
+        mqtt: 0,
+    };
+    // 2,720 records: about 2,100 before the horizon at once, then the last week in ~3 s.
+    wait_for(20, "records over both doors", || {
+        metric(port, "vigie_mqtt_records_accepted_total", "") >= 1000.0
+            && metric(port, "vigie_ingest_accepted_total", "source=\"demo\"") >= 1000.0
+            && metric(port, "vigie_engine_records_total", "") >= 2720.0
+    });
+    let mqtt = metric(port, "vigie_mqtt_records_accepted_total", "");
+    let http_accepted = metric(port, "vigie_ingest_accepted_total", "source=\"demo\"");
+    assert_eq!(
+        mqtt + http_accepted,
+        2720.0,
+        "MQTT {mqtt}, HTTP {http_accepted}"
+    );
+    run.stop();
+    let log = log.join().unwrap();
+    assert!(log.contains("vigie demo: sample time"), "{log}");
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let zones = vigie_queries::read::zones(&store);
+    assert_eq!(zones.len(), 24, "the Vancouver neighbourhoods");
+    let mut incidents = 0.0;
+    for zone in &zones {
+        let key = vigie_queries::read::indicator_key(zone, "incidents");
+        for (_, v) in store
+            .range(&key, now_ms - 8 * 86_400_000, now_ms + 3_600_000, None)
+            .unwrap()
+        {
+            incidents += v;
+        }
+    }
+    // The last week of the sample, in the horizon: hundreds of incidents.
+    assert!(
+        incidents > 100.0,
+        "{incidents} incidents in the store's past week"
+    );
 }

@@ -26,9 +26,13 @@ pub struct IngestConfig {
     /// `[ingest.http]`: the HTTP ingest endpoint.
     #[serde(default)]
     pub http: HttpConfig,
-    /// `[ingest.mqtt]`: the MQTT subscriber; absent, vigie does not connect to a broker.
+    /// `[ingest.mqtt]`: the MQTT subscriber of an external broker; absent, `vigie run`
+    /// starts an embedded broker and subscribes to it.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Loopback address of the embedded MQTT broker (used when `[ingest.mqtt]` is absent).
+    #[serde(default = "default_embedded_mqtt_listen")]
+    pub embedded_mqtt_listen: String,
 }
 
 /// `[ingest.http]`.
@@ -74,6 +78,9 @@ fn default_dead_letters() -> usize {
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
+fn default_embedded_mqtt_listen() -> String {
+    "127.0.0.1:1883".into()
+}
 fn default_max_body() -> usize {
     8 << 20
 }
@@ -99,6 +106,7 @@ impl Default for IngestConfig {
             dead_letters: default_dead_letters(),
             http: HttpConfig::default(),
             mqtt: None,
+            embedded_mqtt_listen: default_embedded_mqtt_listen(),
         }
     }
 }
@@ -117,6 +125,18 @@ impl IngestConfig {
                     self.http.listen
                 ),
             ));
+        }
+        match self.embedded_mqtt_listen.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => {}
+            _ => {
+                return Err((
+                    "embedded_mqtt_listen",
+                    format!(
+                        "`{}` is not a loopback address such as 127.0.0.1:1883 (the embedded broker takes anonymous clients)",
+                        self.embedded_mqtt_listen
+                    ),
+                ))
+            }
         }
         if self.http.max_body_bytes == 0 {
             return Err(("http.max_body_bytes", "must be at least 1".into()));
