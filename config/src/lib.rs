@@ -11,6 +11,7 @@
 pub mod ingest;
 pub mod mapping;
 pub mod outputs;
+pub mod privacy;
 pub mod store;
 pub mod zones;
 
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use ingest::{HttpConfig, IngestConfig, MqttConfig, MqttTopic, SourceConfig};
 pub use mapping::Mapping;
 pub use outputs::{InfluxConfig, Outputs};
+pub use privacy::{FeedPrivacy, PrivacyConfig};
 pub use store::StoreConfig;
 pub use zones::{Zone, ZoneSet};
 
@@ -166,6 +168,8 @@ struct RawConfig {
     ingest: IngestConfig,
     #[serde(default)]
     sources: Vec<SourceConfig>,
+    #[serde(default)]
+    privacy: PrivacyConfig,
 }
 
 fn default_tz() -> String {
@@ -193,6 +197,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Who may write which feeds.
     pub sources: Vec<SourceConfig>,
+    /// What a record may keep at the door; its key files are resolved against `base_dir`
+    /// already.
+    pub privacy: PrivacyConfig,
 }
 
 impl Config {
@@ -319,8 +326,21 @@ impl Config {
                 }
             }
         }
+        let mut privacy = raw.privacy;
+        privacy
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("privacy.{k}"), m))?;
+        if let Some(base) = &base_dir {
+            for f in [&mut privacy.key_file, &mut privacy.previous_key_file]
+                .into_iter()
+                .flatten()
+            {
+                *f = base.join(&*f);
+            }
+        }
         Ok(Config {
             origin: origin.to_string(),
+            privacy,
             store,
             ingest,
             sources,
