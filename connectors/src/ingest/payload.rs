@@ -109,9 +109,16 @@ impl Parsed {
             Some(Scalar::Str(name)) => Feed::parse(name.trim()),
             _ => None,
         };
+        let mut raw = raw;
         if let Some(f) = feed {
             if !allowed.contains(&f) {
-                return self.forbidden(line, f, allowed);
+                privacy.scrub(Some(f), &mut raw);
+                let sample = privacy.sample(Some(f), &mut raw, false);
+                self.forbidden(line, f, allowed);
+                if let Some(last) = self.rejected.last_mut() {
+                    last.sample = sample;
+                }
+                return;
             }
         }
         match privacy.admit(raw, None, &config.zones, 0) {
