@@ -626,6 +626,68 @@ mod tests {
             .join("\n")
     }
 
+    #[test]
+    fn the_documented_privacy_section_parses_and_bad_keys_are_named() {
+        let text = embedded::DEFAULT_CONFIG;
+        let start = text
+            .find("# [privacy]")
+            .expect("documented in default.toml");
+        let section: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&format!("zones = \"zones/marseille.geojson\"\n{section}"))
+            .unwrap_or_else(|e| panic!("{e}\n{section}"));
+        let p = c.privacy;
+        assert_eq!(p.key_env.as_deref(), Some("VIGIE_PRIVACY_KEY"));
+        let d = p.feed(vigie_model::Feed::Density);
+        assert_eq!(
+            (d.pseudonymise, d.min_count),
+            (vec!["sensor".to_string()], Some(5))
+        );
+        assert_eq!(
+            p.feed(vigie_model::Feed::Incident).allow_free_text,
+            vec!["category".to_string()]
+        );
+        assert_eq!(Config::embedded_default().privacy, PrivacyConfig::default());
+        for (extra, key) in [
+            ("key_env = \"A\"\nkey_file = \"f\"", "privacy.key_env"),
+            ("previous_key_env = \"A\"", "privacy.previous_key_env"),
+            (
+                "[privacy.feeds.density]\npseudonymise = [\"sensor\"]",
+                "privacy.key_env",
+            ),
+            (
+                "key_env = \"A\"\n[privacy.feeds.density]\npseudonymise = [\"people\"]",
+                "privacy.feeds.density.pseudonymise",
+            ),
+            (
+                "[privacy.feeds.incident]\nmin_count = 3",
+                "privacy.feeds.incident.min_count",
+            ),
+            (
+                "[privacy.feeds.incident]\ndrop = [\"colour\"]",
+                "privacy.feeds.incident.drop",
+            ),
+            (
+                "[privacy.feeds.incident]\nallow_free_text = [\"zone\"]",
+                "privacy.feeds.incident.allow_free_text",
+            ),
+            ("[privacy.feeds.crowds]\ndrop = []", "privacy.feeds.crowds"),
+            ("key = \"s3cret\"", "key"),
+        ] {
+            let e = parse(&format!(
+                "zones = \"zones/marseille.geojson\"\n[privacy]\n{extra}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+    }
+
     const SENSORS: &str =
         "[[sources]]\nname = \"sensors\"\nfeeds = [\"density\"]\ntoken_env = \"T\"\n";
 

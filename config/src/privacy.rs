@@ -128,7 +128,7 @@ fn read_key(
             "{what} is shorter than {MIN_KEY_BYTES} bytes (use 32 random bytes, e.g. `openssl rand -hex 32`)"
         ));
     }
-    Ok(Some(key).map(Key))
+    Ok(Some(Key(key)))
 }
 
 impl PrivacyConfig {
