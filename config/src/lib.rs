@@ -11,6 +11,7 @@
 pub mod ingest;
 pub mod mapping;
 pub mod outputs;
+pub mod privacy;
 pub mod store;
 pub mod zones;
 
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use ingest::{HttpConfig, IngestConfig, MqttConfig, MqttTopic, SourceConfig};
 pub use mapping::Mapping;
 pub use outputs::{InfluxConfig, Outputs};
+pub use privacy::{FeedPrivacy, PrivacyConfig};
 pub use store::StoreConfig;
 pub use zones::{Zone, ZoneSet};
 
@@ -166,6 +168,8 @@ struct RawConfig {
     ingest: IngestConfig,
     #[serde(default)]
     sources: Vec<SourceConfig>,
+    #[serde(default)]
+    privacy: PrivacyConfig,
 }
 
 fn default_tz() -> String {
@@ -193,6 +197,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Who may write which feeds.
     pub sources: Vec<SourceConfig>,
+    /// What a record may keep at the door; its key files are resolved against `base_dir`
+    /// already.
+    pub privacy: PrivacyConfig,
 }
 
 impl Config {
@@ -319,8 +326,21 @@ impl Config {
                 }
             }
         }
+        let mut privacy = raw.privacy;
+        privacy
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("privacy.{k}"), m))?;
+        if let Some(base) = &base_dir {
+            for f in [&mut privacy.key_file, &mut privacy.previous_key_file]
+                .into_iter()
+                .flatten()
+            {
+                *f = base.join(&*f);
+            }
+        }
         Ok(Config {
             origin: origin.to_string(),
+            privacy,
             store,
             ingest,
             sources,
@@ -604,6 +624,68 @@ mod tests {
             .filter(|l| !l.starts_with('#') && !l.trim_start().starts_with('#'))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn the_documented_privacy_section_parses_and_bad_keys_are_named() {
+        let text = embedded::DEFAULT_CONFIG;
+        let start = text
+            .find("# [privacy]")
+            .expect("documented in default.toml");
+        let section: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&format!("zones = \"zones/marseille.geojson\"\n{section}"))
+            .unwrap_or_else(|e| panic!("{e}\n{section}"));
+        let p = c.privacy;
+        assert_eq!(p.key_env.as_deref(), Some("VIGIE_PRIVACY_KEY"));
+        let d = p.feed(vigie_model::Feed::Density);
+        assert_eq!(
+            (d.pseudonymise, d.min_count),
+            (vec!["sensor".to_string()], Some(5))
+        );
+        assert_eq!(
+            p.feed(vigie_model::Feed::Incident).allow_free_text,
+            vec!["category".to_string()]
+        );
+        assert_eq!(Config::embedded_default().privacy, PrivacyConfig::default());
+        for (extra, key) in [
+            ("key_env = \"A\"\nkey_file = \"f\"", "privacy.key_env"),
+            ("previous_key_env = \"A\"", "privacy.previous_key_env"),
+            (
+                "[privacy.feeds.density]\npseudonymise = [\"sensor\"]",
+                "privacy.key_env",
+            ),
+            (
+                "key_env = \"A\"\n[privacy.feeds.density]\npseudonymise = [\"people\"]",
+                "privacy.feeds.density.pseudonymise",
+            ),
+            (
+                "[privacy.feeds.incident]\nmin_count = 3",
+                "privacy.feeds.incident.min_count",
+            ),
+            (
+                "[privacy.feeds.incident]\ndrop = [\"colour\"]",
+                "privacy.feeds.incident.drop",
+            ),
+            (
+                "[privacy.feeds.incident]\nallow_free_text = [\"zone\"]",
+                "privacy.feeds.incident.allow_free_text",
+            ),
+            ("[privacy.feeds.crowds]\ndrop = []", "privacy.feeds.crowds"),
+            ("key = \"s3cret\"", "key"),
+        ] {
+            let e = parse(&format!(
+                "zones = \"zones/marseille.geojson\"\n[privacy]\n{extra}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
     }
 
     const SENSORS: &str =

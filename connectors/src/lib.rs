@@ -12,9 +12,11 @@ pub mod influx;
 pub mod ingest;
 pub mod mapped;
 pub mod output;
+pub mod privacy;
 pub mod raw;
 pub mod sys;
 pub mod validate;
 
 pub use files::{InputSpec, Item, RecordReader, Rejection};
+pub use privacy::Privacy;
 pub use validate::{parse_ndjson_line, RecordError, RejectKind};

@@ -23,6 +23,8 @@ pub enum RejectKind {
     OutsideZones,
     /// An interval whose end is before its start.
     EndBeforeStart,
+    /// A density below the feed's `privacy` minimum count k: never stored.
+    SuppressedBelowK,
 }
 
 impl RejectKind {
@@ -35,6 +37,7 @@ impl RejectKind {
             RejectKind::UnknownZone => "unknown_zone",
             RejectKind::OutsideZones => "outside_zones",
             RejectKind::EndBeforeStart => "end_before_start",
+            RejectKind::SuppressedBelowK => "suppressed_below_k",
         }
     }
 }

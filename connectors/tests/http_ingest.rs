@@ -26,7 +26,7 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn config(dir: &Path, dead_letters: usize) -> Config {
+fn config(dir: &Path, dead_letters: usize, extra: &str) -> Config {
     for (name, token) in [("police", POLICE), ("cams", CAMS), ("gateway", GATEWAY)] {
         // A line break after the token, as editors write files: trimmed when read.
         std::fs::write(dir.join(name), format!("{token}\n")).unwrap();
@@ -56,6 +56,7 @@ token_file = "{d}/cams"
 name = "gateway"
 feeds = ["incident", "density", "event"]
 token_file = "{d}/gateway"
+{extra}
 "#,
         d = dir.display()
     );
@@ -63,8 +64,13 @@ token_file = "{d}/gateway"
 }
 
 async fn start(dead_letters: usize) -> Server {
+    start_with(dead_letters, |_| String::new()).await
+}
+
+/// A server whose configuration ends with `extra(dir)`.
+async fn start_with(dead_letters: usize, extra: impl Fn(&Path) -> String) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let config = Arc::new(config(dir.path(), dead_letters));
+    let config = Arc::new(config(dir.path(), dead_letters, &extra(dir.path())));
     let (tx, engine) = mpsc::channel();
     let opened = IngestLog::open(&dir.path().join("log"), tx).unwrap();
     let state = HttpState::new(config, opened.log).unwrap();
@@ -130,13 +136,19 @@ impl Server {
         self.engine.try_iter().flatten().collect()
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
+        self.stop_keeping_files().await;
+    }
+
+    /// Stops the server; its folder (the ingest log) stays until the result is dropped.
+    async fn stop_keeping_files(mut self) -> tempfile::TempDir {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(h) = self.served.take() {
             h.await.unwrap().unwrap();
         }
+        self._dir
     }
 }
 
@@ -592,7 +604,13 @@ async fn dead_letters_and_metrics_show_what_was_rejected() {
         ]
     );
     assert_eq!(list[0]["source"], "police");
-    assert_eq!(list[0]["sample"], "density,zone=13001 people=3");
+    // The sample is what privacy lets be shown of the line, as a record's fields.
+    let sample = list[0]["sample"].as_str().unwrap();
+    assert!(
+        sample.starts_with(r#"{"feed":"density","ts":"#)
+            && sample.ends_with(r#""zone":"13001","people":3.0}"#),
+        "{sample}"
+    );
     assert_eq!(list[2]["field"], "severity");
     assert!(list[2]["reason"].as_str().unwrap().contains("1 to 5"));
     assert!(list[0]["time"].as_str().unwrap().ends_with('Z'));
@@ -631,4 +649,134 @@ async fn dead_letters_and_metrics_show_what_was_rejected() {
     assert!(!page.contains(POLICE));
     assert_eq!(s.received().len(), 2);
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_rules_hold_for_what_reaches_the_ingest_log_and_the_dead_letters() {
+    const KEY: &str = "an HMAC key of at least 16 bytes, for the test only";
+    let s = start_with(100, |dir| {
+        std::fs::write(dir.join("privacy-key"), format!("{KEY}\n")).unwrap();
+        format!(
+            "[privacy]\nkey_file = \"{}/privacy-key\"\n\
+             [privacy.feeds.density]\npseudonymise = [\"sensor\"]\nmin_count = 5\n\
+             [privacy.feeds.incident]\npseudonymise = [\"id\"]\n",
+            dir.display()
+        )
+    })
+    .await;
+    // Raw identifiers, coordinates and free text that must not be kept anywhere.
+    let secrets = [
+        "case-4711",
+        "case-4712",
+        "cam-rue-de-rome-7",
+        "cam-lp-9",
+        "43.2986",
+        "5.3799",
+        "48.8566",
+        "2.3522",
+        "Officer Dupont",
+        "Jean Martin",
+        "free text secret",
+    ];
+    let body = [
+        // Located by coordinates (inside 13001), with an id and free text.
+        r#"{"feed":"incident","ts":1764338400,"id":"case-4711","lat":43.298644274335,"lon":5.379927349415,"severity":3,"category":"Theft from Jean Martin","source":"Officer Dupont"}"#,
+        r#"{"feed":"density","ts":1764338400,"zone":"13001","sensor":"cam-rue-de-rome-7","people":40}"#,
+        // Below k = 5: suppressed.
+        r#"{"feed":"density","ts":1764338400,"zone":"13001","sensor":"cam-rue-de-rome-7","people":3}"#,
+        // Outside every zone: rejected, the point quoted nowhere.
+        r#"{"feed":"incident","ts":1764338400,"id":"case-4712","lat":48.8566,"lon":2.3522,"severity":2}"#,
+        // Invalid count: rejected, the sensor quoted nowhere.
+        r#"{"feed":"density","ts":1764338400,"zone":"13001","sensor":"cam-rue-de-rome-7","people":"many"}"#,
+    ]
+    .join("\n");
+    let (status, answer) = s.records(GATEWAY, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let kinds: Vec<_> = rejected(&answer).into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        kinds,
+        vec!["suppressed_below_k", "outside_zones", "invalid_field"]
+    );
+    let csv = "t,z,s,c\n1764338400,13001,2,free text secret\n";
+    let (status, answer) = s
+        .post(
+            "/api/v1/csv/incidents_csv",
+            Some(&format!("Bearer {GATEWAY}")),
+            csv,
+        )
+        .await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(1)));
+    let (status, _) = s
+        .post(
+            "/api/v2/write?bucket=b",
+            Some(&format!("Token {GATEWAY}")),
+            "density,zone=13001,sensor=cam-lp-9 people=2\ndensity,zone=13001,sensor=cam-lp-9 people=50",
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, letters) = s.get("/api/v1/dead-letters", Some(GATEWAY)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&letters).unwrap()["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    for secret in secrets {
+        assert!(
+            !letters.contains(secret),
+            "{secret} in the dead letters: {letters}"
+        );
+    }
+    assert!(
+        letters.contains(r#"\"people\":\"<withheld>\""#),
+        "{letters}"
+    );
+
+    let dir = s.stop_keeping_files().await;
+    let (tx, _rx) = mpsc::channel();
+    let log = IngestLog::open(&dir.path().join("log"), tx).unwrap();
+    let stored = log.recovered;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    let text = serde_json::to_string(&stored).unwrap();
+    for secret in secrets {
+        assert!(!text.contains(secret), "{secret} in the ingest log: {text}");
+    }
+    let pseudonym = |feed: &str, value: &str| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+        mac.update(format!("{feed}\0{value}").as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        hex[..32].to_string()
+    };
+    assert_eq!(stored[0].id, Some(pseudonym("incident", "case-4711")));
+    assert_eq!(
+        stored[0].body,
+        Some(Body::Incident {
+            zone: 0,
+            severity: 3
+        })
+    );
+    let densities: Vec<(Option<String>, f64)> = stored
+        .iter()
+        .filter_map(|r| match &r.body {
+            Some(Body::Density { sensor, people, .. }) => Some((sensor.clone(), people.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        densities,
+        vec![
+            (Some(pseudonym("density", "cam-rue-de-rome-7")), 40.0),
+            (Some(pseudonym("density", "cam-lp-9")), 50.0),
+        ]
+    );
+    assert!(densities.iter().all(|d| d.1 >= 5.0));
 }

@@ -121,11 +121,12 @@ fn a_csv_row_that_is_not_utf8_is_rejected_with_its_line() {
 use vigie_connectors::influx::line::encode;
 use vigie_connectors::ingest::lineproto::{parse_line, FieldValue, Precision};
 use vigie_connectors::ingest::payload::{count_lines, parse_body, Format};
+use vigie_connectors::Privacy;
 use vigie_model::{Feed, Point};
 
 /// Every line of a parsed body is accounted for once at most, in order, within the body.
 fn check_parsed(format: &Format, body: &[u8], config: &Config) -> Result<(), TestCaseError> {
-    let parsed = parse_body(format, body, config, &Feed::ALL[..3]);
+    let parsed = parse_body(format, body, config, &Privacy::default(), &Feed::ALL[..3]);
     let lines = count_lines(body).max(1) as u64;
     let mut seen: Vec<u64> = parsed
         .records
@@ -192,7 +193,7 @@ proptest! {
             text.push_str(r);
             text.push('\n');
         }
-        let parsed = parse_body(&format, text.as_bytes(), &config, &Feed::ALL);
+        let parsed = parse_body(&format, text.as_bytes(), &config, &Privacy::default(), &Feed::ALL);
         // The good row after the header is never lost.
         prop_assert!(parsed.records.first().is_some_and(|r| r.0 == 2));
         check_parsed(&format, text.as_bytes(), &config)?;

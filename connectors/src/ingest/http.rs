@@ -25,11 +25,12 @@
 //!   before the answer: a 2xx means durable. A failed commit answers 503; retry.
 //! - Every rejected line goes to the dead-letter store and the counters ([`Metrics`]).
 
-use super::dead_letters::{samples, DeadLetter, DeadLetters};
+use super::dead_letters::{DeadLetter, DeadLetters};
 use super::lineproto::Precision;
 use super::metrics::{Metrics, UNKNOWN_FEED};
 use super::payload::{all_forbidden, count_lines, parse_body, Format, Parsed, Rejected};
 use super::{IngestLog, LineError};
+use crate::privacy::Privacy;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -85,6 +86,7 @@ type Extra = Arc<dyn Fn(&mut String) + Send + Sync>;
 
 struct Inner {
     config: Arc<Config>,
+    privacy: Arc<Privacy>,
     log: IngestLog,
     sources: Vec<Source>,
     metrics: Arc<Metrics>,
@@ -132,10 +134,12 @@ impl HttpState {
                 allowed: s.allowed(),
             });
         }
+        let privacy = Privacy::from_config(&config.privacy)?;
         let dead_letters = DeadLetters::new(config.ingest.dead_letters);
         Ok(HttpState {
             inner: Arc::new(Inner {
                 config,
+                privacy: Arc::new(privacy),
                 log,
                 sources,
                 metrics: Arc::new(Metrics::new()),
@@ -441,12 +445,14 @@ async fn ingest(
         .into_response();
     }
     let parsed = {
-        let (config, allowed, body) = (
+        let (config, privacy, allowed, body) = (
             state.inner.config.clone(),
+            state.inner.privacy.clone(),
             source.allowed.clone(),
             body.clone(),
         );
-        tokio::task::spawn_blocking(move || parse_body(&format, &body, &config, &allowed)).await
+        tokio::task::spawn_blocking(move || parse_body(&format, &body, &config, &privacy, &allowed))
+            .await
     };
     let Parsed { records, rejected } = match parsed {
         Ok(p) => p,
@@ -466,15 +472,7 @@ async fn ingest(
     } else {
         state.inner.log.commit(records).await.map(Some)
     };
-    account(
-        state,
-        source,
-        route,
-        &body,
-        &feeds,
-        &rejected,
-        committed.is_ok(),
-    );
+    account(state, source, route, &feeds, &rejected, committed.is_ok());
     let committed = match committed {
         Ok(c) => c,
         Err(e) => {
@@ -561,7 +559,6 @@ fn account(
     state: &HttpState,
     source: &Source,
     route: &'static str,
-    body: &[u8],
     accepted: &[Feed],
     rejected: &[Rejected],
     durable: bool,
@@ -589,21 +586,18 @@ fn account(
     if rejected.is_empty() {
         return;
     }
-    let lines: Vec<u64> = rejected.iter().map(|r| r.error.line).collect();
     let time = vigie_model::time::format_ts(now_us());
-    let letters = rejected
-        .iter()
-        .zip(samples(body, &lines))
-        .map(|(r, sample)| DeadLetter {
-            time: time.clone(),
-            source: source.name.clone(),
-            route,
-            line: r.error.line,
-            kind: r.error.kind,
-            field: r.error.field.clone(),
-            reason: r.error.reason.clone(),
-            sample,
-        });
+    // Samples come from the privacy rules (payload), never from the raw body.
+    let letters = rejected.iter().map(|r| DeadLetter {
+        time: time.clone(),
+        source: source.name.clone(),
+        route,
+        line: r.error.line,
+        kind: r.error.kind,
+        field: r.error.field.clone(),
+        reason: r.error.reason.clone(),
+        sample: r.sample.clone(),
+    });
     let dropped = state.inner.dead_letters.push(letters);
     if dropped > 0 {
         metrics.dead_letters_dropped(dropped);

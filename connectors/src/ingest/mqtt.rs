@@ -44,8 +44,9 @@
 
 use super::{IngestError, IngestLog, LineError};
 use crate::mapped::CompiledMapping;
+use crate::privacy::Privacy;
 use crate::raw::{parse_json_line, RawRecord, Scalar};
-use crate::validate::{validate, RecordError};
+use crate::validate::RecordError;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, Publish, QoS,
     SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
@@ -312,10 +313,11 @@ impl MqttSource {
             .clone()
             .ok_or("the configuration has no [ingest.mqtt]")?;
         let options = mqtt_options(&mqtt)?;
+        let privacy = Arc::new(Privacy::from_config(&config.privacy)?);
         let topics = mqtt
             .topics
             .iter()
-            .map(|t| TopicPlan::new(t, &config))
+            .map(|t| TopicPlan::new(t, &config, privacy.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -437,6 +439,8 @@ struct TopicPlan {
     zone_level: Option<usize>,
     sensor_level: Option<usize>,
     csv: Option<CsvPlan>,
+    /// The `[privacy]` rules every record goes through before it is committed.
+    privacy: Arc<Privacy>,
 }
 
 struct CsvPlan {
@@ -447,7 +451,7 @@ struct CsvPlan {
 }
 
 impl TopicPlan {
-    fn new(t: &MqttTopic, config: &Config) -> Result<TopicPlan, String> {
+    fn new(t: &MqttTopic, config: &Config, privacy: Arc<Privacy>) -> Result<TopicPlan, String> {
         let feed = Feed::parse(&t.feed).ok_or_else(|| format!("`{}` is not a feed", t.feed))?;
         let csv = match &t.mapping {
             None => None,
@@ -483,6 +487,7 @@ impl TopicPlan {
             zone_level: t.zone_from_topic,
             sensor_level: t.sensor_from_topic,
             csv,
+            privacy,
         })
     }
 }
@@ -551,7 +556,30 @@ fn finish<'a>(
             }
         }
     }
-    validate(&raw, Some(plan.feed), zones, 0).map_err(|e| line_error(line, e))
+    plan.privacy
+        .admit(raw, Some(plan.feed), zones, 0)
+        .map_err(|refused| line_error(line, refused.error))
+}
+
+/// The topic as it may be kept with a rejection: the level holding the sensor id shown as
+/// privacy shows identifiers (pseudonymised, or withheld).
+fn shown_topic(plan: &TopicPlan, topic: &str) -> String {
+    let Some(l) = plan.sensor_level else {
+        return topic.to_string();
+    };
+    topic
+        .split('/')
+        .enumerate()
+        .map(|(i, level)| {
+            if i == l && !level.is_empty() {
+                plan.privacy
+                    .show_identifier(Some(plan.feed), "sensor", level)
+            } else {
+                level.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Parses one message's payload into validated records and rejected lines.
@@ -642,7 +670,7 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
                 };
                 let result = compiled
                     .raw(&row)
-                    .map_err(|e| line_error(n, e))
+                    .map_err(|e| line_error(n, plan.privacy.scrub_error(e)))
                     .and_then(|raw| finish(plan, raw, &levels, zones, n));
                 match result {
                     Ok(r) => out.records.push(r),
@@ -896,7 +924,7 @@ async fn process(
                 c.rejected += n_rejected;
             });
             if !parsed.rejected.is_empty() {
-                rejected.push((p.topic.clone(), parsed.rejected));
+                rejected.push((shown_topic(plan, &p.topic), parsed.rejected));
             }
             accepted.push((index, parsed.records.len() as u64));
             records.extend(parsed.records);
@@ -972,7 +1000,7 @@ topics = [
             .unwrap()
             .topics
             .iter()
-            .map(|t| TopicPlan::new(t, &c).unwrap())
+            .map(|t| TopicPlan::new(t, &c, Arc::new(Privacy::default())).unwrap())
             .collect();
         (c, plans)
     }

@@ -4,14 +4,17 @@
 //! Lines are read with file replay's own functions ([`crate::files::ndjson_text`],
 //! [`crate::files::CsvRows`]) and checked by the one validator ([`crate::validate::validate`]),
 //! so a record is accepted live exactly when it would be in a file. One more check comes
-//! first: the source must be allowed to write the record's feed (`forbidden_feed`). Nothing
+//! first: the source must be allowed to write the record's feed (`forbidden_feed`). Every
+//! record then goes through [`Privacy::admit`] (the `[privacy]` rules, around the validator),
+//! and each rejection carries the sample of its line that privacy lets be shown. Nothing
 //! here panics on any input; each bad line is one rejection and the lines around it go on.
 
 use super::lineproto::{self, Precision};
 use super::LineError;
 use crate::files::{ndjson_text, CsvRow, CsvRows};
+use crate::privacy::{Privacy, Refused, WITHHELD};
 use crate::raw::{parse_json_line, RawRecord, Scalar};
-use crate::validate::{validate, RecordError};
+use crate::validate::RecordError;
 use vigie_config::Config;
 use vigie_model::{Feed, Record};
 
@@ -35,6 +38,9 @@ pub enum Format {
 pub struct Rejected {
     pub feed: Option<Feed>,
     pub error: LineError,
+    /// What may be shown of the line (the dead letters' sample): its fields after the
+    /// `[privacy]` rules, or [`WITHHELD`] when the line could not be read as a record.
+    pub sample: String,
 }
 
 /// A parsed body: the records with their line, and the rejected lines, each in line order.
@@ -46,8 +52,20 @@ pub struct Parsed {
 
 impl Parsed {
     fn reject(&mut self, line: u64, feed: Option<Feed>, e: RecordError) {
+        self.refuse(
+            line,
+            feed,
+            Refused {
+                error: e,
+                sample: WITHHELD.into(),
+            },
+        )
+    }
+
+    fn refuse(&mut self, line: u64, feed: Option<Feed>, Refused { error: e, sample }: Refused) {
         self.rejected.push(Rejected {
             feed,
+            sample,
             error: LineError {
                 line,
                 kind: e.kind.name(),
@@ -60,6 +78,7 @@ impl Parsed {
     fn forbidden(&mut self, line: u64, feed: Feed, allowed: &[Feed]) {
         self.rejected.push(Rejected {
             feed: Some(feed),
+            sample: WITHHELD.into(),
             error: LineError {
                 line,
                 kind: FORBIDDEN_FEED,
@@ -77,20 +96,34 @@ impl Parsed {
         });
     }
 
-    /// Validates `raw` unless its feed is forbidden.
-    fn check(&mut self, line: u64, raw: &RawRecord, config: &Config, allowed: &[Feed]) {
+    /// Admits `raw` (privacy, validation) unless its feed is forbidden.
+    fn check(
+        &mut self,
+        line: u64,
+        raw: RawRecord,
+        config: &Config,
+        privacy: &Privacy,
+        allowed: &[Feed],
+    ) {
         let feed = match &raw.feed {
             Some(Scalar::Str(name)) => Feed::parse(name.trim()),
             _ => None,
         };
+        let mut raw = raw;
         if let Some(f) = feed {
             if !allowed.contains(&f) {
-                return self.forbidden(line, f, allowed);
+                privacy.scrub(Some(f), &mut raw);
+                let sample = privacy.sample(Some(f), &mut raw, false);
+                self.forbidden(line, f, allowed);
+                if let Some(last) = self.rejected.last_mut() {
+                    last.sample = sample;
+                }
+                return;
             }
         }
-        match validate(raw, None, &config.zones, 0) {
+        match privacy.admit(raw, None, &config.zones, 0) {
             Ok(r) => self.records.push((line, r)),
-            Err(e) => self.reject(line, feed, e),
+            Err(refused) => self.refuse(line, feed, refused),
         }
     }
 }
@@ -102,9 +135,15 @@ pub fn count_lines(body: &[u8]) -> usize {
     breaks + usize::from(body.last().is_some_and(|&b| b != b'\n'))
 }
 
-/// Parses and validates a body; `allowed` are the feeds its source may write. Records get
-/// `seq` 0: the ingest log numbers them when it commits them.
-pub fn parse_body(format: &Format, body: &[u8], config: &Config, allowed: &[Feed]) -> Parsed {
+/// Parses and admits a body (privacy rules and validation); `allowed` are the feeds its
+/// source may write. Records get `seq` 0: the ingest log numbers them when it commits them.
+pub fn parse_body(
+    format: &Format,
+    body: &[u8],
+    config: &Config,
+    privacy: &Privacy,
+    allowed: &[Feed],
+) -> Parsed {
     let mut out = Parsed::default();
     match format {
         Format::Json => {
@@ -112,7 +151,7 @@ pub fn parse_body(format: &Format, body: &[u8], config: &Config, allowed: &[Feed
             if body.contains(&b'\n') {
                 if let Ok(Some(text)) = ndjson_text(body) {
                     if let Ok(raw) = parse_json_line(text) {
-                        out.check(1, &raw, config, allowed);
+                        out.check(1, raw, config, privacy, allowed);
                         return out;
                     }
                 }
@@ -122,7 +161,7 @@ pub fn parse_body(format: &Format, body: &[u8], config: &Config, allowed: &[Feed
                 match ndjson_text(bytes) {
                     Ok(None) => {}
                     Ok(Some(text)) => match parse_json_line(text) {
-                        Ok(raw) => out.check(line, &raw, config, allowed),
+                        Ok(raw) => out.check(line, raw, config, privacy, allowed),
                         Err(reason) => out.reject(line, None, RecordError::malformed(reason)),
                     },
                     Err(e) => out.reject(line, None, e),
@@ -144,9 +183,17 @@ pub fn parse_body(format: &Format, body: &[u8], config: &Config, allowed: &[Feed
                 match next {
                     CsvRow::Row { line, .. } if !permitted => out.forbidden(line, feed, allowed),
                     CsvRow::Row { line, .. } => {
-                        match rows.mapping().record(&row, &config.zones, 0) {
+                        let admitted = rows
+                            .mapping()
+                            .raw(&row)
+                            .map_err(|e| Refused {
+                                error: privacy.scrub_error(e),
+                                sample: WITHHELD.into(),
+                            })
+                            .and_then(|raw| privacy.admit(raw, Some(feed), &config.zones, 0));
+                        match admitted {
                             Ok(r) => out.records.push((line, r)),
-                            Err(e) => out.reject(line, Some(feed), e),
+                            Err(refused) => out.refuse(line, Some(feed), refused),
                         }
                     }
                     CsvRow::Bad { line, reason, .. } => {
@@ -194,7 +241,7 @@ pub fn parse_body(format: &Format, body: &[u8], config: &Config, allowed: &[Feed
                     }
                 };
                 match lineproto::raw_record(&point, *precision, *now_us) {
-                    Ok(raw) => out.check(line, &raw, config, allowed),
+                    Ok(raw) => out.check(line, raw, config, privacy, allowed),
                     Err(e) => out.reject(line, Feed::parse(&point.measurement), e),
                 }
             }
@@ -218,7 +265,13 @@ mod tests {
     fn ndjson_lines_are_numbered_and_checked() {
         let config = Config::embedded_default();
         let body = b"{\"feed\":\"incident\",\"ts\":1764338400,\"zone\":\"13001\",\"severity\":3}\n\n{\"feed\":\n\xff\r\n{\"feed\":\"event\",\"ts\":1,\"id\":\"e\",\"zone\":\"13001\",\"start\":1,\"end\":2,\"attendance\":1,\"kind\":\"sport\"}\n";
-        let p = parse_body(&Format::Json, body, &config, &[Feed::Incident]);
+        let p = parse_body(
+            &Format::Json,
+            body,
+            &config,
+            &Privacy::default(),
+            &[Feed::Incident],
+        );
         assert_eq!(p.records.len(), 1);
         assert_eq!(p.records[0].0, 1);
         let kinds: Vec<_> = p
@@ -240,7 +293,7 @@ mod tests {
     fn one_pretty_printed_record_is_one_record() {
         let config = Config::embedded_default();
         let body = b"{\n  \"feed\": \"density\",\n  \"ts\": 1764338400,\n  \"zone\": \"13001\",\n  \"people\": 12\n}\n";
-        let p = parse_body(&Format::Json, body, &config, &ALL);
+        let p = parse_body(&Format::Json, body, &config, &Privacy::default(), &ALL);
         assert_eq!((p.records.len(), p.rejected.len()), (1, 0));
     }
 
@@ -251,15 +304,15 @@ mod tests {
         let f = Format::Csv {
             mapping: "vancouver_crime".into(),
         };
-        let p = parse_body(&f, body, &config, &ALL);
+        let p = parse_body(&f, body, &config, &Privacy::default(), &ALL);
         assert_eq!(p.records.len(), 1);
         assert_eq!(p.records[0].0, 2);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].error.line, 3);
-        let p = parse_body(&f, body, &config, &[Feed::Density]);
+        let p = parse_body(&f, body, &config, &Privacy::default(), &[Feed::Density]);
         assert!(p.records.is_empty());
         assert!(all_forbidden(&p.rejected));
-        let p = parse_body(&f, b"a,b\n1,2\n", &config, &ALL);
+        let p = parse_body(&f, b"a,b\n1,2\n", &config, &Privacy::default(), &ALL);
         assert_eq!(p.rejected[0].error.line, 1);
         assert!(p.rejected[0].error.reason.contains("column"));
     }
@@ -272,7 +325,13 @@ mod tests {
             precision: Precision::Ns,
             now_us: 1_764_338_400_000_000,
         };
-        let p = parse_body(&f, body, &config, &[Feed::Incident, Feed::Density]);
+        let p = parse_body(
+            &f,
+            body,
+            &config,
+            &Privacy::default(),
+            &[Feed::Incident, Feed::Density],
+        );
         assert_eq!(p.records.len(), 2);
         assert_eq!(p.records[0].1.ts, 1_764_338_400_000_000);
         assert_eq!(p.records[1].1.ts, 1_764_338_400_000_000);
