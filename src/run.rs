@@ -6,7 +6,9 @@
 //! clock's hour (`indicators.md`: live, the clock is the wall clock), and writes what changed
 //! to the store (and InfluxDB when configured), as `vigie replay --store` does. On start it
 //! first reads back everything the log holds, so a restart — even after `kill -9` — rebuilds
-//! the same state: every acknowledged record counted, once.
+//! the same state: every acknowledged record counted, once. Before that it compacts the log
+//! ([`survivors`]): superseded upserts, and records out of the horizon and the baseline
+//! window, are dropped.
 //!
 //! With no `[ingest.mqtt]`, it starts the embedded MQTT broker ([`crate::broker`]) and
 //! subscribes to it; with `--demo`, it also replays the bundled sample live ([`crate::demo`]).
@@ -21,8 +23,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigie_config::Config;
 use vigie_connectors::ingest::IngestLog;
-use vigie_engine::{timely, Driver, GraphParams};
-use vigie_model::Record;
+use vigie_engine::{timely, Driver, Expiry, GraphParams};
+use vigie_model::time::hour_of;
+use vigie_model::{Feed, Record};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -111,6 +114,38 @@ fn chrono_now_us() -> i64 {
 
 fn wall_hour() -> i64 {
     chrono_now_us().div_euclid(3_600_000_000)
+}
+
+/// The records of the ingest log that still matter at clock hour `clock_hour`: of each
+/// upserted `(feed, id)`, the version that wins (greatest `ts`, then `seq`; a cancellation
+/// included); of the others, those the engine would not retire at once (the rule of
+/// [`Expiry`]: out of the horizon and of the baseline window). Traffic, which the model does
+/// not use, is kept for the horizon. The order is kept.
+pub fn survivors(params: &GraphParams, clock_hour: i64, all: Vec<Record>) -> Vec<Record> {
+    let mut winners: std::collections::HashMap<(Feed, String), (i64, u64)> = Default::default();
+    for r in &all {
+        if let Some(id) = &r.id {
+            let w = winners.entry((r.feed, id.clone())).or_insert((r.ts, r.seq));
+            if (r.ts, r.seq) > *w {
+                *w = (r.ts, r.seq);
+            }
+        }
+    }
+    let mut expiry = Expiry::new(params);
+    let past = params.model.past_hours;
+    all.into_iter()
+        .filter(|r| {
+            if let Some(id) = &r.id {
+                if winners.get(&(r.feed, id.clone())) != Some(&(r.ts, r.seq)) {
+                    return false;
+                }
+            }
+            match r.feed {
+                Feed::Traffic => hour_of(r.ts) + past + 6 > clock_hour,
+                _ => expiry.expires_at(r).is_none_or(|at| at > clock_hour),
+            }
+        })
+        .collect()
 }
 
 /// Where the run keeps its data.
@@ -334,6 +369,13 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
 
     // The log hands committed batches to a forwarder that stamps their arrival and counts the
     // queue, then to the engine.
+    // Compact the log first: superseded upserts and records the clock has made irrelevant go.
+    let params = GraphParams::from_config(&config);
+    let (kept, before) = IngestLog::compact(&dirs.log, |all| survivors(&params, wall_hour(), all))
+        .with_context(|| format!("compacting the ingest log in {}", dirs.log.display()))?;
+    if kept < before {
+        eprintln!("vigie run: compacted the ingest log: kept {kept} of {before} records");
+    }
     let (log_tx, log_rx) = mpsc::channel::<Vec<Record>>();
     let opened = IngestLog::open(&dirs.log, log_tx)
         .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
@@ -407,4 +449,40 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     engine_result?;
     eprintln!("vigie run: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigie_model::Body;
+
+    fn rec(feed: Feed, ts_h: i64, seq: u64, id: Option<&str>, body: bool) -> Record {
+        Record {
+            feed,
+            ts: ts_h * 3_600_000_000,
+            seq,
+            id: id.map(str::to_string),
+            body: body.then_some(Body::Incident {
+                zone: 0,
+                severity: 2,
+            }),
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_upsert_winners_and_what_the_clock_has_not_retired() {
+        let config = Config::embedded_default();
+        let params = GraphParams::from_config(&config);
+        let now = 500_000;
+        let all = vec![
+            rec(Feed::Incident, now - 1, 0, Some("a"), true),
+            rec(Feed::Incident, now - 2, 1, Some("a"), true), // older ts: superseded
+            rec(Feed::Incident, now - 1, 2, Some("b"), true),
+            rec(Feed::Incident, now - 1, 3, Some("b"), false), // a cancellation wins
+            rec(Feed::Incident, now - 24 * 800, 4, None, true), // out of every window
+            rec(Feed::Incident, now - 24 * 30, 5, None, true), // in the baseline window
+        ];
+        let seqs: Vec<u64> = survivors(&params, now, all).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 3, 5]);
+    }
 }

@@ -53,20 +53,103 @@ pub struct Opened {
     pub thread: JoinHandle<()>,
 }
 
+/// `dir` with a suffix added to its name.
+fn beside(dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> IngestError {
+    IngestError::Corrupt {
+        index: 0,
+        reason: format!("{}: {e}", path.display()),
+    }
+}
+
+/// Finishes or undoes a compaction a crash interrupted: `DIR.new` is a complete new log only
+/// once `DIR` has been renamed `DIR.old`.
+fn settle_compaction(dir: &Path) -> Result<(), IngestError> {
+    let (new, old) = (beside(dir, ".new"), beside(dir, ".old"));
+    if old.exists() {
+        if !dir.exists() {
+            std::fs::rename(&new, dir).map_err(|e| io_err(&new, e))?;
+        }
+        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+    }
+    if new.exists() {
+        std::fs::remove_dir_all(&new).map_err(|e| io_err(&new, e))?;
+    }
+    Ok(())
+}
+
+fn read_all(wal_records: &[Vec<u8>]) -> Result<Vec<Record>, IngestError> {
+    let mut out = Vec::new();
+    for (index, bytes) in wal_records.iter().enumerate() {
+        let batch: Vec<Record> =
+            serde_json::from_slice(bytes).map_err(|e| IngestError::Corrupt {
+                index,
+                reason: e.to_string(),
+            })?;
+        out.extend(batch);
+    }
+    Ok(out)
+}
+
 impl IngestLog {
+    /// Compacts the log in `dir` (not open): `keep` gets every record, in order, and returns
+    /// those that still matter (it must keep the order). They are written to `DIR.new` and
+    /// fsynced; then `DIR` becomes `DIR.old`, `DIR.new` becomes `DIR`, and `DIR.old` goes. A
+    /// crash anywhere leaves either the old log or the new one whole. The last record is
+    /// always kept, so that sequence numbers keep increasing. Returns (kept, before).
+    pub fn compact(
+        dir: &Path,
+        keep: impl FnOnce(Vec<Record>) -> Vec<Record>,
+    ) -> Result<(usize, usize), IngestError> {
+        settle_compaction(dir)?;
+        if !dir.exists() {
+            return Ok((0, 0));
+        }
+        let (wal, rec) = Wal::open(dir, SEGMENT_BYTES)?;
+        drop(wal);
+        let all = read_all(&rec.records)?;
+        let before = all.len();
+        let last = all.last().cloned();
+        let mut kept = keep(all);
+        if let Some(last) = last {
+            if kept.last().is_none_or(|k| k.seq != last.seq) {
+                kept.push(last);
+            }
+        }
+        if kept.len() == before {
+            return Ok((before, before));
+        }
+        let new = beside(dir, ".new");
+        let (mut wal, _) = Wal::open(&new, SEGMENT_BYTES)?;
+        for chunk in kept.chunks(10_000) {
+            let bytes = serde_json::to_vec(chunk).expect("records serialize");
+            wal.append(&bytes)?;
+        }
+        wal.sync()?;
+        drop(wal);
+        let old = beside(dir, ".old");
+        std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
+        std::fs::rename(&new, dir).map_err(|e| io_err(&new, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err(parent, e))?;
+        }
+        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+        Ok((kept.len(), before))
+    }
+
     /// Opens (or creates) the log in `dir`; committed batches are sent on `engine` in log
     /// order after they are durable.
     pub fn open(dir: &Path, engine: mpsc::Sender<Vec<Record>>) -> Result<Opened, IngestError> {
+        settle_compaction(dir)?;
         let (mut wal, rec) = Wal::open(dir, SEGMENT_BYTES)?;
-        let mut recovered = Vec::new();
-        for (index, bytes) in rec.records.iter().enumerate() {
-            let batch: Vec<Record> =
-                serde_json::from_slice(bytes).map_err(|e| IngestError::Corrupt {
-                    index,
-                    reason: e.to_string(),
-                })?;
-            recovered.extend(batch);
-        }
+        let recovered = read_all(&rec.records)?;
         let mut next_seq = recovered.last().map_or(0, |r| r.seq + 1);
         let (tx, rx) = mpsc::channel::<(Vec<Record>, Reply)>();
         let thread = std::thread::Builder::new()
@@ -167,6 +250,49 @@ impl IngestLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compaction_keeps_what_it_is_told_and_survives_an_interrupted_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("ingest");
+        let (tx, _rx) = mpsc::channel();
+        let opened = IngestLog::open(&log_dir, tx).unwrap();
+        for i in 0..10 {
+            opened.log.commit_blocking(vec![incident(i)]).unwrap();
+        }
+        drop(opened.log);
+        opened.thread.join().unwrap();
+        // Keep the even timestamps; the last record (seq 9) is kept whatever keep says.
+        let (kept, before) = IngestLog::compact(&log_dir, |all| {
+            all.into_iter().filter(|r| r.ts % 2 == 0).collect()
+        })
+        .unwrap();
+        assert_eq!((kept, before), (6, 10));
+        let (tx, _rx) = mpsc::channel();
+        let again = IngestLog::open(&log_dir, tx).unwrap();
+        let seqs: Vec<u64> = again.recovered.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 2, 4, 6, 8, 9]);
+        assert_eq!(
+            again
+                .log
+                .commit_blocking(vec![incident(1)])
+                .unwrap()
+                .first_seq,
+            10
+        );
+        drop(again.log);
+        again.thread.join().unwrap();
+        // A crash after the old log was moved aside and before the new one took its place:
+        // the next open finishes the swap.
+        let old = beside(&log_dir, ".old");
+        let new = beside(&log_dir, ".new");
+        std::fs::rename(&log_dir, &new).unwrap();
+        std::fs::create_dir(&old).unwrap();
+        let (tx, _rx) = mpsc::channel();
+        let third = IngestLog::open(&log_dir, tx).unwrap();
+        assert_eq!(third.recovered.len(), 7);
+        assert!(!old.exists() && !new.exists());
+    }
     use vigie_model::{Body, Feed};
 
     fn incident(ts: i64) -> Record {
