@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
 #[path = "support/victoria.rs"]
 mod victoria;
 use victoria::free_port;
@@ -1005,24 +1007,33 @@ struct Running {
 
 impl Running {
     fn start(dir: &Path) -> Running {
+        Running::start_with(dir, "")
+    }
+
+    /// With `extra` appended to the configuration (an `[ingest.mqtt]` section: then no
+    /// embedded broker).
+    fn start_with(dir: &Path, extra: &str) -> Running {
         let config = dir.join("run.toml");
         std::fs::write(
             &config,
             format!(
-                "zones = {:?}\n[ingest]\nepoch_ms = 100\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n",
+                "zones = {:?}\n[ingest]\nepoch_ms = 100\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n{extra}",
                 repo().join("config/zones/marseille.geojson").display().to_string()
             ),
         )
         .unwrap();
         let port = free_port();
         let mqtt = free_port();
-        let child = vigie()
-            .args(["run", "--config"])
+        let mut cmd = vigie();
+        cmd.args(["run", "--config"])
             .arg(&config)
             .arg("--data")
             .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        if extra.is_empty() {
+            cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
+        }
+        let child = cmd
             .env("VIGIE_TEST_TOKEN", "s3cret-token")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -1305,4 +1316,102 @@ fn vigie_run_demo_plays_the_sample_over_mqtt_and_http_into_the_indicators() {
         incidents > 100.0,
         "{incidents} incidents in the store's past week"
     );
+}
+
+#[test]
+fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
+    let dir = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let _broker = mosquitto::Broker::start(&dir.path().join("broker"), mport);
+    let mqtt = format!(
+        "[ingest.mqtt]\nurl = \"mqtt://127.0.0.1:{mport}\"\nclient_id = \"vigie-e2e\"\ntopics = [{{ filter = \"city/incident/+\", feed = \"incident\", qos = 1, source = \"ops\", zone_from_topic = 2 }}]\n"
+    );
+    let now_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 3600;
+    // One incident per zone and hour, each with an id: (topic, hour, payload).
+    let record = move |i: usize| {
+        let zone = format!("130{:02}", 1 + i % 16);
+        let hour = now_hour - 1 - (i / 16) as i64;
+        let payload = format!(
+            "{{\"feed\":\"incident\",\"id\":\"m{i}\",\"ts\":{},\"severity\":2}}",
+            hour * 3600 + 60
+        );
+        (format!("city/incident/{zone}"), zone, hour, payload)
+    };
+    let total = 800;
+    let run = Running::start_with(dir.path(), &mqtt);
+    // One message from Mosquitto's own client…
+    let (topic, _, _, payload) = record(0);
+    mosquitto::mosquitto_pub(mport, &topic, &payload);
+    // …and the rest from a rumqttc client, at QoS 1, while vigie is killed and restarted.
+    let publisher = std::thread::spawn(move || {
+        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+        let (client, mut conn) = Client::new(MqttOptions::new("e2e-pub", "127.0.0.1", mport), 100);
+        let acks = std::thread::spawn(move || {
+            let mut acked = 0;
+            for ev in conn.iter() {
+                if let Ok(Event::Incoming(Packet::PubAck(_))) = ev {
+                    acked += 1;
+                    if acked == total - 1 {
+                        return acked;
+                    }
+                }
+            }
+            acked
+        });
+        for i in 1..total {
+            let (topic, _, _, payload) = record(i);
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let acked = acks.join().unwrap();
+        let _ = client.disconnect();
+        acked
+    });
+    let started = std::time::Instant::now();
+    while metric(run.port, "vigie_engine_records_total", "") < 200.0 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the MQTT records do not arrive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(run); // SIGKILL, mid-stream: the broker keeps what vigie has not acknowledged
+    assert_eq!(
+        publisher.join().unwrap(),
+        total - 1,
+        "the broker acknowledged every message"
+    );
+    let run = Running::start_with(dir.path(), &mqtt);
+    // Read back from the log, then the broker's queue for the persistent session.
+    let started = std::time::Instant::now();
+    while metric(run.port, "vigie_engine_records_total", "") < total as f64 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "records are missing after the restart"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    run.stop();
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    for i in 0..total {
+        let (_, zone, hour, _) = record(i);
+        let n = vigie_queries::read::zone_hour(&store, &zone, hour * 3_600_000, None)
+            .unwrap()
+            .map_or(0.0, |h| h.values["incidents"]);
+        assert_eq!(
+            n, 1.0,
+            "record {i} (zone {zone}, hour {hour}): {n} incidents"
+        );
+    }
 }
