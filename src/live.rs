@@ -46,6 +46,20 @@ pub async fn serve(
     let state = HttpState::new(config.clone(), log.clone()).map_err(anyhow::Error::msg)?;
     let engine = metrics.clone();
     state.add_metrics(move |out| engine.render(out));
+    let log_dir = dirs.log.clone();
+    state.add_metrics(move |out| {
+        let bytes: u64 = std::fs::read_dir(&log_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "# HELP vigie_ingest_log_bytes Bytes in the durable ingest log's segments.\n# TYPE vigie_ingest_log_bytes gauge\nvigie_ingest_log_bytes {bytes}\n"
+        ));
+    });
     let (mqtt_config, counters) = mqtt;
     let mqtt = match &mqtt_config.ingest.mqtt {
         None => None,

@@ -1398,6 +1398,8 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(metric(run.port, "vigie_ingest_log_bytes", "") > 0.0);
+    assert_eq!(metric(run.port, "vigie_engine_queue_records", ""), 0.0);
     run.stop();
     let (store, _) = vigie_store::Store::open(
         &dir.path().join("data/store"),
