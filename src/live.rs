@@ -21,9 +21,18 @@ async fn shutdown_signal(stopping: Arc<AtomicBool>) {
             Err(_) => std::future::pending::<()>().await,
         }
     };
+    let engine_stopped = {
+        let stopping = stopping.clone();
+        async move {
+            while !stopping.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+        _ = engine_stopped => {}
     }
     eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
     stopping.store(true, Ordering::SeqCst);
@@ -83,8 +92,20 @@ pub async fn serve(
         dirs.log.display(),
         dirs.store.display()
     );
-    let app = router(state)
-        .merge(axum::Router::new().route("/health", axum::routing::get(|| async { "ok\n" })));
+    let alive = stopping.clone();
+    let app = router(state).merge(axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let alive = alive.clone();
+            async move {
+                if alive.load(Ordering::SeqCst) {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+                } else {
+                    (axum::http::StatusCode::OK, "ok\n")
+                }
+            }
+        }),
+    ));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(stopping))
         .await;

@@ -148,7 +148,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             if let Some(s) = &mut sinks {
                 let changes = driver.collected.borrow_mut().drain();
                 let points = change_points(&changes, &zone_ids);
-                if let Err(e) = s.publish(points, &health, driver.clock(), epoch) {
+                let known_at = driver.clock().map_or(0, |h| h * 3_600_000);
+                if let Err(e) = s.publish(points, &health, known_at, epoch) {
                     failures.push(format!("writing to the sinks: {e:#}"));
                     sinks = None;
                 }

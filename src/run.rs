@@ -282,7 +282,8 @@ fn engine(
                     board.retain(|(_, h), _| *h >= hour - 24 * 8);
                 }
                 let points = change_points(&changes, &zone_ids);
-                if let Err(e) = sinks.publish(points, &health, driver.clock(), Some(e)) {
+                // Live, a revision is the wall-clock time it was computed at.
+                if let Err(e) = sinks.publish(points, &health, chrono_now_us() / 1000, Some(e)) {
                     *out.lock().unwrap_or_else(|e| e.into_inner()) =
                         Err(e.context("writing to the sinks"));
                     return;
@@ -395,16 +396,24 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    let stopping = Arc::new(AtomicBool::new(false));
     let engine_thread = {
         let (config, metrics, store) = (config.clone(), metrics.clone(), dirs.store.clone());
         let recovered = opened.recovered;
+        let stop = stopping.clone();
         std::thread::Builder::new()
             .name("engine".into())
-            .spawn(move || engine(config, recovered, eng_rx, store, epoch, metrics))
+            .spawn(move || {
+                let r = engine(config, recovered, eng_rx, store, epoch, metrics);
+                if let Err(e) = &r {
+                    // Taking records nobody computes would hide an outage: stop the sources.
+                    eprintln!("vigie run: the engine stopped: {e:#}");
+                    stop.store(true, Ordering::SeqCst);
+                }
+                r
+            })
             .context("starting the engine thread")?
     };
-
-    let stopping = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -186,19 +186,18 @@ impl Sinks {
         self.store.is_some() || self.influx.is_some()
     }
 
-    /// Writes `points` and the feeds' health as one revision, known at the clock's hour
-    /// (made greater than the last); `epoch` (none: the end) is the last complete epoch they
+    /// Writes `points` and the feeds' health as one revision, known at `known_at` (ms; made
+    /// greater than the last: a replay gives its clock's hour, `vigie run` the wall clock); `epoch` (none: the end) is the last complete epoch they
     /// reflect, for the log. The store acknowledges once its log is fsynced; InfluxDB gets
     /// them through its buffer, fsynced too.
     pub fn publish(
         &mut self,
         mut points: Vec<Point>,
         health: &FeedHealth,
-        clock_hour: Option<i64>,
+        known_at: i64,
         epoch: Option<u64>,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let known_at = clock_hour.map_or(0, |h| h * 3_600_000);
         let rev = known_at.max(self.last_rev.saturating_add(1));
         self.last_rev = rev;
         points.extend(health.points(rev));

@@ -151,10 +151,14 @@ impl Wal {
                 f.sync_all().map_err(io_err(path))?;
                 recovered.truncated_bytes = full - good_len;
             }
+            let n = records.len() as u64;
             recovered.records.extend(records);
-            last = Some((*seq, path.clone(), good_len));
+            last = Some((*seq + n, path.clone(), good_len));
         }
-        let next_seq = recovered.records.len() as u64 + segs.first().map_or(0, |(s, _)| *s);
+        // The last segment is named by its first record's number; segments before it may be
+        // gone (a checkpoint deletes them), so count from it.
+        let next_seq = last.as_ref().map_or(0, |(next, _, _)| *next);
+        let fresh = last.is_none();
         let (path, len) = match last {
             Some((_, path, len)) => (path, len),
             None => (dir.join(segment_name(next_seq)), 0),
@@ -165,6 +169,17 @@ impl Wal {
             .open(&path)
             .map_err(io_err(&path))?;
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        if fresh {
+            // A new log's first segment, and the folder itself, must survive a crash too.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err(parent))?;
+            }
+        }
         let wal = Wal {
             dir: dir.to_path_buf(),
             segment_bytes: segment_bytes.max(HEADER as u64 + 1),
@@ -231,7 +246,9 @@ impl Wal {
         if self.current_len > 0 {
             self.roll()?;
         }
-        for (_, path) in segments(&self.dir)? {
+        // Newest first: a crash part-way leaves the oldest segments, which hold the start of
+        // what the later ones refer to (the store's series definitions).
+        for (_, path) in segments(&self.dir)?.into_iter().rev() {
             if path != self.current_path {
                 fs::remove_file(&path).map_err(io_err(&path))?;
             }
@@ -278,6 +295,27 @@ mod tests {
             rec.records,
             (0..20u8).map(|i| vec![i; 30]).collect::<Vec<_>>()
         );
+        assert_eq!(wal.next_seq(), 20);
+    }
+
+    #[test]
+    fn a_checkpoint_cut_short_leaves_the_oldest_segments_and_numbering_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 100).unwrap();
+        for i in 0..20u8 {
+            wal.append(&[i; 30]).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        // A checkpoint deletes newest first: a crash part-way leaves the oldest segment and
+        // the current one, with a gap between them.
+        let segs = segments(dir.path()).unwrap();
+        for (_, path) in &segs[1..segs.len() - 1] {
+            fs::remove_file(path).unwrap();
+        }
+        let (wal, rec) = Wal::open(dir.path(), 100).unwrap();
+        assert_eq!(rec.records.first(), Some(&vec![0u8; 30]));
+        assert_eq!(rec.records.last(), Some(&vec![19u8; 30]));
         assert_eq!(wal.next_seq(), 20);
     }
 

@@ -15,6 +15,30 @@ use vigie_store::Wal;
 
 /// Segment size of the ingest log.
 const SEGMENT_BYTES: u64 = 64 << 20;
+/// Largest log record written (well under the write-ahead log's 16 MiB limit): a batch whose
+/// JSON is larger is written as several records, appended and synced together.
+const RECORD_BYTES: usize = 4 << 20;
+
+/// The JSON arrays of `records`, each at most [`RECORD_BYTES`] unless one record alone is
+/// larger (the sources' payload limits keep a record far below the log's limit).
+fn encode_chunks(records: &[Record]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    for r in records {
+        let one = serde_json::to_vec(r).expect("records serialize");
+        if !cur.is_empty() && cur.len() + one.len() + 2 > RECORD_BYTES {
+            cur.push(b']');
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(if cur.is_empty() { b'[' } else { b',' });
+        cur.extend_from_slice(&one);
+    }
+    if !cur.is_empty() {
+        cur.push(b']');
+        out.push(cur);
+    }
+    out
+}
 
 /// Errors of the ingest log.
 #[derive(Debug, thiserror::Error)]
@@ -126,12 +150,14 @@ impl IngestLog {
         }
         let new = beside(dir, ".new");
         let (mut wal, _) = Wal::open(&new, SEGMENT_BYTES)?;
-        for chunk in kept.chunks(10_000) {
-            let bytes = serde_json::to_vec(chunk).expect("records serialize");
+        for bytes in encode_chunks(&kept) {
             wal.append(&bytes)?;
         }
         wal.sync()?;
         drop(wal);
+        std::fs::File::open(&new)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(&new, e))?;
         let old = beside(dir, ".old");
         std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
         std::fs::rename(&new, dir).map_err(|e| io_err(&new, e))?;
@@ -171,10 +197,12 @@ impl IngestLog {
                             r.seq = next_seq;
                             next_seq += 1;
                         }
-                        if result.is_ok() && !batch.is_empty() {
-                            let bytes = serde_json::to_vec(&batch).expect("records serialize");
-                            if let Err(e) = wal.append(&bytes) {
-                                result = Err(e.to_string());
+                        if result.is_ok() {
+                            for bytes in encode_chunks(&batch) {
+                                if let Err(e) = wal.append(&bytes) {
+                                    result = Err(e.to_string());
+                                    break;
+                                }
                             }
                         }
                         answers.push((batch, reply, committed));
@@ -200,7 +228,11 @@ impl IngestLog {
                     }
                     if result.is_err() {
                         // A log that failed to write cannot say what it holds: stop taking
-                        // records rather than acknowledge any more.
+                        // records rather than acknowledge any more. Its buffer is not flushed
+                        // (the log is forgotten, not dropped), so batches answered with an
+                        // error here are not found in the log at the next start unless the
+                        // failing write had already reached the file.
+                        std::mem::forget(wal);
                         return;
                     }
                 }
@@ -250,6 +282,26 @@ impl IngestLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_larger_than_a_log_record_is_split_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let opened = IngestLog::open(dir.path(), tx).unwrap();
+        let mut big = incident(1);
+        big.id = Some("x".repeat(1 << 20));
+        let batch: Vec<Record> = (0..40).map(|_| big.clone()).collect();
+        assert!(encode_chunks(&batch).len() > 5);
+        let c = opened.log.commit_blocking(batch).unwrap();
+        assert_eq!(c.count, 40);
+        opened.log.commit_blocking(vec![incident(2)]).unwrap();
+        drop(opened.log);
+        opened.thread.join().unwrap();
+        assert_eq!(rx.try_iter().flatten().count(), 41);
+        let (tx, _rx) = mpsc::channel();
+        let again = IngestLog::open(dir.path(), tx).unwrap();
+        assert_eq!(again.recovered.len(), 41);
+    }
 
     #[test]
     fn compaction_keeps_what_it_is_told_and_survives_an_interrupted_swap() {
