@@ -997,6 +997,15 @@ fn http(
     Some((code, body.to_string()))
 }
 
+/// The current hour, since the epoch.
+fn now_hour() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 3600
+}
+
 /// `vigie run` on a data folder, with a source allowed to write incidents, and its embedded
 /// MQTT broker on a free port.
 struct Running {
@@ -1071,11 +1080,7 @@ impl Drop for Running {
 #[test]
 fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
     let dir = tempfile::tempdir().unwrap();
-    let now_hour = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        / 3600;
+    let now_hour = now_hour();
     // One incident per zone and hour over the last 100 hours: a zone-hour counted twice would
     // show `incidents = 2`.
     let record = move |i: usize| {
@@ -1326,11 +1331,7 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
     let mqtt = format!(
         "[ingest.mqtt]\nurl = \"mqtt://127.0.0.1:{mport}\"\nclient_id = \"vigie-e2e\"\ntopics = [{{ filter = \"city/incident/+\", feed = \"incident\", qos = 1, source = \"ops\", zone_from_topic = 2 }}]\n"
     );
-    let now_hour = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        / 3600;
+    let now_hour = now_hour();
     // One incident per zone and hour, each with an id: (topic, hour, payload).
     let record = move |i: usize| {
         let zone = format!("130{:02}", 1 + i % 16);

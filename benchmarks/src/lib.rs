@@ -152,3 +152,19 @@ pub fn machine() -> serde_json::Value {
         .and_then(|m| m.lines().next().map(str::to_string));
     serde_json::json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "memory": mem, "os": std::env::consts::OS})
 }
+
+/// The vigie binary to measure: `given`, or `vigie` beside the running benchmark; an error
+/// that says how to build it when it is missing.
+pub fn vigie_binary(given: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    let vigie = match given {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("vigie"),
+    };
+    if !vigie.exists() {
+        anyhow::bail!(
+            "{} not found: run `cargo build --release --workspace` first",
+            vigie.display()
+        );
+    }
+    Ok(vigie)
+}

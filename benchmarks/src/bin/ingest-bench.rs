@@ -27,7 +27,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vigie_benchmarks::machine;
+use vigie_benchmarks::{machine, vigie_binary};
 
 #[derive(Parser)]
 struct Cli {
@@ -196,16 +196,7 @@ fn mqtt_publish(port: u16, topic: &str, payloads: &[String]) -> anyhow::Result<D
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let vigie = match cli.vigie {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("vigie"),
-    };
-    if !vigie.exists() {
-        bail!(
-            "{} not found: run `cargo build --release --workspace` first",
-            vigie.display()
-        );
-    }
+    let vigie = vigie_binary(cli.vigie)?;
     let mosquitto = Path::new("/usr/sbin/mosquitto");
     if !mosquitto.exists() {
         bail!("this benchmark needs Debian's mosquitto (apt-get install mosquitto)");

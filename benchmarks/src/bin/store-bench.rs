@@ -27,7 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use vigie_benchmarks::machine;
+use vigie_benchmarks::{machine, vigie_binary};
 use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader};
 use vigie_model::{Body, Point};
@@ -336,16 +336,7 @@ fn render(r: &Value) -> String {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let vigie = match cli.vigie {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("vigie"),
-    };
-    if !vigie.exists() {
-        bail!(
-            "{} not found: run `cargo build --release --workspace` first",
-            vigie.display()
-        );
-    }
+    let vigie = vigie_binary(cli.vigie)?;
     let tmp = tempfile::tempdir()?;
     let raw = raw_series(cli.batch)?;
     let vancouver = tmp.path().join("vancouver");
