@@ -56,29 +56,10 @@ pub struct CompiledMapping {
     location: Location,
 }
 
-const FIELD_NAMES: [&str; 18] = [
-    "id",
-    "status",
-    "source",
-    "severity",
-    "category",
-    "people",
-    "sensor",
-    "start",
-    "end",
-    "attendance",
-    "kind",
-    "temperature_c",
-    "precip_mm",
-    "wind_kmh",
-    "issued_at",
-    "agents",
-    "volume",
-    "congestion",
-];
-
+/// The static name of a record field (a mapping's fields are validated against the record
+/// format's, [`vigie_config::privacy::FIELDS`]).
 fn static_name(name: &str) -> &'static str {
-    FIELD_NAMES
+    vigie_config::privacy::FIELDS
         .iter()
         .find(|n| **n == name)
         .copied()
