@@ -8,6 +8,7 @@
 //! A small real sample (Vancouver Police Department incidents of December 2020) and its
 //! configuration are embedded, so that `vigie replay` runs with no file at all.
 
+pub mod api;
 pub mod ingest;
 pub mod mapping;
 pub mod outputs;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use api::{ApiConfig, ApiToken, Role};
 pub use ingest::{HttpConfig, IngestConfig, MqttConfig, MqttTopic, SourceConfig};
 pub use mapping::Mapping;
 pub use outputs::{InfluxConfig, Outputs};
@@ -170,6 +172,8 @@ struct RawConfig {
     sources: Vec<SourceConfig>,
     #[serde(default)]
     privacy: PrivacyConfig,
+    #[serde(default)]
+    api: ApiConfig,
 }
 
 fn default_tz() -> String {
@@ -200,6 +204,9 @@ pub struct Config {
     /// What a record may keep at the door; its key files are resolved against `base_dir`
     /// already.
     pub privacy: PrivacyConfig,
+    /// Who may read and act on the query API and the wall; token files resolved against
+    /// `base_dir` already.
+    pub api: ApiConfig,
 }
 
 impl Config {
@@ -338,8 +345,19 @@ impl Config {
                 *f = base.join(&*f);
             }
         }
+        let mut api = raw.api;
+        api.validate()
+            .map_err(|(k, m)| invalid(&format!("api.{k}"), m))?;
+        if let Some(base) = &base_dir {
+            for t in &mut api.tokens {
+                if let Some(f) = &mut t.token_file {
+                    *f = base.join(&*f);
+                }
+            }
+        }
         Ok(Config {
             origin: origin.to_string(),
+            api,
             privacy,
             store,
             ingest,
