@@ -178,8 +178,15 @@ impl Dirs {
 
 /// The engine thread: reads back the log's records, then takes committed batches, one epoch
 /// every `epoch`, until `stop` is set and the log's side has closed.
+/// Something that watches each complete epoch's changes, after the sinks have taken them:
+/// `(changes, the clock hour, feed health)`. Called on the engine thread; keep it short (hand
+/// work to another thread).
+pub type Observer = Box<dyn FnMut(&vigie_engine::Changes, i64, &FeedHealth) + Send>;
+
+#[allow(clippy::too_many_arguments)]
 fn engine(
     config: Arc<Config>,
+    observers: Vec<Observer>,
     recovered: Vec<Record>,
     rx: mpsc::Receiver<(Instant, Vec<Record>)>,
     store_dir: PathBuf,
@@ -192,9 +199,11 @@ fn engine(
     let out = result.clone();
     // Timely wants a closure it could share; the receiver and the records move in once.
     let rx = Mutex::new(rx);
+    let observers = Mutex::new(observers);
     let recovered = Mutex::new(Some(recovered));
     timely::execute_directly(move |worker| {
         let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut observers = observers.lock().unwrap_or_else(|e| e.into_inner());
         let recovered = recovered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -289,6 +298,9 @@ fn engine(
                     return;
                 }
                 metrics.store_writes.fetch_add(1, Ordering::Relaxed);
+                for observe in observers.iter_mut() {
+                    observe(&changes, hour, &health);
+                }
                 let done = Instant::now();
                 for (at, n) in arrived {
                     latency.saturating_record_n(
@@ -397,6 +409,8 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let stopping = Arc::new(AtomicBool::new(false));
+    // Who watches the engine's changes besides the sinks.
+    let observers: Vec<Observer> = Vec::new();
     let engine_thread = {
         let (config, metrics, store) = (config.clone(), metrics.clone(), dirs.store.clone());
         let recovered = opened.recovered;
@@ -404,7 +418,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                let r = engine(config, recovered, eng_rx, store, epoch, metrics);
+                let r = engine(config, observers, recovered, eng_rx, store, epoch, metrics);
                 if let Err(e) = &r {
                     // Taking records nobody computes would hide an outage: stop the sources.
                     eprintln!("vigie run: the engine stopped: {e:#}");
