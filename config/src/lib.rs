@@ -8,6 +8,7 @@
 //! A small real sample (Vancouver Police Department incidents of December 2020) and its
 //! configuration are embedded, so that `vigie replay` runs with no file at all.
 
+pub mod alerts;
 pub mod api;
 pub mod ingest;
 pub mod mapping;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use alerts::{AlertRule, AlertsConfig, Indicator, NotifierConfig, NotifierKind, Op, Severity};
 pub use api::{ApiConfig, ApiToken, Role};
 pub use ingest::{HttpConfig, IngestConfig, MqttConfig, MqttTopic, SourceConfig};
 pub use mapping::Mapping;
@@ -174,6 +176,8 @@ struct RawConfig {
     privacy: PrivacyConfig,
     #[serde(default)]
     api: ApiConfig,
+    #[serde(default)]
+    alerts: AlertsConfig,
 }
 
 fn default_tz() -> String {
@@ -207,6 +211,8 @@ pub struct Config {
     /// Who may read and act on the query API and the wall; token files resolved against
     /// `base_dir` already.
     pub api: ApiConfig,
+    /// Alert rules, zone groups and notifiers (`vigie run`).
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -355,8 +361,13 @@ impl Config {
                 }
             }
         }
+        let zone_ids: Vec<String> = zones.iter().map(|z| z.id.clone()).collect();
+        raw.alerts
+            .validate(&zone_ids)
+            .map_err(|(k, m)| invalid(&format!("alerts.{k}"), m))?;
         Ok(Config {
             origin: origin.to_string(),
+            alerts: raw.alerts,
             api,
             privacy,
             store,
