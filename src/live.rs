@@ -42,7 +42,9 @@ async fn shutdown_signal(stopping: Arc<AtomicBool>) {
 ///
 /// `mqtt` is the configuration the MQTT source runs with (`config` itself with an external
 /// broker, or [`crate::broker::source_config`] with the embedded one) and its counters; a
-/// configuration without `[ingest.mqtt]` starts no MQTT source.
+/// configuration without `[ingest.mqtt]` starts no MQTT source. `alerts` adds its routes
+/// and learns where deliveries are counted (its deadman rules).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     config: Arc<Config>,
     log: IngestLog,
@@ -51,8 +53,12 @@ pub async fn serve(
     metrics: Arc<EngineMetrics>,
     mqtt: (Arc<Config>, Arc<MqttCounters>),
     stopping: Arc<AtomicBool>,
+    alerts: &crate::alerts_api::Alerts,
 ) -> anyhow::Result<()> {
     let state = HttpState::new(config.clone(), log.clone()).map_err(anyhow::Error::msg)?;
+    let tokens = Arc::new(crate::auth::Tokens::load(&config.api).map_err(anyhow::Error::msg)?);
+    let shown = alerts.service.clone();
+    state.add_metrics(move |out| shown.render(out));
     let engine = metrics.clone();
     state.add_metrics(move |out| engine.render(out));
     let log_dir = dirs.log.clone();
@@ -70,6 +76,12 @@ pub async fn serve(
         ));
     });
     let (mqtt_config, counters) = mqtt;
+    alerts.set_probe(crate::alerts_api::probe(
+        &config,
+        &mqtt_config,
+        state.metrics(),
+        counters.clone(),
+    ));
     let mqtt = match &mqtt_config.ingest.mqtt {
         None => None,
         Some(m) => {
@@ -93,19 +105,22 @@ pub async fn serve(
         dirs.store.display()
     );
     let alive = stopping.clone();
-    let app = router(state).merge(axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let alive = alive.clone();
-            async move {
-                if alive.load(Ordering::SeqCst) {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
-                } else {
-                    (axum::http::StatusCode::OK, "ok\n")
+    let app = router(state)
+        .merge(crate::alerts_api::router(alerts.service.clone()))
+        .merge(axum::Router::new().route(
+            "/health",
+            axum::routing::get(move || {
+                let alive = alive.clone();
+                async move {
+                    if alive.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+                    } else {
+                        (axum::http::StatusCode::OK, "ok\n")
+                    }
                 }
-            }
-        }),
-    ));
+            }),
+        ))
+        .layer(axum::Extension(tokens));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(stopping))
         .await;

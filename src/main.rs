@@ -10,7 +10,7 @@
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
-#[allow(dead_code)] // until the alert and wall routes take callers from it
+mod alerts_api;
 mod auth;
 mod broker;
 mod demo;

@@ -39,7 +39,6 @@ pub struct Delivery {
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     version: u32,
-    #[serde(flatten)]
     state: Persisted,
     outbox: Vec<Delivery>,
 }
