@@ -402,3 +402,187 @@ async fn delete_silence(
     s.delete_silence(&id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Caller, Tokens};
+    use tower::ServiceExt;
+    use vigie_config::Role;
+
+    fn app(dir: &std::path::Path) -> Router {
+        let config = Config::embedded_default();
+        let zone_ids = config.zones.iter().map(|z| z.id.clone()).collect();
+        let service = Arc::new(Service::open(&config.alerts, zone_ids, dir, now_ms()).unwrap());
+        let caller = |name: &str, role| Caller {
+            name: name.into(),
+            role,
+        };
+        let tokens = Tokens::from_pairs([
+            ("op".to_string(), caller("duty", Role::Operator)),
+            ("view".to_string(), caller("wall", Role::Viewer)),
+        ]);
+        router(service).layer(axum::Extension(Arc::new(tokens)))
+    }
+
+    async fn call(app: &Router, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let r = app.clone().oneshot(req).await.unwrap();
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    use serde_json::{json, Value};
+
+    #[tokio::test]
+    async fn rules_and_silences_through_the_api_with_roles_and_errors_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let rule = r#"{"name":"hot","indicator":"risk_score","zones":["13001"],"threshold":75,"reset":70,"lookahead_h":24,"severity":"critical"}"#;
+        assert_eq!(
+            call(&app, "POST", "/api/v1/rules", "view", rule).await.0,
+            403
+        );
+        assert_eq!(
+            call(&app, "POST", "/api/v1/rules", "bad", rule).await.0,
+            401
+        );
+        let (code, created) = call(&app, "POST", "/api/v1/rules", "op", rule).await;
+        assert_eq!(code, 201, "{created}");
+        assert_eq!(created["origin"], "api");
+        assert_eq!(call(&app, "POST", "/api/v1/rules", "op", rule).await.0, 409);
+        let (code, err) = call(
+            &app,
+            "POST",
+            "/api/v1/rules",
+            "op",
+            r#"{"name":"x","indicator":"load","zones":["99999"],"threshold":1}"#,
+        )
+        .await;
+        assert_eq!((code, err["field"].clone()), (400, json!("zones[0]")));
+        let (code, err) = call(&app, "POST", "/api/v1/rules", "op", "{\"name\":").await;
+        assert_eq!((code, err["field"].clone()), (400, json!("body")));
+        let (code, put) = call(
+            &app,
+            "PUT",
+            "/api/v1/rules/hot",
+            "op",
+            r#"{"indicator":"risk_score","zones":["13001"],"threshold":80}"#,
+        )
+        .await;
+        assert_eq!((code, put["threshold"].clone()), (200, json!(80.0)));
+        let (_, one) = call(&app, "GET", "/api/v1/rules/hot", "view", "").await;
+        assert_eq!(one["threshold"], 80.0);
+        assert_eq!(
+            call(&app, "GET", "/api/v1/rules", "view", "")
+                .await
+                .1
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        // Silences.
+        let (code, s) = call(
+            &app,
+            "POST",
+            "/api/v1/silences",
+            "op",
+            r#"{"rule":"hot","zone":"13001","duration_s":3600,"comment":"works"}"#,
+        )
+        .await;
+        assert_eq!(code, 201, "{s}");
+        assert_eq!(s["by"], "duty");
+        let (code, err) = call(
+            &app,
+            "POST",
+            "/api/v1/silences",
+            "op",
+            r#"{"rule":"nope","duration_s":60}"#,
+        )
+        .await;
+        assert_eq!((code, err["field"].clone()), (400, json!("rule")));
+        assert_eq!(
+            call(&app, "GET", "/api/v1/silences", "view", "")
+                .await
+                .1
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        let id = s["id"].as_str().unwrap();
+        assert_eq!(
+            call(
+                &app,
+                "DELETE",
+                &format!("/api/v1/silences/{id}"),
+                "view",
+                ""
+            )
+            .await
+            .0,
+            403
+        );
+        assert_eq!(
+            call(&app, "DELETE", &format!("/api/v1/silences/{id}"), "op", "")
+                .await
+                .0,
+            204
+        );
+        assert_eq!(
+            call(&app, "DELETE", &format!("/api/v1/silences/{id}"), "op", "")
+                .await
+                .0,
+            404
+        );
+        // Alerts.
+        assert_eq!(
+            call(&app, "GET", "/api/v1/alerts?state=bogus", "view", "")
+                .await
+                .0,
+            400
+        );
+        assert_eq!(
+            call(&app, "GET", "/api/v1/alerts", "view", "").await.1,
+            json!([])
+        );
+        assert_eq!(
+            call(
+                &app,
+                "GET",
+                "/api/v1/alerts/history?from=yesterday",
+                "view",
+                ""
+            )
+            .await
+            .0,
+            400
+        );
+        assert_eq!(
+            call(&app, "DELETE", "/api/v1/rules/hot", "op", "").await.0,
+            204
+        );
+        assert_eq!(
+            call(&app, "DELETE", "/api/v1/rules/hot", "op", "").await.0,
+            404
+        );
+        // What the API changed is saved: a new service on the same folder has no rule left.
+        let again = self::app(dir.path());
+        assert_eq!(
+            call(&again, "GET", "/api/v1/rules", "view", "").await.1,
+            json!([])
+        );
+    }
+}

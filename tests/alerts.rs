@@ -106,8 +106,11 @@ struct Running {
 }
 
 impl Running {
+    /// `alerts` may name the embedded broker's port as `MQTT_PORT`.
     fn start(dir: &Path, alerts: &str) -> Running {
         let config = dir.join("run.toml");
+        let (port, mqtt) = (free_port(), free_port());
+        let alerts = alerts.replace("MQTT_PORT", &mqtt.to_string());
         std::fs::write(
             &config,
             format!(
@@ -120,7 +123,6 @@ impl Running {
             ),
         )
         .unwrap();
-        let (port, mqtt) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
             .args(["run", "--config"])
             .arg(&config)
@@ -460,9 +462,30 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
 fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let alerts = "[[alerts.rules]]\nname = \"density-silent\"\nindicator = \"feed_silence\"\nfeed = \"density\"\nthreshold = 2\n\
-         [[alerts.rules]]\nname = \"broker-silent\"\nindicator = \"feed_silence\"\nsource = \"embedded-mqtt\"\nthreshold = 2\n";
+         [[alerts.rules]]\nname = \"broker-silent\"\nindicator = \"feed_silence\"\nsource = \"embedded-mqtt\"\nthreshold = 2\n\
+         [[alerts.notify]]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:MQTT_PORT\"\ntopic = \"city/alerts\"\n";
     let run = Running::start(dir.path(), alerts);
     let port = run.port;
+    // An operator's MQTT client subscribed to the notifications.
+    let notified = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
+    {
+        let mut options = rumqttc::MqttOptions::new("e2e-operator", "127.0.0.1", run.mqtt);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = rumqttc::Client::new(options, 10);
+        client
+            .subscribe("city/alerts/#", rumqttc::QoS::AtLeastOnce)
+            .unwrap();
+        let notified = notified.clone();
+        std::thread::spawn(move || {
+            let _client = client;
+            for event in connection.iter() {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event {
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                    notified.lock().unwrap().push((p.topic.clone(), v));
+                }
+            }
+        });
+    }
     let history = |rule: &str| -> Vec<String> {
         json(port, "GET", "/api/v1/alerts/history", Some(VIEWER), "")
             .1
@@ -528,5 +551,20 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
         history("broker-silent"),
         ["firing", "resolved", "firing", "resolved"]
     );
+    // The MQTT notifier published each of them on city/alerts/<rule>/<feed> (the first
+    // firing may have gone out before the subscription was made).
+    let on_topic = || -> Vec<String> {
+        notified
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == "city/alerts/density-silent/density")
+            .map(|(_, v)| v["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for(10, "the MQTT notifications", || on_topic().len() >= 3);
+    let got = on_topic();
+    let want = ["firing", "resolved", "firing", "resolved"].map(String::from);
+    assert!(want.ends_with(&got), "{got:?}");
     run.stop();
 }

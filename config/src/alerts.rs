@@ -345,8 +345,16 @@ impl AlertsConfig {
                     _ => return Err((key("url"), "a webhook needs an http(s):// url".into())),
                 },
                 NotifierKind::Mqtt => match &n.url {
-                    Some(u) if u.starts_with("mqtt://") => {}
-                    _ => return Err((key("url"), "an mqtt notifier needs an mqtt:// url".into())),
+                    Some(u)
+                        if u.strip_prefix("mqtt://")
+                            .and_then(|a| a.trim_end_matches('/').rsplit_once(':'))
+                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {}
+                    _ => {
+                        return Err((
+                            key("url"),
+                            "an mqtt notifier needs an mqtt://host:port url".into(),
+                        ))
+                    }
                 },
             }
             if n.queue_max == 0 {
