@@ -346,6 +346,13 @@ impl Evaluator {
         if self.config_rules.contains_key(name) {
             self.state.deleted_rules.insert(name.to_string());
         }
+        let out = self.retire(name, "rule deleted", now_ms);
+        self.trim_resolved();
+        Ok(out)
+    }
+
+    /// Ends the alerts of a rule that is gone: pending ones are cleared, firing ones resolve.
+    fn retire(&mut self, name: &str, why: &str, now_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         for (_, t) in self.state.tracks.remove(name).unwrap_or_default() {
             let Some(a) = self.state.alerts.get_mut(&t.alert) else {
@@ -354,7 +361,7 @@ impl Evaluator {
             if a.state == State::Firing {
                 a.state = State::Resolved;
                 a.updated_ms = now_ms;
-                a.message = format!("{} (rule deleted)", a.message);
+                a.message = format!("{} ({why})", a.message);
                 out.push(Transition {
                     kind: EventKind::Resolved,
                     at_ms: now_ms,
@@ -371,8 +378,7 @@ impl Evaluator {
                 });
             }
         }
-        self.trim_resolved();
-        Ok(out)
+        out
     }
 
     /// Takes an epoch's changes: indicator rows, clashes that appeared or ended, the clock.
@@ -493,7 +499,19 @@ impl Evaluator {
     /// (rules by name, subjects by key).
     pub fn evaluate(&mut self, now_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
-        for (name, (rule, _)) in self.rules() {
+        let rules = self.rules();
+        // Alerts of a rule the configuration no longer has (changed between two runs).
+        let gone: Vec<String> = self
+            .state
+            .tracks
+            .keys()
+            .filter(|n| !rules.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            out.extend(self.retire(&name, "rule removed", now_ms));
+        }
+        for (name, (rule, _)) in rules {
             let subjects: Vec<(String, Option<Reading>)> = match rule.indicator {
                 Indicator::FeedSilence => {
                     let key = match (&rule.feed, &rule.source) {
@@ -1078,6 +1096,62 @@ mod tests {
             "the resolution of a notified firing goes out"
         );
         assert!(play(&mut e, &[(80, 80.0), (90, 10.0)]).is_empty());
+    }
+
+    #[test]
+    fn protection_rate_below_and_clashes_in_the_look_ahead() {
+        let mut low = rule(0.5, 0.8, 0, 0);
+        low.name = "thin".into();
+        low.indicator = Indicator::ProtectionRate;
+        low.op = Op::Below;
+        let mut clash = rule(1.0, 1.0, 0, 0);
+        clash.name = "clash".into();
+        clash.indicator = Indicator::Clash;
+        clash.lookahead_h = 48;
+        let mut e = evaluator(vec![low, clash], Persisted::default());
+        let mut r = row(0, H, 10.0);
+        r.protection_rate = F64(0.4);
+        let c = ClashRow {
+            zone: 0,
+            a: "ev-1".into(),
+            b: "ev-2".into(),
+            start: hour_start(H + 30),
+            end: hour_start(H + 32),
+            reason: vigie_model::ClashReason::Capacity,
+        };
+        e.observe([r.clone()], [(c.clone(), true)], H);
+        let t = e.evaluate(0);
+        let fired: Vec<(&str, Option<i64>)> = t
+            .iter()
+            .map(|t| (t.alert.rule.as_str(), t.alert.hour))
+            .collect();
+        assert_eq!(fired, [("clash", Some(H + 30)), ("thin", Some(H))]);
+        // 0.7 is above the threshold but not above the reset (0.8): holds.
+        r.protection_rate = F64(0.7);
+        e.observe([r.clone()], [], H);
+        assert!(e.evaluate(1000).is_empty());
+        r.protection_rate = F64(0.9);
+        e.observe([r], [(c, false)], H);
+        let t = e.evaluate(2000);
+        let kinds: Vec<(&str, EventKind)> =
+            t.iter().map(|t| (t.alert.rule.as_str(), t.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("clash", EventKind::Resolved),
+                ("thin", EventKind::Resolved)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rule_gone_from_the_configuration_resolves_its_alerts() {
+        let mut e = evaluator(vec![rule(75.0, 70.0, 0, 0)], Persisted::default());
+        assert_eq!(play(&mut e, &[(0, 80.0)]).len(), 1);
+        let mut e = evaluator(vec![], e.state.clone());
+        let t = e.evaluate(1000);
+        assert_eq!((t[0].kind, t[0].notify), (EventKind::Resolved, true));
+        assert!(e.state.tracks.is_empty());
     }
 
     /// The specification, restated plainly: one subject, for_s and resolve_for_s, hysteresis.

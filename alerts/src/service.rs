@@ -671,3 +671,91 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> 
         .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigie_config::{Indicator, Op, Severity};
+    use vigie_model::{Trend, F64};
+
+    fn config() -> AlertsConfig {
+        let toml = "[[rules]]\nname = \"hot\"\nindicator = \"risk_score\"\nthreshold = 75.0\nreset = 70.0\n\
+                    [[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/h\"\nqueue_max = 2\n";
+        let c: AlertsConfig = toml::from_str(toml).unwrap();
+        assert_eq!(c.rules[0].indicator, Indicator::RiskScore);
+        assert_eq!(
+            (c.rules[0].op, c.rules[0].severity),
+            (Op::Above, Severity::Warning)
+        );
+        c
+    }
+
+    fn row(zone: u32, risk: f64) -> IndicatorRow {
+        IndicatorRow {
+            zone,
+            hour: 100,
+            risk_score: F64(risk),
+            risk_level: 1,
+            protection_rate: F64(1.0),
+            required_agents: 1,
+            deployed_agents: 1,
+            trend: Trend::Stable,
+            crowd: F64(1.0),
+            load: F64(0.1),
+            incidents: 0,
+            baseline: F64(0.0),
+            recent: F64(1.0),
+            events: F64(0.0),
+            weather: F64(1.0),
+            demonstration: 0,
+        }
+    }
+
+    #[test]
+    fn the_outbox_and_history_survive_a_reopen_and_the_queue_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let zones = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let key = notifier_key(&config().notify[0]);
+        {
+            let s = Service::open(&config(), zones.clone(), dir.path(), 0).unwrap();
+            let mut live = s.subscribe();
+            s.observe(
+                vec![row(0, 80.0), row(1, 90.0), row(2, 95.0)],
+                vec![],
+                100,
+                1000,
+            )
+            .unwrap();
+            // Three firings for a queue of two: the oldest is dropped, and counted.
+            assert_eq!(s.queued(), 2);
+            assert_eq!(s.counters.dropped.load(Ordering::Relaxed), 1);
+            assert_eq!(live.try_recv().unwrap().event, EventKind::Firing);
+            assert_eq!(s.take_points().len(), 3);
+        }
+        // A torn last line in the journal (a crash mid-append) is skipped.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("history.ndjson"))
+            .unwrap();
+        f.write_all(b"{\"at_ms\":12").unwrap();
+        let s = Service::open(&config(), zones.clone(), dir.path(), 2000).unwrap();
+        assert_eq!(s.history(i64::MIN, i64::MAX, None).len(), 3);
+        assert_eq!(s.history(i64::MIN, i64::MAX, Some("c")).len(), 1);
+        let next = s.next_delivery(&key).unwrap();
+        assert_eq!(next.event.event_id, "1-firing");
+        s.delivered(&key, &next.event.event_id).unwrap();
+        drop(s);
+        let s = Service::open(&config(), zones, dir.path(), 3000).unwrap();
+        assert_eq!(s.next_delivery(&key).unwrap().event.event_id, "2-firing");
+        assert_eq!(s.alerts("firing").unwrap().len(), 3);
+        // The same values after the restart: nothing new.
+        s.observe(
+            vec![row(0, 80.0), row(1, 90.0), row(2, 95.0)],
+            vec![],
+            100,
+            4000,
+        )
+        .unwrap();
+        assert_eq!(s.queued(), 1);
+    }
+}
