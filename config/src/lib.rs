@@ -547,6 +547,28 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_alerts_section_parses() {
+        let text = embedded::DEFAULT_CONFIG;
+        let start = text.find("# [alerts]").expect("documented in default.toml");
+        let section: Vec<&str> = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect();
+        let text = format!(
+            "zones = \"zones/marseille.geojson\"\n{}",
+            section.join("\n")
+        );
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.alerts.rules.len(), 2);
+        assert_eq!(c.alerts.rules[0].lookahead_h, 24);
+        assert_eq!(c.alerts.rules[1].feed.as_deref(), Some("density"));
+        assert_eq!(c.alerts.notify[0].min_severity, Severity::Warning);
+        assert_eq!(c.alerts.tick_ms, AlertsConfig::default().tick_ms);
+        assert!(Config::embedded_default().alerts.rules.is_empty());
+    }
+
+    #[test]
     fn influx_paths_are_relative_to_the_configuration_file() {
         let text = "zones = \"zones/marseille.geojson\"\n[outputs.influxdb]\nurl = \"http://h:1\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = \"secret\"\n";
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
