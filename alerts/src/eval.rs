@@ -258,7 +258,8 @@ struct Reading {
     hour: Option<i64>,
     /// A deadman subject never seen since the start: it cannot clear.
     can_clear: bool,
-    contributions: Option<serde_json::Value>,
+    /// The row read (its contributions are computed only for an alert).
+    row: Option<IndicatorRow>,
 }
 
 /// The pure evaluator.
@@ -454,7 +455,7 @@ impl Evaluator {
                 value: n as f64,
                 hour: first.or(Some(clock)),
                 can_clear: true,
-                contributions: None,
+                row: None,
             });
         }
         let mut best: Option<(f64, &IndicatorRow)> = None;
@@ -480,7 +481,7 @@ impl Evaluator {
             value: v,
             hour: Some(row.hour),
             can_clear: true,
-            contributions: Some(contributions(row)),
+            row: Some(row.clone()),
         })
     }
 
@@ -491,7 +492,7 @@ impl Evaluator {
             value: (now_ms - from).max(0) as f64 / 1000.0,
             hour: None,
             can_clear: seen.is_some(),
-            contributions: None,
+            row: None,
         }
     }
 
@@ -777,7 +778,7 @@ impl Evaluator {
 fn refresh(a: &mut Alert, rule: &AlertRule, r: &Reading) {
     a.value = Some(r.value);
     a.hour = r.hour;
-    a.contributions = r.contributions.clone();
+    a.contributions = r.row.as_ref().map(contributions);
     let what = match (&a.zone, &a.feed, &a.source) {
         (Some(z), _, _) => format!("zone {z}"),
         (_, Some(f), _) => format!("feed {f}"),
@@ -806,7 +807,7 @@ fn refresh(a: &mut Alert, rule: &AlertRule, r: &Reading) {
             (Some(h), l) => format!("at {} (within the next {l} h)", format_hour(h)),
             (None, _) => String::new(),
         };
-        let top = r
+        let top = a
             .contributions
             .as_ref()
             .and_then(|c| c.get("top"))
