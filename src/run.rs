@@ -357,12 +357,21 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .unwrap_or(&config.ingest.embedded_mqtt_listen),
             )?;
-            let b = crate::broker::EmbeddedBroker::start(addr)?;
+            let folder = dirs.log.parent().unwrap_or(std::path::Path::new("."));
+            let secret = crate::broker::subscriber_secret(folder)?;
+            let logins = crate::broker::Logins::of(&config, &secret.0)?;
+            let who = if logins.is_some() {
+                "logins of [[sources]]"
+            } else {
+                "anonymous"
+            };
+            let secret = logins.as_ref().map(|_| secret.1);
+            let b = crate::broker::EmbeddedBroker::start(addr, logins)?;
             eprintln!(
-                "vigie run: embedded MQTT broker on mqtt://{} (anonymous, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
+                "vigie run: embedded MQTT broker on mqtt://{} ({who}, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
                 b.addr
             );
-            let c = crate::broker::source_config(&config, b.addr)?;
+            let c = crate::broker::source_config(&config, b.addr, secret)?;
             broker = Some(b);
             c
         }

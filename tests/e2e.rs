@@ -1006,6 +1006,20 @@ fn now_hour() -> i64 {
         / 3600
 }
 
+/// `DIR/run.toml`: a source `ops` allowed to write incidents (HTTP token), then `extra`.
+fn run_config(dir: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "zones = {:?}\n[ingest]\nepoch_ms = 100\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n{extra}",
+            repo().join("config/zones/marseille.geojson").display().to_string()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// `vigie run` on a data folder, with a source allowed to write incidents, and its embedded
 /// MQTT broker on a free port.
 struct Running {
@@ -1022,15 +1036,16 @@ impl Running {
     /// With `extra` appended to the configuration (an `[ingest.mqtt]` section: then no
     /// embedded broker).
     fn start_with(dir: &Path, extra: &str) -> Running {
-        let config = dir.join("run.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "zones = {:?}\n[ingest]\nepoch_ms = 100\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n{extra}",
-                repo().join("config/zones/marseille.geojson").display().to_string()
-            ),
-        )
-        .unwrap();
+        Running::launch(dir, extra, false)
+    }
+
+    /// With `extra` appended and the embedded broker (`extra` has no `[ingest.mqtt]`).
+    fn start_with_embedded(dir: &Path, extra: &str) -> Running {
+        Running::launch(dir, extra, true)
+    }
+
+    fn launch(dir: &Path, extra: &str, embedded: bool) -> Running {
+        let config = run_config(dir, extra);
         let port = free_port();
         let mqtt = free_port();
         let mut cmd = vigie();
@@ -1039,7 +1054,7 @@ impl Running {
             .arg("--data")
             .arg(dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")]);
-        if extra.is_empty() {
+        if extra.is_empty() || embedded {
             cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
         }
         let child = cmd
@@ -1417,4 +1432,180 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
             "record {i} (zone {zone}, hour {hour}): {n} incidents"
         );
     }
+}
+
+/// Two MQTT sources, `police` (incidents) and `sensors` (densities), with password files in
+/// `dir`, then `mqtt` (an `[ingest.mqtt]` section, or nothing for the embedded broker).
+fn mqtt_sources(dir: &Path, mqtt: &str) -> String {
+    for (name, pw) in [
+        ("police", "police-pw"),
+        ("sensors", "sensors-pw"),
+        ("vigie", "vigie-pw"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.pw")), format!("{pw}\n")).unwrap();
+    }
+    format!(
+        "[[sources]]\nname = \"police\"\nfeeds = [\"incident\"]\nmqtt_username = \"police\"\nmqtt_password_file = \"police.pw\"\n\
+         [[sources]]\nname = \"sensors\"\nfeeds = [\"density\"]\nmqtt_username = \"sensors\"\nmqtt_password_file = \"sensors.pw\"\n{mqtt}"
+    )
+}
+
+#[test]
+fn mosquitto_with_the_files_of_mqtt_acl_holds_each_source_to_its_feeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    let extra = mqtt_sources(
+        dir.path(),
+        &format!(
+            "[ingest.mqtt]\nurl = \"mqtt://127.0.0.1:{mport}\"\nclient_id = \"vigie-acl\"\nusername = \"vigie\"\npassword_file = \"vigie.pw\"\n\
+             topics = [{{ filter = \"city/incident/+\", feed = \"incident\", source = \"police\", zone_from_topic = 2 }},\
+                       {{ filter = \"city/density/+\", feed = \"density\", source = \"sensors\", zone_from_topic = 2 }}]\n"
+        ),
+    );
+    let config = run_config(dir.path(), &extra);
+    let acl_dir = dir.path().join("acl");
+    let (out, stderr) = run(vigie()
+        .args(["mqtt-acl", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&acl_dir));
+    assert!(out.status.success(), "{stderr}");
+    let passwd = std::fs::read_to_string(acl_dir.join("passwd")).unwrap();
+    assert_eq!(passwd.lines().count(), 3, "{passwd}");
+    assert!(
+        !passwd.contains("-pw"),
+        "a clear password in the file: {passwd}"
+    );
+    let _broker = mosquitto::Broker::start_with(
+        &dir.path().join("broker"),
+        mport,
+        &format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            acl_dir.join("passwd").display(),
+            acl_dir.join("acl").display()
+        ),
+    );
+    let run = Running::start_with(dir.path(), &extra);
+    let port = run.port;
+    wait_for(15, "vigie's subscription to Mosquitto", || {
+        metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
+    });
+    let hour = now_hour() - 1;
+    let incident = format!("{{\"ts\":{},\"severity\":3}}", hour * 3600 + 60);
+    let density = format!("{{\"ts\":{},\"people\":500}}", hour * 3600 + 60);
+    // A wrong password, and no login at all: refused at the door.
+    let wrong = mosquitto::mosquitto_pub_as(
+        mport,
+        Some(("police", "guess")),
+        "city/incident/13001",
+        &incident,
+    );
+    assert!(wrong.is_err(), "a wrong password got in");
+    assert!(
+        mosquitto::mosquitto_pub_as(mport, None, "city/incident/13001", &incident).is_err(),
+        "an anonymous client got in"
+    );
+    // The police writing densities: Mosquitto takes the message (MQTT 3.1.1 cannot refuse
+    // one) and drops it.
+    mosquitto::mosquitto_pub_as(
+        mport,
+        Some(("police", "police-pw")),
+        "city/density/13002",
+        &density,
+    )
+    .unwrap();
+    // What each may write arrives.
+    mosquitto::mosquitto_pub_as(
+        mport,
+        Some(("police", "police-pw")),
+        "city/incident/13001",
+        &incident,
+    )
+    .unwrap();
+    mosquitto::mosquitto_pub_as(
+        mport,
+        Some(("sensors", "sensors-pw")),
+        "city/density/13003",
+        &density,
+    )
+    .unwrap();
+    wait_for(15, "the allowed records", || {
+        metric(port, "vigie_mqtt_records_accepted_total", "") >= 2.0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let received = |filter: &str| {
+        metric(
+            port,
+            "vigie_mqtt_messages_received_total",
+            &format!("filter=\"{filter}\""),
+        )
+    };
+    assert_eq!(received("city/incident/+"), 1.0);
+    assert_eq!(
+        received("city/density/+"),
+        1.0,
+        "the police's density arrived"
+    );
+    assert_eq!(metric(port, "vigie_mqtt_records_accepted_total", ""), 2.0);
+    run.stop();
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    let incidents = |zone: &str| {
+        vigie_queries::read::zone_hour(&store, zone, hour * 3_600_000, None)
+            .unwrap()
+            .map_or(0.0, |h| h.values["incidents"])
+    };
+    assert_eq!(incidents("13001"), 1.0);
+}
+
+#[test]
+fn the_embedded_broker_lets_in_only_the_logins_of_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    // One source with an MQTT login: the embedded broker asks for logins, and its topics
+    // carry that source's feeds only.
+    std::fs::write(dir.path().join("police.pw"), "police-pw\n").unwrap();
+    let extra = "[[sources]]\nname = \"police\"\nfeeds = [\"incident\"]\nmqtt_username = \"police\"\nmqtt_password_file = \"police.pw\"\n";
+    let run = Running::start_with_embedded(dir.path(), extra);
+    let (port, mport) = (run.port, run.mqtt);
+    wait_for(15, "vigie's subscription to its broker", || {
+        metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
+    });
+    let hour = now_hour() - 1;
+    let incident = format!("{{\"ts\":{},\"severity\":3}}", hour * 3600 + 60);
+    for login in [
+        None,
+        Some(("police", "guess")),
+        Some(("nobody", "police-pw")),
+    ] {
+        assert!(
+            mosquitto::mosquitto_pub_as(mport, login, "vigie/incident/13001", &incident).is_err(),
+            "{login:?} got in"
+        );
+    }
+    let police = Some(("police", "police-pw"));
+    mosquitto::mosquitto_pub_as(
+        mport,
+        police,
+        "vigie/density/13002",
+        "{\"ts\":1,\"people\":9}",
+    )
+    .unwrap();
+    mosquitto::mosquitto_pub_as(mport, police, "vigie/incident/13001", &incident).unwrap();
+    wait_for(15, "the police's incident", || {
+        metric(port, "vigie_mqtt_records_accepted_total", "") >= 1.0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(metric(port, "vigie_mqtt_messages_received_total", ""), 1.0);
+    assert_eq!(
+        metric(
+            port,
+            "vigie_mqtt_messages_received_total",
+            "feed=\"density\""
+        ),
+        0.0
+    );
+    run.stop();
 }

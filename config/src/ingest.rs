@@ -64,6 +64,17 @@ pub struct SourceConfig {
     /// …or file holding it (relative to the configuration file once loaded).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Its MQTT user name: the broker (the embedded one, or Mosquitto through
+    /// `vigie mqtt-acl`) lets it in with this name and its password, and lets it publish on
+    /// the topics of its feeds only.
+    #[serde(default)]
+    pub mqtt_username: Option<String>,
+    /// Environment variable holding its MQTT password…
+    #[serde(default)]
+    pub mqtt_password_env: Option<String>,
+    /// …or file holding it (relative to the configuration file once loaded).
+    #[serde(default)]
+    pub mqtt_password_file: Option<PathBuf>,
 }
 
 fn default_log_dir() -> PathBuf {
@@ -165,10 +176,65 @@ impl SourceConfig {
         if self.token_env.is_some() && self.token_file.is_some() {
             return Err(("token_env", "give token_env or token_file, not both".into()));
         }
-        if self.token_env.is_none() && self.token_file.is_none() {
-            return Err(("token_env", "give token_env or token_file".into()));
+        let mqtt_password = self.mqtt_password_env.is_some() || self.mqtt_password_file.is_some();
+        if self.mqtt_password_env.is_some() && self.mqtt_password_file.is_some() {
+            return Err((
+                "mqtt_password_env",
+                "give mqtt_password_env or mqtt_password_file, not both".into(),
+            ));
+        }
+        match &self.mqtt_username {
+            Some(u) => {
+                if u.is_empty() || u.contains([':', '\n', '\r', ' ', '\0']) {
+                    return Err((
+                        "mqtt_username",
+                        "must be non-empty, without `:`, spaces or line breaks".into(),
+                    ));
+                }
+                if !mqtt_password {
+                    return Err((
+                        "mqtt_password_env",
+                        "an MQTT user needs mqtt_password_env or mqtt_password_file".into(),
+                    ));
+                }
+            }
+            None if mqtt_password => {
+                return Err(("mqtt_username", "an MQTT password needs a user name".into()))
+            }
+            None => {}
+        }
+        if self.token_env.is_none() && self.token_file.is_none() && self.mqtt_username.is_none() {
+            return Err((
+                "token_env",
+                "give token_env or token_file (HTTP), or mqtt_username (MQTT)".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// Whether it has an HTTP token.
+    pub fn has_token(&self) -> bool {
+        self.token_env.is_some() || self.token_file.is_some()
+    }
+
+    /// Reads its MQTT password from the environment or the file (trailing line break
+    /// trimmed; never logged); `None` for a source without MQTT credentials.
+    pub fn read_mqtt_password(&self) -> Result<Option<String>, String> {
+        let p = match (&self.mqtt_password_env, &self.mqtt_password_file) {
+            (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (None, None) => return Ok(None),
+        };
+        let p = p.trim_end_matches(['\r', '\n']).to_string();
+        if p.is_empty() {
+            return Err(format!(
+                "the MQTT password of source {} is empty",
+                self.name
+            ));
+        }
+        Ok(Some(p))
     }
 
     /// The feeds it may write.

@@ -115,7 +115,8 @@ impl HttpState {
     /// who writes.
     pub fn new(config: Arc<Config>, log: IngestLog) -> Result<HttpState, String> {
         let mut sources: Vec<Source> = Vec::with_capacity(config.sources.len());
-        for s in &config.sources {
+        // A source with MQTT credentials only has no HTTP door.
+        for s in config.sources.iter().filter(|s| s.has_token()) {
             let token = s
                 .read_token()
                 .map_err(|e| format!("source {}: cannot read its token: {e}", s.name))?;
