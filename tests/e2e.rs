@@ -1006,13 +1006,15 @@ fn now_hour() -> i64 {
         / 3600
 }
 
-/// `DIR/run.toml`: a source `ops` allowed to write incidents (HTTP token), then `extra`.
+/// `DIR/run.toml`: a source `ops` allowed to write incidents (HTTP token), then `extra`. The
+/// ingest log is compacted while running from 16 KiB on, so the tests that kill vigie kill it
+/// around compactions too.
 fn run_config(dir: &Path, extra: &str) -> PathBuf {
     let config = dir.join("run.toml");
     std::fs::write(
         &config,
         format!(
-            "zones = {:?}\n[ingest]\nepoch_ms = 100\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n{extra}",
+            "zones = {:?}\n[ingest]\nepoch_ms = 100\ncompact_every_ms = 50\ncompact_min_bytes = 16384\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n{extra}",
             repo().join("config/zones/marseille.geojson").display().to_string()
         ),
     )
@@ -1124,9 +1126,18 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
             }
         })
     };
-    while acked.lock().unwrap().len() < 400 {
+    // Kill it once the log has been compacted while running, at least once.
+    let compactions = loop {
+        let n = acked.lock().unwrap().len();
+        if n >= 400 {
+            let c = metric(port, "vigie_ingest_log_compactions_total", "");
+            if c >= 1.0 || n >= 1200 {
+                break c;
+            }
+        }
         std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    };
+    assert!(compactions >= 1.0, "no compaction while running");
     drop(run); // SIGKILL, mid-stream
     poster.join().unwrap();
     let acked: Vec<usize> = acked.lock().unwrap().clone();

@@ -33,6 +33,13 @@ pub struct IngestConfig {
     /// Loopback address of the embedded MQTT broker (used when `[ingest.mqtt]` is absent).
     #[serde(default = "default_embedded_mqtt_listen")]
     pub embedded_mqtt_listen: String,
+    /// While running, the ingest log is compacted when it holds at least this many bytes (and
+    /// twice what the last compaction left)…
+    #[serde(default = "default_compact_min_bytes")]
+    pub compact_min_bytes: u64,
+    /// …checked at most this often (milliseconds).
+    #[serde(default = "default_compact_every_ms")]
+    pub compact_every_ms: u64,
 }
 
 /// `[ingest.http]`.
@@ -92,6 +99,12 @@ fn default_listen() -> String {
 fn default_embedded_mqtt_listen() -> String {
     "127.0.0.1:1883".into()
 }
+fn default_compact_min_bytes() -> u64 {
+    64 << 20
+}
+fn default_compact_every_ms() -> u64 {
+    60_000
+}
 fn default_max_body() -> usize {
     8 << 20
 }
@@ -118,6 +131,8 @@ impl Default for IngestConfig {
             http: HttpConfig::default(),
             mqtt: None,
             embedded_mqtt_listen: default_embedded_mqtt_listen(),
+            compact_min_bytes: default_compact_min_bytes(),
+            compact_every_ms: default_compact_every_ms(),
         }
     }
 }
@@ -148,6 +163,9 @@ impl IngestConfig {
                     ),
                 ))
             }
+        }
+        if self.compact_every_ms == 0 {
+            return Err(("compact_every_ms", "must be at least 1".into()));
         }
         if self.http.max_body_bytes == 0 {
             return Err(("http.max_body_bytes", "must be at least 1".into()));
