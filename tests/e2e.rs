@@ -976,6 +976,18 @@ fn http(
     token: Option<&str>,
     body: &str,
 ) -> Option<(u16, String)> {
+    http_with(port, method, path, token, "", body)
+}
+
+/// [`http`] with more header lines (`extra`, each ending in CRLF).
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
@@ -985,7 +997,7 @@ fn http(
         .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}{extra}Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -1358,12 +1370,13 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         "[ingest.mqtt]\nurl = \"mqtt://127.0.0.1:{mport}\"\nclient_id = \"vigie-e2e\"\ntopics = [{{ filter = \"city/incident/+\", feed = \"incident\", qos = 1, source = \"ops\", zone_from_topic = 2 }}]\n"
     );
     let now_hour = now_hour();
-    // One incident per zone and hour, each with an id: (topic, hour, payload).
+    // One incident per zone and hour, without id (no upsert absorbs a second copy): a message
+    // committed just before the kill and redelivered after it must not count twice.
     let record = move |i: usize| {
         let zone = format!("130{:02}", 1 + i % 16);
         let hour = now_hour - 1 - (i / 16) as i64;
         let payload = format!(
-            "{{\"feed\":\"incident\",\"id\":\"m{i}\",\"ts\":{},\"severity\":2}}",
+            "{{\"feed\":\"incident\",\"ts\":{},\"severity\":2}}",
             hour * 3600 + 60
         );
         (format!("city/incident/{zone}"), zone, hour, payload)
@@ -1427,6 +1440,10 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
     std::thread::sleep(std::time::Duration::from_millis(400));
     assert!(metric(run.port, "vigie_ingest_log_bytes", "") > 0.0);
     assert_eq!(metric(run.port, "vigie_engine_queue_records", ""), 0.0);
+    eprintln!(
+        "committed before the kill, redelivered and recognised after it: {} message(s)",
+        metric(run.port, "vigie_mqtt_duplicates_skipped_total", "")
+    );
     run.stop();
     let (store, _) = vigie_store::Store::open(
         &dir.path().join("data/store"),
@@ -1619,4 +1636,55 @@ fn the_embedded_broker_lets_in_only_the_logins_of_the_sources() {
         0.0
     );
     run.stop();
+}
+
+#[test]
+fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = now_hour() - 1;
+    let body = format!(
+        "{{\"feed\":\"incident\",\"ts\":{},\"zone\":\"13009\",\"severity\":3}}\n",
+        hour * 3600 + 60
+    );
+    let post = |port: u16, key: &str, body: &str| {
+        http_with(
+            port,
+            "POST",
+            "/api/v1/records",
+            Some("s3cret-token"),
+            &format!("Idempotency-Key: {key}\r\n"),
+            body,
+        )
+        .unwrap()
+    };
+    let run = Running::start(dir.path());
+    let (code, first) = post(run.port, "batch-0042", &body);
+    assert_eq!(code, 200, "{first}");
+    // vigie is killed; the client never saw its answer, and sends the request again.
+    drop(run);
+    let run = Running::start(dir.path());
+    let (code, again) = post(run.port, "batch-0042", &body);
+    assert_eq!(code, 200, "{again}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["replayed"], true, "{again}");
+    assert_eq!(again["first_seq"], first["first_seq"]);
+    assert_eq!(again["accepted"], 1);
+    // The key with another body: refused; another key: a new batch.
+    let other = body.replace("13009", "13010");
+    assert_eq!(post(run.port, "batch-0042", &other).0, 422);
+    assert_eq!(post(run.port, "batch-0043", &other).0, 200);
+    assert_eq!(post(run.port, "bad key", &other).0, 400);
+    run.stop();
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    for zone in ["13009", "13010"] {
+        let n = vigie_queries::read::zone_hour(&store, zone, hour * 3_600_000, None)
+            .unwrap()
+            .map_or(0.0, |h| h.values["incidents"]);
+        assert_eq!(n, 1.0, "zone {zone}");
+    }
 }

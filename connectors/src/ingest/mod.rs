@@ -36,3 +36,16 @@ pub struct LineError {
     pub field: Option<String>,
     pub reason: String,
 }
+
+/// SHA-256 of the parts joined by a 0 byte, in hex: the digest of a delivery.
+pub(crate) fn digest(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -32,11 +32,14 @@
 //! the connection broke. The source remembers, per packet id, a hash of the topic and payload
 //! of each message it finished with in the current session; a `dup` message with the same id
 //! and the same bytes is acknowledged without being committed again. A message without `dup`
-//! reusing a packet id proves that the earlier one was acknowledged, and replaces it. What
-//! remains: vigie crashing (or being stopped) between a commit and its acknowledgement
-//! reaching the broker; the next vigie has no memory of the commit and commits the message
-//! again. Such a duplicate is byte-identical to the first; records with an `id` are upserts and
-//! absorb it, a plain record (an incident without id) is counted twice.
+//! reusing a packet id proves that the earlier one was acknowledged, and replaces it. The
+//! packet id and digest of each committed message are committed with its records (a delivery
+//! `mqtt/<client id>@<url>/<packet id>` of the ingest log), so after vigie crashed between a
+//! commit and its acknowledgement, the next run, resuming the persistent session, knows the
+//! message and acknowledges its redelivery without committing it again. Left: a broker that
+//! reuses a packet id for a message with exactly the same topic and payload as the one last
+//! committed under it, and redelivers it (`dup`) after vigie crashed before committing it,
+//! would see it taken for the earlier one; brokers cycle through 65,535 ids before reusing one.
 //!
 //! **Retained messages** (delivered with the retain flag because of a subscription, not
 //! because they were published now) are acknowledged and skipped: they were taken when they
@@ -53,7 +56,6 @@ use rumqttc::{
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -682,17 +684,16 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
     out
 }
 
-fn fingerprint(p: &Publish) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    p.topic.hash(&mut h);
-    p.payload.hash(&mut h);
-    h.finish()
+/// The digest of a message: SHA-256 of its topic and payload.
+fn fingerprint(p: &Publish) -> String {
+    super::digest(&[p.topic.as_bytes(), &p.payload])
 }
 
 /// Which QoS 1/2 messages this session already finished with (committed or rejected), by
-/// packet id: at most one per id, so at most 65,535.
+/// packet id: at most one per id, so at most 65,535. Those committed are also in the ingest
+/// log (their deliveries), from which a restarted source takes them back.
 #[derive(Default)]
-struct Finished(HashMap<u16, u64>);
+struct Finished(HashMap<u16, String>);
 
 impl Finished {
     /// Whether `p` is a redelivery of a message already finished with; otherwise remembers it.
@@ -709,10 +710,27 @@ impl Finished {
         false
     }
 
+    /// The messages of the session committed by an earlier run, from the ingest log's
+    /// deliveries under `session`.
+    fn recovered(log: &IngestLog, session: &str) -> Finished {
+        let mut f = Finished::default();
+        for d in log.delivered_under(session) {
+            if let Ok(pkid) = d.key[session.len()..].parse::<u16>() {
+                f.0.insert(pkid, d.digest);
+            }
+        }
+        f
+    }
+
     /// The broker has no session: it will redeliver nothing of the old one.
     fn clear(&mut self) {
         self.0.clear();
     }
+}
+
+/// The prefix of the delivery keys of vigie's session on this broker.
+fn session_key(m: &MqttConfig) -> String {
+    format!("mqtt/{}@{}/", m.client_id, m.url)
 }
 
 /// Messages to the processing task.
@@ -744,6 +762,7 @@ async fn run(
         client.clone(),
         log,
         counters.clone(),
+        session_key(&mqtt),
     ));
     let min = Duration::from_millis(mqtt.reconnect_min_ms);
     let max = Duration::from_millis(mqtt.reconnect_max_ms);
@@ -867,8 +886,9 @@ async fn process(
     client: AsyncClient,
     log: IngestLog,
     counters: Arc<MqttCounters>,
+    session: String,
 ) {
-    let mut finished = Finished::default();
+    let mut finished = Finished::recovered(&log, &session);
     let mut batch: Vec<Msg> = Vec::with_capacity(BATCH_MESSAGES);
     loop {
         batch.clear();
@@ -879,6 +899,7 @@ async fn process(
         let mut to_ack: Vec<Publish> = Vec::new();
         let mut rejected: Vec<(String, Vec<LineError>)> = Vec::new();
         let mut accepted: Vec<(usize, u64)> = Vec::new();
+        let mut keys: Vec<(String, String)> = Vec::new();
         for msg in batch.drain(..) {
             let p = match msg {
                 Msg::NewSession => {
@@ -927,6 +948,9 @@ async fn process(
                 rejected.push((shown_topic(plan, &p.topic), parsed.rejected));
             }
             accepted.push((index, parsed.records.len() as u64));
+            if !parsed.records.is_empty() && p.qos != QoS::AtMostOnce {
+                keys.push((format!("{session}{}", p.pkid), fingerprint(&p)));
+            }
             records.extend(parsed.records);
             to_ack.push(p);
         }
@@ -934,7 +958,7 @@ async fn process(
             counters.reject(&topic, errors);
         }
         if !records.is_empty() {
-            if let Err(e) = log.commit(records).await {
+            if let Err(e) = log.commit_keyed(records, keys, false).await {
                 report_commit_error(&counters, &e);
                 // Nothing of this batch is acknowledged: the broker keeps it for the next
                 // session. A log that failed takes nothing more, so the source stops.
