@@ -238,14 +238,9 @@ impl SourceConfig {
     /// Reads its MQTT password from the environment or the file (trailing line break
     /// trimmed; never logged); `None` for a source without MQTT credentials.
     pub fn read_mqtt_password(&self) -> Result<Option<String>, String> {
-        let p = match (&self.mqtt_password_env, &self.mqtt_password_file) {
-            (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
-            (None, Some(path)) => {
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            (None, None) => return Ok(None),
+        let Some(p) = read_password(&self.mqtt_password_env, &self.mqtt_password_file)? else {
+            return Ok(None);
         };
-        let p = p.trim_end_matches(['\r', '\n']).to_string();
         if p.is_empty() {
             return Err(format!(
                 "the MQTT password of source {} is empty",
@@ -275,6 +270,19 @@ impl SourceConfig {
         }
         Ok(t)
     }
+}
+
+/// A password from the environment variable `env` or the file `file` (trailing line breaks
+/// trimmed; never logged); `None` without either.
+fn read_password(env: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
+    let p = match (env, file) {
+        (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(p.trim_end_matches(['\r', '\n']).to_string()))
 }
 
 /// `[ingest.mqtt]`: vigie subscribes to an MQTT broker (MQTT 3.1.1) and ingests what sensors
@@ -631,14 +639,7 @@ impl MqttConfig {
     /// Reads the password from the environment or the file (trailing newline trimmed; never
     /// logged); `None` without one.
     pub fn read_password(&self) -> Result<Option<String>, String> {
-        let p = match (&self.password_env, &self.password_file) {
-            (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
-            (None, Some(path)) => {
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            (None, None) => return Ok(None),
-        };
-        Ok(Some(p.trim_end_matches(['\r', '\n']).to_string()))
+        read_password(&self.password_env, &self.password_file)
     }
 
     /// The topic whose filter `topic` matches (filters do not overlap, so at most one).

@@ -46,6 +46,7 @@
 //! were published, or predate vigie's subscription.
 
 use super::{IngestError, IngestLog, LineError};
+use crate::files::{ndjson_text, CsvRow, CsvRows};
 use crate::mapped::CompiledMapping;
 use crate::privacy::Privacy;
 use crate::raw::{parse_json_line, RawRecord, Scalar};
@@ -584,7 +585,9 @@ fn shown_topic(plan: &TopicPlan, topic: &str) -> String {
         .join("/")
 }
 
-/// Parses one message's payload into validated records and rejected lines.
+/// Parses one message's payload into validated records and rejected lines: NDJSON lines, or
+/// CSV rows through the topic's mapping, read by the same code as file replay and HTTP ingest
+/// ([`ndjson_text`], [`CsvRows`]).
 fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8]) -> Parsed {
     let mut out = Parsed::default();
     let malformed = |line: u64, reason: String| LineError {
@@ -593,92 +596,67 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
         field: None,
         reason,
     };
-    let text = match std::str::from_utf8(payload) {
-        Ok(t) => t,
-        Err(e) => {
-            out.rejected
-                .push(malformed(1, format!("the payload is not UTF-8: {e}")));
-            return out;
-        }
-    };
-    if text.trim().is_empty() {
+    if payload.iter().all(u8::is_ascii_whitespace) {
         out.rejected
             .push(malformed(1, "the payload is empty".to_string()));
         return out;
     }
     let levels: Vec<&str> = topic.split('/').collect();
     let zones = &config.zones;
-    match &plan.csv {
-        None => {
-            for (i, line) in text.split('\n').enumerate() {
-                let n = i as u64 + 1;
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let result = parse_json_line(line)
+    let Some(csv_plan) = &plan.csv else {
+        for (i, line) in payload.split(|b| *b == b'\n').enumerate() {
+            let n = i as u64 + 1;
+            let result = match ndjson_text(line) {
+                Ok(None) => continue,
+                Ok(Some(text)) => parse_json_line(text)
                     .map_err(|e| line_error(n, RecordError::malformed(e)))
-                    .and_then(|raw| finish(plan, raw, &levels, zones, n));
-                match result {
-                    Ok(r) => out.records.push(r),
-                    Err(e) => out.rejected.push(e),
-                }
+                    .and_then(|raw| finish(plan, raw, &levels, zones, n)),
+                Err(e) => Err(line_error(n, e)),
+            };
+            match result {
+                Ok(r) => out.records.push(r),
+                Err(e) => out.rejected.push(e),
             }
         }
-        Some(csv_plan) => {
-            let mut rdr = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .delimiter(csv_plan.mapping.delimiter_byte())
-                .from_reader(text.as_bytes());
-            let mut header_compiled = None;
-            let mut row = csv::StringRecord::new();
-            loop {
-                let n = rdr.position().line();
-                match rdr.read_record(&mut row) {
-                    Ok(false) => break,
-                    Ok(true) => {}
-                    Err(e) => {
-                        out.rejected
-                            .push(malformed(n, format!("malformed CSV: {e}")));
-                        break;
-                    }
-                }
-                if row.iter().all(|c| c.trim().is_empty()) {
-                    continue;
-                }
-                let compiled = match (&csv_plan.compiled, &header_compiled) {
-                    (Some(c), _) => c,
-                    (None, Some(c)) => c,
-                    (None, None) => {
-                        let header: Vec<String> = row.iter().map(str::to_string).collect();
-                        match CompiledMapping::compile(
-                            &csv_plan.name,
-                            &csv_plan.mapping,
-                            &header,
-                            config,
-                        ) {
-                            Ok(c) => header_compiled = Some(c),
-                            Err(e) => {
-                                out.rejected.push(malformed(
-                                    n,
-                                    format!("the header does not fit the mapping: {e}"),
-                                ));
-                                return out;
-                            }
-                        }
-                        continue;
-                    }
-                };
-                let result = compiled
-                    .raw(&row)
-                    .map_err(|e| line_error(n, plan.privacy.scrub_error(e)))
-                    .and_then(|raw| finish(plan, raw, &levels, zones, n));
-                match result {
-                    Ok(r) => out.records.push(r),
-                    Err(e) => out.rejected.push(e),
-                }
+        return out;
+    };
+    let mut rows = match &csv_plan.compiled {
+        Some(compiled) => CsvRows::headless(payload, compiled, csv_plan.mapping.delimiter_byte()),
+        None => match CsvRows::open(payload, &csv_plan.name, config) {
+            Ok(rows) => rows,
+            Err(e) => {
+                out.rejected.push(malformed(
+                    1,
+                    format!("the header does not fit the mapping: {e}"),
+                ));
+                return out;
             }
+        },
+    };
+    let mut row = csv::StringRecord::new();
+    while let Some(next) = rows.next_row(&mut row) {
+        let n = match next {
+            CsvRow::Row { line, .. } => line,
+            CsvRow::Bad { line, reason, .. } => {
+                out.rejected.push(malformed(line, reason));
+                continue;
+            }
+            CsvRow::Failed(reason) => {
+                out.rejected.push(malformed(1, reason));
+                break;
+            }
+        };
+        if row.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        let result = rows
+            .mapping()
+            .raw(&row)
+            .map_err(|e| line_error(n, plan.privacy.scrub_error(e)))
+            .and_then(|raw| finish(plan, raw, &levels, zones, n));
+        match result {
+            Ok(r) => out.records.push(r),
+            Err(e) => out.rejected.push(e),
         }
     }
     out
