@@ -71,7 +71,12 @@ pub struct EngineMetrics {
     pub board: Mutex<Option<Board>>,
     /// What the ingest log's running compaction did.
     pub compactions: Mutex<Option<Arc<vigie_connectors::ingest::CompactionStats>>>,
+    /// The live sources' rejected lines by feed, for the feeds' health (set by the sources).
+    pub rejections: Mutex<Option<Rejections>>,
 }
+
+/// Gives the live sources' rejected lines so far, by feed name.
+pub type Rejections = Box<dyn Fn() -> std::collections::BTreeMap<String, u64> + Send>;
 
 /// Risk score, level and incidents of each (zone, hour) the engine has put out.
 pub type Board = std::collections::BTreeMap<(u32, i64), (f64, u8, u64)>;
@@ -250,6 +255,7 @@ fn engine(
         }
         let mut first = true;
         let mut last_clock = None;
+        let mut last_rejections = None;
         loop {
             let deadline = Instant::now() + epoch;
             let mut arrived: Vec<(Instant, usize)> = Vec::new();
@@ -285,7 +291,19 @@ fn engine(
             let e = driver.advance();
             driver.wait(worker, e);
             metrics.epochs.fetch_add(1, Ordering::Relaxed);
-            if first || !arrived.is_empty() || last_clock != Some(hour) {
+            // Rejections alone (no record accepted) also show in the feeds' health.
+            let rejections = metrics
+                .rejections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|r| r());
+            let rejections_changed = rejections.is_some() && rejections != last_rejections;
+            if first || !arrived.is_empty() || last_clock != Some(hour) || rejections_changed {
+                if let Some(r) = &rejections {
+                    health.set_live_rejections(r);
+                }
+                last_rejections = rejections;
                 let changes = driver.collected.borrow_mut().drain();
                 if let Some(board) = metrics
                     .board

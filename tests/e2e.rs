@@ -1635,7 +1635,22 @@ fn the_embedded_broker_lets_in_only_the_logins_of_the_sources() {
         ),
         0.0
     );
+    // A bad record over MQTT counts in the feed's health.
+    let bad = incident.replace("\"severity\":3", "\"severity\":9");
+    mosquitto::mosquitto_pub_as(mport, police, "vigie/incident/13001", &bad).unwrap();
+    wait_for(15, "the rejection", || {
+        metric(port, "vigie_mqtt_records_rejected_total", "") >= 1.0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(400));
     run.stop();
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    let key = vigie_store::SeriesKey::new("feed", &[("feed", "incident")], "rejected");
+    let got = store.last_before(&key, i64::MAX, None).unwrap();
+    assert_eq!(got.map(|(_, v)| v), Some(1.0));
 }
 
 #[test]
@@ -1675,6 +1690,18 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
     assert_eq!(post(run.port, "batch-0042", &other).0, 422);
     assert_eq!(post(run.port, "batch-0043", &other).0, 200);
     assert_eq!(post(run.port, "bad key", &other).0, 400);
+    // Rejected lines count in the feeds' health, by feed, even when nothing else arrives.
+    let bad = other.replace("\"severity\":3", "\"severity\":9");
+    let (code, _) = http(
+        run.port,
+        "POST",
+        "/api/v1/records",
+        Some("s3cret-token"),
+        &bad,
+    )
+    .unwrap();
+    assert_eq!(code, 400);
+    std::thread::sleep(std::time::Duration::from_millis(400));
     run.stop();
     let (store, _) = vigie_store::Store::open(
         &dir.path().join("data/store"),
@@ -1686,5 +1713,10 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
             .unwrap()
             .map_or(0.0, |h| h.values["incidents"]);
         assert_eq!(n, 1.0, "zone {zone}");
+    }
+    for (feed, want) in [("incident", 1.0), ("all", 1.0)] {
+        let key = vigie_store::SeriesKey::new("feed", &[("feed", feed)], "rejected");
+        let got = store.last_before(&key, i64::MAX, None).unwrap();
+        assert_eq!(got.map(|(_, v)| v), Some(want), "feed {feed}");
     }
 }

@@ -153,6 +153,20 @@ impl MqttCounters {
         self.lock().stats.clone()
     }
 
+    /// Lines (or whole messages) rejected so far, by feed; messages on a topic no filter
+    /// matches under `unknown`.
+    pub fn rejected_by_feed(&self) -> BTreeMap<String, u64> {
+        let s = self.snapshot();
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for ((_, feed), c) in &s.topics {
+            *out.entry(feed.clone()).or_default() += c.rejected;
+        }
+        if s.unmatched > 0 {
+            *out.entry("unknown".to_string()).or_default() += s.unmatched;
+        }
+        out
+    }
+
     /// The last rejections, oldest first.
     pub fn rejections(&self) -> Vec<MqttRejection> {
         self.lock().rejections.iter().cloned().collect()
