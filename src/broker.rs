@@ -161,13 +161,17 @@ fn credentialed_feeds(config: &Config) -> anyhow::Result<Option<(String, Vec<Fee
     Ok(Some((name, feeds)))
 }
 
-/// A secret for vigie's subscriber, drawn for this run, written owner-only to
-/// `dir/mqtt-subscriber-secret` (the MQTT source reads its password from a file).
-pub fn subscriber_secret(dir: &std::path::Path) -> anyhow::Result<(String, std::path::PathBuf)> {
+/// A secret for vigie's subscriber, drawn for this run.
+pub fn subscriber_secret() -> String {
+    crate::demo::random_token("mqtt-")
+}
+
+/// Writes `secret` owner-only to `dir/mqtt-subscriber-secret` (the MQTT source reads its
+/// password from a file); returns the file.
+pub fn write_secret(dir: &std::path::Path, secret: &str) -> anyhow::Result<std::path::PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let secret = crate::demo::random_token("mqtt-");
     let path = dir.join("mqtt-subscriber-secret");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -177,7 +181,7 @@ pub fn subscriber_secret(dir: &std::path::Path) -> anyhow::Result<(String, std::
         .open(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(secret.as_bytes())?;
-    Ok((secret, path))
+    Ok(path)
 }
 
 /// The running embedded broker. Its threads end with the process (rumqttd has no stop).

@@ -387,15 +387,20 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .unwrap_or(&config.ingest.embedded_mqtt_listen),
             )?;
-            let folder = dirs.log.parent().unwrap_or(std::path::Path::new("."));
-            let secret = crate::broker::subscriber_secret(folder)?;
-            let logins = crate::broker::Logins::of(&config, &secret.0)?;
+            let secret = crate::broker::subscriber_secret();
+            let logins = crate::broker::Logins::of(&config, &secret)?;
             let who = if logins.is_some() {
                 "logins of [[sources]]"
             } else {
                 "anonymous"
             };
-            let secret = logins.as_ref().map(|_| secret.1);
+            let secret = match &logins {
+                Some(_) => {
+                    let folder = dirs.log.parent().unwrap_or(std::path::Path::new("."));
+                    Some(crate::broker::write_secret(folder, &secret)?)
+                }
+                None => None,
+            };
             let b = crate::broker::EmbeddedBroker::start(addr, logins)?;
             eprintln!(
                 "vigie run: embedded MQTT broker on mqtt://{} ({who}, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
