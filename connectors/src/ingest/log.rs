@@ -371,7 +371,7 @@ impl IngestLog {
                 });
                 let every = c.every;
                 let (dir, stats, shared) = (dir.to_path_buf(), compactions.clone(), state.clone());
-                std::thread::Builder::new()
+                let handle = std::thread::Builder::new()
                     .name("ingest-compact".into())
                     .spawn(move || compactor_thread(&dir, c, sealed_rx, &shared, &stats))
                     .expect("spawn the ingest-log compaction thread");
@@ -380,6 +380,7 @@ impl IngestLog {
                     last: std::time::Instant::now(),
                     state,
                     tx: sealed_tx,
+                    handle: Some(handle),
                 })
             }
         };
@@ -592,6 +593,18 @@ struct Sealer {
     last: std::time::Instant,
     state: Arc<CompactorState>,
     tx: mpsc::Sender<u64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Sealer {
+    /// The log thread ends: the compaction under way (if any) finishes before it does, so
+    /// that a log reopened in the same process is not rewritten under its reader.
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.tx, mpsc::channel().0));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Sealer {
