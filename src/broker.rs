@@ -17,7 +17,12 @@
 //! - **Who writes**: every message is attributed to the built-in source [`SOURCE`]
 //!   (`embedded-mqtt`), allowed every feed. A `[[sources]]` entry of that name narrows it: only
 //!   the feeds it lists get topics. Other `[[sources]]` entries (tokens) govern HTTP only.
-//! - **Access**: the broker accepts anonymous clients, so it listens on a loopback address
+//! - **Logins**: when `[[sources]]` have MQTT logins ([`Logins`]), only they and vigie's own
+//!   subscriber (a secret drawn at each start) get in. rumqttd does not tell a subscriber who
+//!   published a message and has no publish ACL, so the topics carry only the feeds every
+//!   source with a login may write; sources with logins and different feeds are refused (use
+//!   Mosquitto and `vigie mqtt-acl`, which holds each to its topics).
+//! - **Access**: without logins the broker accepts anonymous clients, so it listens on a loopback address
 //!   only (a non-loopback address is refused): anything that can connect runs on this machine.
 //!   There is no TLS and no authentication; to take data from other machines, run a real
 //!   broker and point vigie at it with one line, `[ingest.mqtt] url = "mqtt://host:1883"` (and
@@ -51,6 +56,134 @@ pub const SEGMENTS: usize = 8;
 /// Default address of the embedded broker.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 
+/// The user name vigie's own subscriber logs in with when the broker asks for logins; no
+/// source may take it, nor the client id `vigie`.
+pub const SUBSCRIBER_USER: &str = "vigie-subscriber";
+/// The client id of vigie's own subscriber.
+pub const SUBSCRIBER_CLIENT_ID: &str = "vigie";
+
+/// Who may connect to the embedded broker when `[[sources]]` have MQTT credentials: each
+/// such source's user name and password, and vigie's own subscriber with a secret drawn for
+/// this run. Never shown by `Debug`.
+pub struct Logins {
+    users: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Logins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.users.iter().map(|(u, _)| u.as_str()).collect();
+        f.debug_struct("Logins").field("users", &names).finish()
+    }
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    // Every byte is compared, so the time does not say where they differ.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Logins {
+    /// The logins of `config`'s sources with MQTT credentials (passwords read now), and of
+    /// the subscriber with `subscriber_secret`; `None` when no source has MQTT credentials
+    /// (the broker then takes anonymous clients).
+    pub fn of(config: &Config, subscriber_secret: &str) -> anyhow::Result<Option<Logins>> {
+        let mut users = Vec::new();
+        for s in &config.sources {
+            let Some(user) = &s.mqtt_username else {
+                continue;
+            };
+            if user == SUBSCRIBER_USER {
+                bail!(
+                    "source {}: the MQTT user `{SUBSCRIBER_USER}` is vigie's own",
+                    s.name
+                );
+            }
+            let password = s
+                .read_mqtt_password()
+                .map_err(|e| anyhow::anyhow!("source {}: its MQTT password: {e}", s.name))?
+                .unwrap_or_default();
+            users.push((user.clone(), password));
+        }
+        if users.is_empty() {
+            return Ok(None);
+        }
+        users.push((SUBSCRIBER_USER.into(), subscriber_secret.into()));
+        Ok(Some(Logins { users }))
+    }
+
+    /// Whether a CONNECT with this client id, user and password gets in: a known user with
+    /// its password; the client id `vigie` only for vigie's subscriber (so that no source can
+    /// take its session over).
+    pub fn admits(&self, client_id: &str, user: &str, password: &str) -> bool {
+        let mut ok = false;
+        for (u, p) in &self.users {
+            let matched = same_bytes(u.as_bytes(), user.as_bytes())
+                & same_bytes(p.as_bytes(), password.as_bytes());
+            ok |= matched;
+        }
+        ok && ((user == SUBSCRIBER_USER) == (client_id == SUBSCRIBER_CLIENT_ID))
+    }
+}
+
+/// The feeds every source with MQTT credentials may write: on the embedded broker any
+/// logged-in client can publish on any topic, so its topics carry only feeds that all of
+/// them may write; sources with different feeds are refused (run Mosquitto with
+/// `vigie mqtt-acl` instead, which gives each source its own topics).
+fn credentialed_feeds(config: &Config) -> anyhow::Result<Option<(String, Vec<Feed>)>> {
+    let with: Vec<&SourceConfig> = config
+        .sources
+        .iter()
+        .filter(|s| s.mqtt_username.is_some())
+        .collect();
+    let Some(first) = with.first() else {
+        return Ok(None);
+    };
+    let mut feeds = first.allowed();
+    feeds.sort();
+    for s in &with[1..] {
+        let mut f = s.allowed();
+        f.sort();
+        if f != feeds {
+            bail!(
+                "sources {} and {} have MQTT logins and different feeds: the embedded broker \
+                 cannot tell which of them published a message, so it cannot hold each to its \
+                 feeds. Run Mosquitto with the password and ACL files of `vigie mqtt-acl` and \
+                 set [ingest.mqtt] url, or give them the same feeds",
+                first.name,
+                s.name
+            );
+        }
+    }
+    let name = if with.len() == 1 {
+        first.name.clone()
+    } else {
+        SOURCE.to_string()
+    };
+    Ok(Some((name, feeds)))
+}
+
+/// A secret for vigie's subscriber, drawn for this run.
+pub fn subscriber_secret() -> String {
+    crate::demo::random_token("mqtt-")
+}
+
+/// Writes `secret` owner-only to `dir/mqtt-subscriber-secret` (the MQTT source reads its
+/// password from a file); returns the file.
+pub fn write_secret(dir: &std::path::Path, secret: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("mqtt-subscriber-secret");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    Ok(path)
+}
+
 /// The running embedded broker. Its threads end with the process (rumqttd has no stop).
 pub struct EmbeddedBroker {
     pub addr: SocketAddr,
@@ -73,7 +206,9 @@ pub fn listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
 impl EmbeddedBroker {
     /// Starts rumqttd with one MQTT 3.1.1 server on `addr` (port 0: a free port), and waits
     /// until it accepts connections.
-    pub fn start(addr: SocketAddr) -> anyhow::Result<EmbeddedBroker> {
+    /// With `logins`, only they get in (a client without a login, or with a wrong one, is
+    /// disconnected before its CONNACK).
+    pub fn start(addr: SocketAddr, logins: Option<Logins>) -> anyhow::Result<EmbeddedBroker> {
         // Bind first, for a clear error when the port is taken and to resolve port 0; rumqttd
         // binds again once it is released.
         let addr = {
@@ -85,7 +220,7 @@ impl EmbeddedBroker {
             })?;
             probe.local_addr()?
         };
-        let server = rumqttd::ServerSettings {
+        let mut server = rumqttd::ServerSettings {
             name: "vigie-embedded-v4".into(),
             listen: addr,
             tls: None,
@@ -100,6 +235,12 @@ impl EmbeddedBroker {
                 dynamic_filters: true,
             },
         };
+        if let Some(logins) = logins {
+            let logins = std::sync::Arc::new(logins);
+            server.set_auth_handler(move |client_id: String, user: String, password: String| {
+                std::future::ready(logins.admits(&client_id, &user, &password))
+            });
+        }
         let config = rumqttd::Config {
             id: 0,
             router: rumqttd::RouterConfig {
@@ -160,16 +301,35 @@ pub fn topic(feed: Feed, zone: Option<&str>) -> String {
 
 /// The configuration vigie's MQTT source runs with on the embedded broker: `config` with an
 /// `[ingest.mqtt]` pointing at `addr`, its topics, and the built-in source.
-pub fn source_config(config: &Config, addr: SocketAddr) -> anyhow::Result<Config> {
+///
+/// With sources that have MQTT credentials, `subscriber_password` is the file of vigie's
+/// subscriber secret ([`subscriber_secret`]); the topics carry their (common) feeds and their
+/// messages are attributed to the source (to [`SOURCE`] when there are several).
+pub fn source_config(
+    config: &Config,
+    addr: SocketAddr,
+    subscriber_password: Option<std::path::PathBuf>,
+) -> anyhow::Result<Config> {
     let mut c = config.clone();
-    let feeds = allowed(config);
-    if !c.sources.iter().any(|s| s.name == SOURCE) {
+    let (source, feeds) = match credentialed_feeds(config)? {
+        Some((name, feeds)) => {
+            if subscriber_password.is_none() {
+                bail!("sources have MQTT logins: the embedded broker needs vigie's own secret");
+            }
+            (name, feeds)
+        }
+        None => (SOURCE.to_string(), allowed(config)),
+    };
+    if !c.sources.iter().any(|s| s.name == source) {
         // MQTT only: no HTTP token (the HTTP side is started from `config`, without it).
         c.sources.push(SourceConfig {
             name: SOURCE.into(),
             feeds: feeds.iter().map(|f| f.name().to_string()).collect(),
             token_env: None,
             token_file: None,
+            mqtt_username: None,
+            mqtt_password_env: None,
+            mqtt_password_file: None,
         });
     }
     let mut topics = Vec::new();
@@ -178,7 +338,7 @@ pub fn source_config(config: &Config, addr: SocketAddr) -> anyhow::Result<Config
             filter,
             feed: feed.name().into(),
             qos: 1,
-            source: SOURCE.into(),
+            source: source.clone(),
             mapping: None,
             columns: None,
             zone_from_topic: zone,
@@ -191,12 +351,14 @@ pub fn source_config(config: &Config, addr: SocketAddr) -> anyhow::Result<Config
     }
     let mqtt = MqttConfig {
         url: format!("mqtt://{addr}"),
-        client_id: "vigie".into(),
+        client_id: SUBSCRIBER_CLIENT_ID.into(),
         clean_session: true,
         keep_alive_s: 30,
-        username: None,
+        username: subscriber_password
+            .as_ref()
+            .map(|_| SUBSCRIBER_USER.to_string()),
         password_env: None,
-        password_file: None,
+        password_file: subscriber_password,
         ca_file: None,
         reconnect_min_ms: 100,
         reconnect_max_ms: 2_000,
@@ -218,6 +380,7 @@ mod tests {
         let c = source_config(
             &Config::embedded_default(),
             "127.0.0.1:1883".parse().unwrap(),
+            None,
         )
         .unwrap();
         let m = c.ingest.mqtt.unwrap();
@@ -229,6 +392,36 @@ mod tests {
         assert_eq!(t.feed, "weather");
         assert!(m.topic_for("vigie/weather/13001").is_none());
         assert!(c.sources.iter().any(|s| s.name == SOURCE));
+    }
+
+    #[test]
+    fn logins_need_the_password_and_keep_vigies_client_id_for_vigie() {
+        let l = Logins {
+            users: vec![
+                ("police".into(), "pw".into()),
+                (SUBSCRIBER_USER.into(), "secret".into()),
+            ],
+        };
+        assert!(l.admits("cam-1", "police", "pw"));
+        assert!(!l.admits("cam-1", "police", "pw2"));
+        assert!(!l.admits("cam-1", "police", "secret"));
+        assert!(!l.admits("cam-1", "nobody", "pw"));
+        // No source can take vigie's session over, and vigie uses its own client id.
+        assert!(!l.admits(SUBSCRIBER_CLIENT_ID, "police", "pw"));
+        assert!(l.admits(SUBSCRIBER_CLIENT_ID, SUBSCRIBER_USER, "secret"));
+        assert!(!l.admits("other", SUBSCRIBER_USER, "secret"));
+        assert!(!format!("{l:?}").contains("pw"));
+    }
+
+    #[test]
+    fn sources_with_logins_and_different_feeds_are_refused_on_the_embedded_broker() {
+        let text = "zones = \"zones/marseille.geojson\"\n\
+            [[sources]]\nname = \"a\"\nfeeds = [\"incident\"]\nmqtt_username = \"a\"\nmqtt_password_env = \"A\"\n\
+            [[sources]]\nname = \"b\"\nfeeds = [\"density\"]\nmqtt_username = \"b\"\nmqtt_password_env = \"B\"\n";
+        let config = Config::parse(text, "t.toml", None).unwrap();
+        let addr = "127.0.0.1:1883".parse().unwrap();
+        let e = source_config(&config, addr, Some("s".into())).unwrap_err();
+        assert!(format!("{e}").contains("mqtt-acl"), "{e}");
     }
 
     #[test]

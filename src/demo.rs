@@ -68,7 +68,7 @@ pub fn add_source(config: &mut Config, dirs: &Dirs) -> anyhow::Result<String> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let token = random_token();
+    let token = random_token("demo-");
     let path = dir.join("demo-token");
     let mut f = {
         use std::os::unix::fs::OpenOptionsExt;
@@ -86,12 +86,16 @@ pub fn add_source(config: &mut Config, dirs: &Dirs) -> anyhow::Result<String> {
         feeds: Feed::ALL.iter().map(|f| f.name().to_string()).collect(),
         token_env: None,
         token_file: Some(path),
+        mqtt_username: None,
+        mqtt_password_env: None,
+        mqtt_password_file: None,
     });
     Ok(token)
 }
 
-/// 128 bits from the standard library's randomly keyed hasher (seeded by the system).
-fn random_token() -> String {
+/// `prefix` and 128 bits from the standard library's randomly keyed hasher (seeded by the
+/// system).
+pub(crate) fn random_token(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let part = |salt: u64| {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -103,7 +107,7 @@ fn random_token() -> String {
         );
         h.finish()
     };
-    format!("demo-{:016x}{:016x}", part(1), part(2))
+    format!("{prefix}{:016x}{:016x}", part(1), part(2))
 }
 
 /// What the feeder needs of the running engine.

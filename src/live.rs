@@ -82,6 +82,15 @@ pub async fn serve(
         state.metrics(),
         counters.clone(),
     ));
+    // The feeds' health counts what the sources rejected, by feed.
+    let (http_counts, mqtt_counts) = (state.metrics(), counters.clone());
+    *metrics.rejections.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || {
+        let mut by_feed = mqtt_counts.rejected_by_feed();
+        for (feed, n) in http_counts.rejected_by_feed() {
+            *by_feed.entry(feed.to_string()).or_default() += n;
+        }
+        by_feed
+    }));
     let mqtt = match &mqtt_config.ingest.mqtt {
         None => None,
         Some(m) => {

@@ -8,6 +8,7 @@
 //!   ingest log, the store, `/metrics`. `vigie run --demo` replays the bundled sample live.
 //! - `vigie query`: reads the embedded store a replay wrote (`--store`): the latest figures
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
+//! - `vigie mqtt-acl`: the password and ACL files of a Mosquitto broker, from the sources.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
 mod alerts_api;
@@ -15,6 +16,7 @@ mod auth;
 mod broker;
 mod demo;
 mod live;
+mod mqtt_acl;
 mod query;
 mod replay;
 mod run;
@@ -46,6 +48,9 @@ enum Command {
     Run(run::RunArgs),
     /// Reads the embedded store: latest figures, ranges, revisions, explanations.
     Query(query::QueryArgs),
+    /// Writes a Mosquitto password file and ACL file from `[[sources]]` and `[ingest.mqtt]`:
+    /// each source may publish on its own topics only.
+    MqttAcl(mqtt_acl::MqttAclArgs),
     /// Validates a configuration file and prints what it holds.
     CheckConfig {
         /// The configuration file (TOML).
@@ -60,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Query(args) => query::run(args),
         Command::Run(args) => run::run(args),
+        Command::MqttAcl(args) => mqtt_acl::run(args),
         Command::CheckConfig { config } => check_config(&config),
     };
     match result {

@@ -69,7 +69,14 @@ pub struct EngineMetrics {
     pub latency: Mutex<Option<Histogram<u64>>>,
     /// The latest indicator rows by (zone, hour), kept when set (the demo reads it).
     pub board: Mutex<Option<Board>>,
+    /// What the ingest log's running compaction did.
+    pub compactions: Mutex<Option<Arc<vigie_connectors::ingest::CompactionStats>>>,
+    /// The live sources' rejected lines by feed, for the feeds' health (set by the sources).
+    pub rejections: Mutex<Option<Rejections>>,
 }
+
+/// Gives the live sources' rejected lines so far, by feed name.
+pub type Rejections = Box<dyn Fn() -> std::collections::BTreeMap<String, u64> + Send>;
 
 /// Risk score, level and incidents of each (zone, hour) the engine has put out.
 pub type Board = std::collections::BTreeMap<(u32, i64), (f64, u8, u64)>;
@@ -85,6 +92,16 @@ impl EngineMetrics {
         let _ = writeln!(out, "# HELP vigie_engine_queue_records Records committed to the ingest log and not yet in the dataflow.\n# TYPE vigie_engine_queue_records gauge\nvigie_engine_queue_records {}", self.queued.load(Ordering::Relaxed).max(0));
         if last != i64::MIN && last != 0 {
             let _ = writeln!(out, "# HELP vigie_engine_event_lag_seconds Wall clock minus the latest event time taken in.\n# TYPE vigie_engine_event_lag_seconds gauge\nvigie_engine_event_lag_seconds {:.3}", (now_us - last) as f64 / 1e6);
+        }
+        if let Some(c) = self
+            .compactions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = writeln!(out, "# HELP vigie_ingest_log_compactions_total Compactions of the ingest log while running.\n# TYPE vigie_ingest_log_compactions_total counter\nvigie_ingest_log_compactions_total {}", c.runs.load(Ordering::Relaxed));
+            let _ = writeln!(out, "# HELP vigie_ingest_log_compacted_records_total Records running compactions dropped (superseded or retired).\n# TYPE vigie_ingest_log_compacted_records_total counter\nvigie_ingest_log_compacted_records_total {}", c.records_dropped.load(Ordering::Relaxed));
+            let _ = writeln!(out, "# HELP vigie_ingest_log_compaction_errors_total Running compactions that failed (the log was left whole).\n# TYPE vigie_ingest_log_compaction_errors_total counter\nvigie_ingest_log_compaction_errors_total {}", c.errors.load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP vigie_store_writes_total Revisions the store acknowledged.\n# TYPE vigie_store_writes_total counter\nvigie_store_writes_total {}", self.store_writes.load(Ordering::Relaxed));
         if let Some(h) = self
@@ -254,6 +271,7 @@ fn engine(
         }
         let mut first = true;
         let mut last_clock = None;
+        let mut last_rejections = None;
         loop {
             let deadline = Instant::now() + epoch;
             let mut arrived: Vec<(Instant, usize)> = Vec::new();
@@ -291,7 +309,24 @@ fn engine(
             metrics.epochs.fetch_add(1, Ordering::Relaxed);
             let extra: Vec<vigie_model::Point> =
                 point_sources.iter_mut().flat_map(|p| p()).collect();
-            if first || !arrived.is_empty() || last_clock != Some(hour) || !extra.is_empty() {
+            // Rejections alone (no record accepted) also show in the feeds' health.
+            let rejections = metrics
+                .rejections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|r| r());
+            let rejections_changed = rejections.is_some() && rejections != last_rejections;
+            if first
+                || !arrived.is_empty()
+                || last_clock != Some(hour)
+                || rejections_changed
+                || !extra.is_empty()
+            {
+                if let Some(r) = &rejections {
+                    health.set_live_rejections(r);
+                }
+                last_rejections = rejections;
                 let changes = driver.collected.borrow_mut().drain();
                 if let Some(board) = metrics
                     .board
@@ -376,12 +411,26 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .unwrap_or(&config.ingest.embedded_mqtt_listen),
             )?;
-            let b = crate::broker::EmbeddedBroker::start(addr)?;
+            let secret = crate::broker::subscriber_secret();
+            let logins = crate::broker::Logins::of(&config, &secret)?;
+            let who = if logins.is_some() {
+                "logins of [[sources]]"
+            } else {
+                "anonymous"
+            };
+            let secret = match &logins {
+                Some(_) => {
+                    let folder = dirs.log.parent().unwrap_or(std::path::Path::new("."));
+                    Some(crate::broker::write_secret(folder, &secret)?)
+                }
+                None => None,
+            };
+            let b = crate::broker::EmbeddedBroker::start(addr, logins)?;
             eprintln!(
-                "vigie run: embedded MQTT broker on mqtt://{} (anonymous, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
+                "vigie run: embedded MQTT broker on mqtt://{} ({who}, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
                 b.addr
             );
-            let c = crate::broker::source_config(&config, b.addr)?;
+            let c = crate::broker::source_config(&config, b.addr, secret)?;
             broker = Some(b);
             c
         }
@@ -409,8 +458,18 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("vigie run: compacted the ingest log: kept {kept} of {before} records");
     }
     let (log_tx, log_rx) = mpsc::channel::<Vec<Record>>();
-    let opened = IngestLog::open(&dirs.log, log_tx)
+    // …and again while running, as it grows (sealed segments, beside the commits).
+    let compaction = vigie_connectors::ingest::Compaction {
+        every: Duration::from_millis(config.ingest.compact_every_ms),
+        min_bytes: config.ingest.compact_min_bytes,
+        keep: Box::new(move |all| survivors(&params, wall_hour(), all)),
+    };
+    let opened = IngestLog::open_with(&dirs.log, log_tx, Some(compaction))
         .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
+    *metrics
+        .compactions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(opened.compactions.clone());
     if opened.truncated_bytes > 0 {
         eprintln!(
             "vigie run: cut {} bytes of an unfinished (never acknowledged) batch from the ingest log",

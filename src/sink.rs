@@ -22,6 +22,8 @@ pub struct FeedHealth {
     accepted: [AtomicU64; 6],
     last_event_us: [AtomicI64; 6],
     rejected: AtomicU64,
+    /// Live sources' rejected lines by feed (`vigie run`), as their counters give them.
+    live_rejected: [AtomicU64; 6],
 }
 
 impl Default for FeedHealth {
@@ -30,6 +32,7 @@ impl Default for FeedHealth {
             accepted: Default::default(),
             last_event_us: std::array::from_fn(|_| AtomicI64::new(i64::MIN)),
             rejected: AtomicU64::new(0),
+            live_rejected: Default::default(),
         }
     }
 }
@@ -54,24 +57,48 @@ impl FeedHealth {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets the live sources' rejected lines so far: `by_feed` (feed names; other names, such
+    /// as `unknown`, count only in the total), replacing the previous figures.
+    pub fn set_live_rejections(&self, by_feed: &std::collections::BTreeMap<String, u64>) {
+        let mut other = 0;
+        let mut per = [0u64; 6];
+        for (name, n) in by_feed {
+            match Feed::parse(name) {
+                Some(f) => per[feed_index(f)] += n,
+                None => other += n,
+            }
+        }
+        for (slot, n) in self.live_rejected.iter().zip(per) {
+            slot.store(n, Ordering::Relaxed);
+        }
+        self.rejected.store(other, Ordering::Relaxed);
+    }
+
     /// The health points at `ts_ms`: per feed seen, records accepted so far and the latest
-    /// event time (ms); and the lines rejected so far.
+    /// event time (ms), and live, its lines rejected so far; and the lines rejected so far.
     pub fn points(&self, ts_ms: i64) -> Vec<Point> {
         let mut out = Vec::new();
+        let mut live_total = 0;
         for f in Feed::ALL {
             let i = feed_index(f);
             let n = self.accepted[i].load(Ordering::Relaxed);
-            if n == 0 {
+            let rejected = self.live_rejected[i].load(Ordering::Relaxed);
+            live_total += rejected;
+            if n == 0 && rejected == 0 {
                 continue;
             }
+            let mut fields = vec![("accepted".into(), n as f64)];
             let last = self.last_event_us[i].load(Ordering::Relaxed);
+            if n > 0 {
+                fields.push(("last_event_ms".into(), (last / 1000) as f64));
+            }
+            if rejected > 0 {
+                fields.push(("rejected".into(), rejected as f64));
+            }
             out.push(Point::new(
                 point::FEED,
                 vec![("feed".into(), f.name().into())],
-                vec![
-                    ("accepted".into(), n as f64),
-                    ("last_event_ms".into(), (last / 1000) as f64),
-                ],
+                fields,
                 ts_ms,
             ));
         }
@@ -80,7 +107,7 @@ impl FeedHealth {
             vec![("feed".into(), "all".into())],
             vec![(
                 "rejected".into(),
-                self.rejected.load(Ordering::Relaxed) as f64,
+                (self.rejected.load(Ordering::Relaxed) + live_total) as f64,
             )],
             ts_ms,
         ));

@@ -33,6 +33,13 @@ pub struct IngestConfig {
     /// Loopback address of the embedded MQTT broker (used when `[ingest.mqtt]` is absent).
     #[serde(default = "default_embedded_mqtt_listen")]
     pub embedded_mqtt_listen: String,
+    /// While running, the ingest log is compacted when it holds at least this many bytes (and
+    /// twice what the last compaction left)…
+    #[serde(default = "default_compact_min_bytes")]
+    pub compact_min_bytes: u64,
+    /// …checked at most this often (milliseconds).
+    #[serde(default = "default_compact_every_ms")]
+    pub compact_every_ms: u64,
 }
 
 /// `[ingest.http]`.
@@ -64,6 +71,17 @@ pub struct SourceConfig {
     /// …or file holding it (relative to the configuration file once loaded).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Its MQTT user name: the broker (the embedded one, or Mosquitto through
+    /// `vigie mqtt-acl`) lets it in with this name and its password, and lets it publish on
+    /// the topics of its feeds only.
+    #[serde(default)]
+    pub mqtt_username: Option<String>,
+    /// Environment variable holding its MQTT password…
+    #[serde(default)]
+    pub mqtt_password_env: Option<String>,
+    /// …or file holding it (relative to the configuration file once loaded).
+    #[serde(default)]
+    pub mqtt_password_file: Option<PathBuf>,
 }
 
 fn default_log_dir() -> PathBuf {
@@ -80,6 +98,12 @@ fn default_listen() -> String {
 }
 fn default_embedded_mqtt_listen() -> String {
     "127.0.0.1:1883".into()
+}
+fn default_compact_min_bytes() -> u64 {
+    64 << 20
+}
+fn default_compact_every_ms() -> u64 {
+    60_000
 }
 fn default_max_body() -> usize {
     8 << 20
@@ -107,6 +131,8 @@ impl Default for IngestConfig {
             http: HttpConfig::default(),
             mqtt: None,
             embedded_mqtt_listen: default_embedded_mqtt_listen(),
+            compact_min_bytes: default_compact_min_bytes(),
+            compact_every_ms: default_compact_every_ms(),
         }
     }
 }
@@ -138,6 +164,9 @@ impl IngestConfig {
                 ))
             }
         }
+        if self.compact_every_ms == 0 {
+            return Err(("compact_every_ms", "must be at least 1".into()));
+        }
         if self.http.max_body_bytes == 0 {
             return Err(("http.max_body_bytes", "must be at least 1".into()));
         }
@@ -165,10 +194,60 @@ impl SourceConfig {
         if self.token_env.is_some() && self.token_file.is_some() {
             return Err(("token_env", "give token_env or token_file, not both".into()));
         }
-        if self.token_env.is_none() && self.token_file.is_none() {
-            return Err(("token_env", "give token_env or token_file".into()));
+        let mqtt_password = self.mqtt_password_env.is_some() || self.mqtt_password_file.is_some();
+        if self.mqtt_password_env.is_some() && self.mqtt_password_file.is_some() {
+            return Err((
+                "mqtt_password_env",
+                "give mqtt_password_env or mqtt_password_file, not both".into(),
+            ));
+        }
+        match &self.mqtt_username {
+            Some(u) => {
+                if u.is_empty() || u.contains([':', '\n', '\r', ' ', '\0']) {
+                    return Err((
+                        "mqtt_username",
+                        "must be non-empty, without `:`, spaces or line breaks".into(),
+                    ));
+                }
+                if !mqtt_password {
+                    return Err((
+                        "mqtt_password_env",
+                        "an MQTT user needs mqtt_password_env or mqtt_password_file".into(),
+                    ));
+                }
+            }
+            None if mqtt_password => {
+                return Err(("mqtt_username", "an MQTT password needs a user name".into()))
+            }
+            None => {}
+        }
+        if self.token_env.is_none() && self.token_file.is_none() && self.mqtt_username.is_none() {
+            return Err((
+                "token_env",
+                "give token_env or token_file (HTTP), or mqtt_username (MQTT)".into(),
+            ));
         }
         Ok(())
+    }
+
+    /// Whether it has an HTTP token.
+    pub fn has_token(&self) -> bool {
+        self.token_env.is_some() || self.token_file.is_some()
+    }
+
+    /// Reads its MQTT password from the environment or the file (trailing line break
+    /// trimmed; never logged); `None` for a source without MQTT credentials.
+    pub fn read_mqtt_password(&self) -> Result<Option<String>, String> {
+        let Some(p) = read_password(&self.mqtt_password_env, &self.mqtt_password_file)? else {
+            return Ok(None);
+        };
+        if p.is_empty() {
+            return Err(format!(
+                "the MQTT password of source {} is empty",
+                self.name
+            ));
+        }
+        Ok(Some(p))
     }
 
     /// The feeds it may write.
@@ -191,6 +270,19 @@ impl SourceConfig {
         }
         Ok(t)
     }
+}
+
+/// A password from the environment variable `env` or the file `file` (trailing line breaks
+/// trimmed; never logged); `None` without either.
+fn read_password(env: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
+    let p = match (env, file) {
+        (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(p.trim_end_matches(['\r', '\n']).to_string()))
 }
 
 /// `[ingest.mqtt]`: vigie subscribes to an MQTT broker (MQTT 3.1.1) and ingests what sensors
@@ -547,14 +639,7 @@ impl MqttConfig {
     /// Reads the password from the environment or the file (trailing newline trimmed; never
     /// logged); `None` without one.
     pub fn read_password(&self) -> Result<Option<String>, String> {
-        let p = match (&self.password_env, &self.password_file) {
-            (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
-            (None, Some(path)) => {
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            (None, None) => return Ok(None),
-        };
-        Ok(Some(p.trim_end_matches(['\r', '\n']).to_string()))
+        read_password(&self.password_env, &self.password_file)
     }
 
     /// The topic whose filter `topic` matches (filters do not overlap, so at most one).

@@ -311,7 +311,17 @@ impl Config {
             .map_err(|(k, m)| invalid(&format!("ingest.{k}"), m))?;
         let mut sources = raw.sources;
         let mut names = std::collections::BTreeSet::new();
+        let mut users = std::collections::BTreeSet::new();
         for (i, s) in sources.iter_mut().enumerate() {
+            if let Some(u) = &s.mqtt_username {
+                let vigie_user = ingest.mqtt.as_ref().and_then(|m| m.username.as_ref());
+                if !users.insert(u.clone()) || vigie_user == Some(u) {
+                    return Err(invalid(
+                        &format!("sources[{i}].mqtt_username"),
+                        format!("`{u}` is taken: an MQTT user must say who publishes"),
+                    ));
+                }
+            }
             s.validate()
                 .map_err(|(k, m)| invalid(&format!("sources[{i}].{k}"), m))?;
             if !names.insert(s.name.clone()) {
@@ -320,8 +330,13 @@ impl Config {
                     format!("`{}` is given twice", s.name),
                 ));
             }
-            if let (Some(f), Some(base)) = (&mut s.token_file, &base_dir) {
-                *f = base.join(&*f);
+            if let Some(base) = &base_dir {
+                for f in [&mut s.token_file, &mut s.mqtt_password_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    *f = base.join(&*f);
+                }
             }
         }
         if let Some(base) = &base_dir {
@@ -837,5 +852,50 @@ mod tests {
             e.contains("ingest.mqtt.topics[1].filter") && e.contains("overlaps"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod mqtt_login_tests {
+    use super::*;
+
+    fn parse(sources: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("zones = \"zones/marseille.geojson\"\n{sources}"),
+            "t.toml",
+            None,
+        )
+    }
+
+    #[test]
+    fn a_source_may_have_an_mqtt_login_instead_of_a_token_and_its_faults_are_named() {
+        let s = "[[sources]]\nname = \"cams\"\nfeeds = [\"density\"]\n";
+        let c = parse(&format!(
+            "{s}mqtt_username = \"cams\"\nmqtt_password_file = \"cams.pw\"\n"
+        ))
+        .unwrap();
+        assert!(!c.sources[0].has_token());
+        for (extra, key) in [
+            ("", "sources[0].token_env"),
+            ("mqtt_username = \"cams\"\n", "sources[0].mqtt_password_env"),
+            ("mqtt_password_env = \"P\"\n", "sources[0].mqtt_username"),
+            (
+                "mqtt_username = \"a:b\"\nmqtt_password_env = \"P\"\n",
+                "sources[0].mqtt_username",
+            ),
+            (
+                "mqtt_username = \"c\"\nmqtt_password_env = \"P\"\nmqtt_password_file = \"f\"\n",
+                "sources[0].mqtt_password_env",
+            ),
+        ] {
+            let e = parse(&format!("{s}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let twice = format!(
+            "{s}mqtt_username = \"u\"\nmqtt_password_env = \"P\"\n\
+             [[sources]]\nname = \"other\"\nfeeds = [\"density\"]\nmqtt_username = \"u\"\nmqtt_password_env = \"Q\"\n"
+        );
+        let e = parse(&twice).unwrap_err().to_string();
+        assert!(e.contains("sources[1].mqtt_username"), "{e}");
     }
 }

@@ -129,7 +129,7 @@ pub struct InputError {
 
 enum Current {
     Ndjson(Box<dyn BufRead>),
-    Csv(Box<CsvRows<Box<dyn Read>>>),
+    Csv(Box<CsvRows<'static, Box<dyn Read>>>),
 }
 
 /// Reads the inputs in order, yielding this reader's share of their lines.
@@ -329,12 +329,20 @@ pub fn ndjson_text(bytes: &[u8]) -> Result<Option<&str>, RecordError> {
 }
 
 /// CSV text read through a mapping: the header (line 1) compiles the mapping, then rows come
-/// one by one with their line numbers. File replay and live ingest read CSV through it.
-pub struct CsvRows<R> {
+/// one by one with their line numbers. File replay and live ingest (HTTP, MQTT) read CSV
+/// through it; text without a header ([`CsvRows::headless`], MQTT messages) is read with a
+/// mapping compiled beforehand.
+pub struct CsvRows<'m, R> {
     rdr: csv::Reader<R>,
-    mapping: CompiledMapping,
+    mapping: MappingRef<'m>,
     /// Rows read so far, the header included.
     count: u64,
+}
+
+/// A compiled mapping, compiled for this text or lent.
+enum MappingRef<'m> {
+    Owned(Box<CompiledMapping>),
+    Lent(&'m CompiledMapping),
 }
 
 /// What [`CsvRows::next_row`] read.
@@ -353,9 +361,24 @@ pub enum CsvRow {
     Failed(String),
 }
 
-impl<R: Read> CsvRows<R> {
+impl<'m, R: Read> CsvRows<'m, R> {
+    /// Rows of `reader`, which has no header, through `mapping` (compiled against the header
+    /// the rows would have had), with the mapping's `delimiter`; rows count from line 1.
+    pub fn headless(reader: R, mapping: &'m CompiledMapping, delimiter: u8) -> CsvRows<'m, R> {
+        let rdr = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(reader);
+        CsvRows {
+            rdr,
+            mapping: MappingRef::Lent(mapping),
+            count: 0,
+        }
+    }
+
     /// Reads the header of `reader` and compiles the mapping `name` of `config` against it.
-    pub fn open(reader: R, name: &str, config: &Config) -> Result<CsvRows<R>, String> {
+    pub fn open(reader: R, name: &str, config: &Config) -> Result<CsvRows<'m, R>, String> {
         let Some(mapping) = config.mappings.get(name) else {
             return Err(format!("no mapping {name:?} in {}", config.origin));
         };
@@ -370,14 +393,17 @@ impl<R: Read> CsvRows<R> {
         let mapping = CompiledMapping::compile(name, mapping, &header, config)?;
         Ok(CsvRows {
             rdr,
-            mapping,
+            mapping: MappingRef::Owned(Box::new(mapping)),
             count: 1,
         })
     }
 
     /// The compiled mapping, to turn rows into records.
     pub fn mapping(&self) -> &CompiledMapping {
-        &self.mapping
+        match &self.mapping {
+            MappingRef::Owned(m) => m,
+            MappingRef::Lent(m) => m,
+        }
     }
 
     /// Reads the next row into `row`; `None` at the end.

@@ -419,3 +419,91 @@ fn a_persistent_session_keeps_what_was_published_while_vigie_was_stopped() {
     let s = vigie.counters.snapshot();
     assert!(s.sessions_resumed >= 1, "{s:?}");
 }
+
+#[test]
+fn a_message_committed_just_before_a_crash_is_not_committed_again_when_redelivered() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(&dir.path().join("broker"), port);
+    let log_dir = dir.path().join("ingest");
+    let config = config(port, "vigie-t4", &log_dir);
+    // vigie's persistent session exists and is subscribed; vigie stops.
+    drop(Vigie::start(config.clone()));
+    // A record without id (no upsert can absorb a second copy) waits in the session.
+    let topic = "city/incident/13005";
+    let payload = r#"{"ts":"2026-11-28T10:00:00Z","severity":4}"#;
+    mosquitto_pub(port, topic, payload);
+    // vigie takes it, commits it (with its delivery, as the source does) and is killed before
+    // its PUBACK leaves: a client under vigie's id with manual acks, and vigie's ingest log.
+    {
+        let (tx, _rx) = mpsc::channel();
+        let opened = IngestLog::open(&log_dir, tx).unwrap();
+        let mut o = rumqttc::MqttOptions::new("vigie-t4", "127.0.0.1", port);
+        o.set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = rumqttc::Client::new(o, 10);
+        let p = connection
+            .iter()
+            .find_map(|e| match e {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => Some(p),
+                Ok(_) => None,
+                Err(e) => panic!("{e}"),
+            })
+            .unwrap();
+        assert_eq!(p.payload.as_ref(), payload.as_bytes());
+        let mut h = Sha256::new();
+        h.update(p.topic.as_bytes());
+        h.update([0u8]);
+        h.update(&p.payload);
+        let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("mqtt/vigie-t4@mqtt://127.0.0.1:{port}/{}", p.pkid);
+        let zone = config.zones.by_id("13005").unwrap();
+        let record = Record {
+            feed: vigie_model::Feed::Incident,
+            ts: 1_764_324_000_000_000,
+            seq: 0,
+            id: None,
+            body: Some(vigie_model::Body::Incident { zone, severity: 4 }),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(
+                opened
+                    .log
+                    .commit_keyed(vec![record], vec![(key, digest)], false),
+            )
+            .unwrap();
+        // The connection drops without the PUBACK (no DISCONNECT either).
+        drop((client, connection));
+        drop(opened.log);
+        opened.thread.join().unwrap();
+    }
+    // vigie starts again on its log: Mosquitto redelivers the message (dup, same packet id);
+    // the source knows it from the log and acknowledges it without committing it again.
+    let (tx, rx) = mpsc::channel();
+    let opened = IngestLog::open(&log_dir, tx).unwrap();
+    assert_eq!(opened.recovered.len(), 1);
+    let counters = Arc::new(MqttCounters::new(100));
+    let source = MqttSource::start(config.clone(), opened.log.clone(), counters.clone()).unwrap();
+    let t0 = Instant::now();
+    while counters.snapshot().duplicates_skipped < 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no redelivery recognised: {:?}",
+            counters.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.try_iter().flatten().count(), 0, "committed again");
+    // It was acknowledged: a new start gets nothing more.
+    source.stop();
+    let source = MqttSource::start(config, opened.log.clone(), counters.clone()).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(rx.try_iter().flatten().count(), 0);
+    assert_eq!(counters.snapshot().duplicates_skipped, 1);
+    source.stop();
+}

@@ -258,6 +258,26 @@ impl Wal {
             .map_err(io_err(&self.dir))
     }
 
+    /// Ends the current segment (if it holds anything) so that every record appended so far
+    /// is in a *sealed* segment, one the log will not write again; returns the number of the
+    /// segment now written to: every segment named below it is sealed. Lets a caller rewrite
+    /// sealed segments ([`replace_sealed`]) while appends go on.
+    pub fn seal(&mut self) -> Result<u64, WalError> {
+        if self.current_len > 0 {
+            self.roll()?;
+        }
+        Ok(self.next_seq_of_current())
+    }
+
+    fn next_seq_of_current(&self) -> u64 {
+        self.current_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(self.next_seq)
+    }
+
     /// Bytes in the log's segments now.
     pub fn size_bytes(&self) -> Result<u64, WalError> {
         let mut total = self.current_len;
@@ -273,6 +293,73 @@ impl Wal {
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
+}
+
+/// A sealed segment: its number, its path and its records.
+pub type SealedSegment = (u64, PathBuf, Vec<Vec<u8>>);
+
+/// The sealed segments of the log in `dir`: those named below `below` (from [`Wal::seal`]),
+/// in order, with their intact records. Damage in one is an error (a sealed segment was
+/// synced whole).
+pub fn read_sealed(dir: &Path, below: u64) -> Result<Vec<SealedSegment>, WalError> {
+    let mut out = Vec::new();
+    for (seq, path) in segments(dir)?.into_iter().filter(|(s, _)| *s < below) {
+        let (records, good_len, damage) = read_segment(&path)?;
+        if let Some(reason) = damage {
+            return Err(WalError::Corrupt {
+                path,
+                offset: good_len,
+                reason,
+            });
+        }
+        out.push((seq, path, records));
+    }
+    Ok(out)
+}
+
+/// Replaces the sealed segments `sealed` (as [`read_sealed`] gave them, at least one) by one
+/// segment holding `records`, crash-safely for a reader that skips what it has already read:
+/// the new segment is written aside, fsynced and renamed over the *last* sealed segment, then
+/// the earlier ones are deleted newest first. At every step, reading the folder in order gives
+/// the old records, then (possibly) the new segment, whose records repeat some already read.
+pub fn replace_sealed(
+    dir: &Path,
+    sealed: &[(u64, PathBuf)],
+    records: &[Vec<u8>],
+) -> Result<(), WalError> {
+    let Some((_, last)) = sealed.last() else {
+        return Ok(());
+    };
+    let tmp = dir.join("replace.tmp");
+    {
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w = BufWriter::with_capacity(1 << 16, file);
+        for r in records {
+            if r.len() > MAX_RECORD {
+                return Err(WalError::TooLarge(r.len()));
+            }
+            w.write_all(&(r.len() as u32).to_be_bytes())
+                .and_then(|_| w.write_all(&crc32fast::hash(r).to_be_bytes()))
+                .and_then(|_| w.write_all(r))
+                .map_err(io_err(&tmp))?;
+        }
+        let file = w.into_inner().map_err(|e| WalError::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, last).map_err(io_err(last))?;
+    let sync_dir = || {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    };
+    sync_dir()?;
+    for (_, path) in sealed[..sealed.len() - 1].iter().rev() {
+        fs::remove_file(path).map_err(io_err(path))?;
+    }
+    sync_dir()
 }
 
 #[cfg(test)]

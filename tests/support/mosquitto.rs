@@ -33,12 +33,17 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(dir: &Path, port: u16) -> Broker {
+        Broker::start_with(dir, port, "allow_anonymous true\n")
+    }
+
+    /// With `access` as its access lines (`allow_anonymous`, `password_file`, `acl_file`).
+    pub fn start_with(dir: &Path, port: u16, access: &str) -> Broker {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "listener {port} 127.0.0.1\n{access}persistence true\n\
                  persistence_location {}/\nmax_queued_messages 100000\n\
                  # Do not drop privileges when the tests run as root: the folder is ours.\n\
                  user root\nlog_dest file {}\nlog_type all\n",
@@ -107,7 +112,24 @@ impl Drop for Broker {
 
 /// `mosquitto_pub` at QoS 1, one message.
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
-    let mut child = Command::new(binary("mosquitto_pub", "/usr/bin"))
+    if let Err(e) = mosquitto_pub_as(port, None, topic, payload) {
+        panic!("mosquitto_pub: {e}");
+    }
+}
+
+/// `mosquitto_pub` at QoS 1, one message, logged in as `login` (user, password) if given;
+/// the error is its standard error.
+pub fn mosquitto_pub_as(
+    port: u16,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    payload: &str,
+) -> Result<(), String> {
+    let mut cmd = Command::new(binary("mosquitto_pub", "/usr/bin"));
+    if let Some((user, password)) = login {
+        cmd.args(["-u", user, "-P", password]);
+    }
+    let mut child = cmd
         .args([
             "-h",
             "127.0.0.1",
@@ -131,9 +153,9 @@ pub fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
         .write_all(payload.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
 }

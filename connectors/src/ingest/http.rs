@@ -23,10 +23,16 @@
 //!   good lines are still committed. Errors carry `{"code", "message"}` on every route.
 //! - **Durability.** Accepted records are committed through [`IngestLog::commit`] (fsynced)
 //!   before the answer: a 2xx means durable. A failed commit answers 503; retry.
+//! - **Idempotency.** With an `Idempotency-Key` header (1 to 255 visible ASCII characters),
+//!   the key (per source) and a digest of the body are committed with the records; a request
+//!   with a key already committed — a client retrying after a lost answer, even across a crash
+//!   of vigie — is answered as the first one was (`"replayed": true`, header
+//!   `Idempotent-Replayed: true`) and commits nothing; with another body, 422.
 //! - Every rejected line goes to the dead-letter store and the counters ([`Metrics`]).
 
 use super::dead_letters::{DeadLetter, DeadLetters};
 use super::lineproto::Precision;
+use super::log::Outcome;
 use super::metrics::{Metrics, UNKNOWN_FEED};
 use super::payload::{all_forbidden, count_lines, parse_body, Format, Parsed, Rejected};
 use super::{IngestLog, LineError};
@@ -94,6 +100,9 @@ struct Inner {
     extra_metrics: Mutex<Vec<Extra>>,
 }
 
+/// The header that makes a request idempotent.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// What the routes share: the configuration, the ingest log, the sources and their tokens,
 /// the counters and the dead letters. Cheap to clone.
 #[derive(Clone)]
@@ -115,7 +124,8 @@ impl HttpState {
     /// who writes.
     pub fn new(config: Arc<Config>, log: IngestLog) -> Result<HttpState, String> {
         let mut sources: Vec<Source> = Vec::with_capacity(config.sources.len());
-        for s in &config.sources {
+        // A source with MQTT credentials only has no HTTP door.
+        for s in config.sources.iter().filter(|s| s.has_token()) {
             let token = s
                 .read_token()
                 .map_err(|e| format!("source {}: cannot read its token: {e}", s.name))?;
@@ -435,6 +445,26 @@ async fn ingest(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    // An optional Idempotency-Key: a retry of a request already committed is answered as the
+    // first one was, and not committed again (even across a crash of vigie).
+    let delivery = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => match v
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            Some(k) => Some((format!("http/{}/{k}", source.name), super::digest(&[&body]))),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "the Idempotency-Key header must be 1 to 255 visible ASCII characters"
+                        .to_string(),
+                )
+            }
+        },
+    };
     let lines =
         count_lines(&body).saturating_sub(usize::from(matches!(format, Format::Csv { .. })));
     if lines > limits.max_lines {
@@ -470,7 +500,43 @@ async fn ingest(
     let committed = if records.is_empty() {
         Ok(None)
     } else {
-        state.inner.log.commit(records).await.map(Some)
+        let keys: Vec<(String, String)> = delivery.iter().cloned().collect();
+        match state.inner.log.commit_keyed(records, keys, true).await {
+            Ok(Outcome::Committed(c)) => Ok(Some(c)),
+            Ok(Outcome::Replayed(d)) => {
+                let digest = delivery.as_ref().map(|(_, d)| d.as_str());
+                if digest != Some(d.digest.as_str()) {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        "this Idempotency-Key was used for another body".to_string(),
+                    );
+                }
+                // Counted when it was committed: answered as then, nothing counted again.
+                let listed: Vec<&LineError> =
+                    rejected.iter().take(MAX_LISTED).map(|r| &r.error).collect();
+                let mut r = if influx {
+                    StatusCode::NO_CONTENT.into_response()
+                } else {
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "accepted": d.count,
+                            "rejected": listed,
+                            "rejected_total": rejected.len(),
+                            "first_seq": d.first_seq,
+                            "replayed": true,
+                        }),
+                    )
+                };
+                r.headers_mut().insert(
+                    axum::http::HeaderName::from_static("idempotent-replayed"),
+                    axum::http::HeaderValue::from_static("true"),
+                );
+                return r;
+            }
+            Err(e) => Err(e),
+        }
     };
     account(state, source, route, &feeds, &rejected, committed.is_ok());
     let committed = match committed {

@@ -6,18 +6,99 @@
 //! the arrival order the model's ties use. One thread owns the log: callers hand it batches
 //! and wait; it appends every batch waiting, fsyncs once (group commit), answers them all, and
 //! passes the batches on to the engine in the same order.
+//!
+//! **Deliveries.** A batch may carry delivery keys ([`Delivery`]): an HTTP `Idempotency-Key`,
+//! an MQTT packet id of vigie's session with a digest of the message. They are written with the
+//! batch (in its last log record, so a batch cut short by a crash has none) and remembered
+//! (the last [`DELIVERIES_KEPT`]), so that a request or message redelivered after a crash
+//! between the commit and its acknowledgement is recognised and not committed twice.
+//!
+//! **Compaction.** At start ([`IngestLog::compact`]) the whole log is rewritten aside and
+//! swapped in. While running ([`Compaction`]), a thread of its own asks the log thread to
+//! *seal* the current segment (start a new one; commits go on into it), rewrites the sealed
+//! segments into one — the records the `keep` rule retains, the last record, the deliveries —
+//! written aside, fsynced and renamed over the last sealed segment, then deletes the earlier
+//! sealed segments newest first ([`vigie_store::wal::replace_sealed`]). A reader skips a
+//! record whose `seq` is not above the greatest one read before it, so the log read at any
+//! point of that sequence (a crash) holds each record once.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use vigie_model::Record;
 use vigie_store::Wal;
+
+/// Deliveries remembered (and carried over by compaction), newest kept.
+pub const DELIVERIES_KEPT: usize = 200_000;
+
+/// One delivery a committed batch answers: `key` names it (`http/<source>/<Idempotency-Key>`,
+/// `mqtt/<session>/<packet id>`), `digest` fingerprints what was delivered under it, and the
+/// batch's sequence numbers say what was committed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delivery {
+    pub key: String,
+    pub digest: String,
+    pub first_seq: u64,
+    pub count: usize,
+}
+
+/// A log record with deliveries: `{"records": [...], "deliveries": [...]}` (one without is the
+/// plain JSON array of its records).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Keyed {
+    records: Vec<Record>,
+    deliveries: Vec<Delivery>,
+}
+
+/// The deliveries remembered, by key, the oldest forgotten first.
+#[derive(Default)]
+struct Deliveries {
+    by_key: HashMap<String, Delivery>,
+    order: VecDeque<String>,
+}
+
+impl Deliveries {
+    fn insert(&mut self, d: Delivery) {
+        if self.by_key.insert(d.key.clone(), d.clone()).is_none() {
+            self.order.push_back(d.key);
+        }
+        while self.order.len() > DELIVERIES_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+
+    fn in_order(&self) -> Vec<Delivery> {
+        self.order
+            .iter()
+            .filter_map(|k| self.by_key.get(k).cloned())
+            .collect()
+    }
+}
 
 /// Segment size of the ingest log.
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest log record written (well under the write-ahead log's 16 MiB limit): a batch whose
 /// JSON is larger is written as several records, appended and synced together.
 const RECORD_BYTES: usize = 4 << 20;
+
+/// The log records of a batch: [`encode_chunks`], the deliveries in the last one.
+fn encode_batch(records: &[Record], deliveries: &[Delivery]) -> Vec<Vec<u8>> {
+    let mut chunks = encode_chunks(records);
+    if !deliveries.is_empty() {
+        let last = chunks.pop().unwrap_or_else(|| b"[]".to_vec());
+        let records: Vec<Record> = serde_json::from_slice(&last).expect("our own JSON");
+        let keyed = Keyed {
+            records,
+            deliveries: deliveries.to_vec(),
+        };
+        chunks.push(serde_json::to_vec(&keyed).expect("deliveries serialize"));
+    }
+    chunks
+}
 
 /// The JSON arrays of `records`, each at most [`RECORD_BYTES`] unless one record alone is
 /// larger (the sources' payload limits keep a record far below the log's limit).
@@ -58,12 +139,54 @@ pub struct Committed {
     pub count: usize,
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<Committed, String>>;
+/// What [`IngestLog::commit_keyed`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The batch is durable.
+    Committed(Committed),
+    /// Its key was committed before (with this digest and these sequence numbers): nothing
+    /// was written.
+    Replayed(Delivery),
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Outcome, String>>;
+
+enum Request {
+    Commit {
+        records: Vec<Record>,
+        /// (key, digest) of each delivery the batch answers.
+        keys: Vec<(String, String)>,
+        /// Whether a batch whose (single) key is known is a replay, not written.
+        idempotent: bool,
+        reply: Reply,
+    },
+}
 
 /// A handle on the ingest log; clone it for each source.
 #[derive(Clone)]
 pub struct IngestLog {
-    tx: mpsc::Sender<(Vec<Record>, Reply)>,
+    tx: mpsc::Sender<Request>,
+    deliveries: Arc<Mutex<Deliveries>>,
+}
+
+/// Compaction while running: every `every`, when the sealed segments and the current one hold
+/// at least `min_bytes` and twice what the last compaction left, the log is sealed and the
+/// sealed segments rewritten with the records `keep` retains (it gets them in order and must
+/// keep the order; the last record is always kept).
+pub struct Compaction {
+    pub every: Duration,
+    pub min_bytes: u64,
+    pub keep: Box<dyn FnMut(Vec<Record>) -> Vec<Record> + Send>,
+}
+
+/// What running compactions did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CompactionStats {
+    pub runs: std::sync::atomic::AtomicU64,
+    pub records_dropped: std::sync::atomic::AtomicU64,
+    pub bytes_before: std::sync::atomic::AtomicU64,
+    pub bytes_after: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
 }
 
 /// What [`IngestLog::open`] recovered.
@@ -75,6 +198,8 @@ pub struct Opened {
     pub truncated_bytes: u64,
     /// The thread that owns the log; it ends when every handle is dropped.
     pub thread: JoinHandle<()>,
+    /// What running compaction does (zeros without [`Compaction`]).
+    pub compactions: Arc<CompactionStats>,
 }
 
 /// `dir` with a suffix added to its name.
@@ -107,17 +232,57 @@ fn settle_compaction(dir: &Path) -> Result<(), IngestError> {
     Ok(())
 }
 
-fn read_all(wal_records: &[Vec<u8>]) -> Result<Vec<Record>, IngestError> {
-    let mut out = Vec::new();
+/// Every record of the log's records in order — a record whose `seq` is not above the greatest
+/// read before it is a copy a compaction left (see the module) and is skipped — and the
+/// deliveries.
+fn read_all(wal_records: &[Vec<u8>]) -> Result<(Vec<Record>, Vec<Delivery>), IngestError> {
+    let mut out: Vec<Record> = Vec::new();
+    let mut deliveries = Vec::new();
     for (index, bytes) in wal_records.iter().enumerate() {
-        let batch: Vec<Record> =
-            serde_json::from_slice(bytes).map_err(|e| IngestError::Corrupt {
-                index,
-                reason: e.to_string(),
-            })?;
-        out.extend(batch);
+        let corrupt = |e: serde_json::Error| IngestError::Corrupt {
+            index,
+            reason: e.to_string(),
+        };
+        let batch: Vec<Record> = if bytes.first() == Some(&b'{') {
+            let keyed: Keyed = serde_json::from_slice(bytes).map_err(corrupt)?;
+            deliveries.extend(keyed.deliveries);
+            keyed.records
+        } else {
+            serde_json::from_slice(bytes).map_err(corrupt)?
+        };
+        for r in batch {
+            if out.last().is_none_or(|last| r.seq > last.seq) {
+                out.push(r);
+            }
+        }
     }
-    Ok(out)
+    Ok((out, deliveries))
+}
+
+/// The deliveries to carry over: the newest of each key, at most [`DELIVERIES_KEPT`].
+fn kept_deliveries(all: Vec<Delivery>) -> Vec<Delivery> {
+    let mut d = Deliveries::default();
+    for x in all {
+        d.insert(x);
+    }
+    d.in_order()
+}
+
+/// The log records of a compacted log: the deliveries first (with no record), then the kept
+/// records.
+fn encode_compacted(kept: &[Record], deliveries: Vec<Delivery>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for chunk in deliveries.chunks(10_000) {
+        out.push(
+            serde_json::to_vec(&Keyed {
+                records: Vec::new(),
+                deliveries: chunk.to_vec(),
+            })
+            .expect("deliveries serialize"),
+        );
+    }
+    out.extend(encode_chunks(kept));
+    out
 }
 
 impl IngestLog {
@@ -136,7 +301,7 @@ impl IngestLog {
         }
         let (wal, rec) = Wal::open(dir, SEGMENT_BYTES)?;
         drop(wal);
-        let all = read_all(&rec.records)?;
+        let (all, deliveries) = read_all(&rec.records)?;
         let before = all.len();
         let last = all.last().cloned();
         let mut kept = keep(all);
@@ -150,7 +315,7 @@ impl IngestLog {
         }
         let new = beside(dir, ".new");
         let (mut wal, _) = Wal::open(&new, SEGMENT_BYTES)?;
-        for bytes in encode_chunks(&kept) {
+        for bytes in encode_compacted(&kept, kept_deliveries(deliveries)) {
             wal.append(&bytes)?;
         }
         wal.sync()?;
@@ -173,11 +338,52 @@ impl IngestLog {
     /// Opens (or creates) the log in `dir`; committed batches are sent on `engine` in log
     /// order after they are durable.
     pub fn open(dir: &Path, engine: mpsc::Sender<Vec<Record>>) -> Result<Opened, IngestError> {
+        IngestLog::open_with(dir, engine, None)
+    }
+
+    /// [`IngestLog::open`], compacting while running when `compaction` is given.
+    pub fn open_with(
+        dir: &Path,
+        engine: mpsc::Sender<Vec<Record>>,
+        compaction: Option<Compaction>,
+    ) -> Result<Opened, IngestError> {
         settle_compaction(dir)?;
         let (mut wal, rec) = Wal::open(dir, SEGMENT_BYTES)?;
-        let recovered = read_all(&rec.records)?;
+        let (recovered, delivered) = read_all(&rec.records)?;
+        let deliveries = Arc::new(Mutex::new(Deliveries::default()));
+        {
+            let mut d = deliveries.lock().unwrap_or_else(|e| e.into_inner());
+            for x in delivered {
+                d.insert(x);
+            }
+        }
         let mut next_seq = recovered.last().map_or(0, |r| r.seq + 1);
-        let (tx, rx) = mpsc::channel::<(Vec<Record>, Reply)>();
+        let (tx, rx) = mpsc::channel::<Request>();
+        let known = deliveries.clone();
+        let compactions = Arc::new(CompactionStats::default());
+        let mut compactor = match compaction {
+            None => None,
+            Some(c) => {
+                let (sealed_tx, sealed_rx) = mpsc::channel::<u64>();
+                let state = Arc::new(CompactorState {
+                    floor: std::sync::atomic::AtomicU64::new(c.min_bytes),
+                    busy: std::sync::atomic::AtomicBool::new(false),
+                });
+                let every = c.every;
+                let (dir, stats, shared) = (dir.to_path_buf(), compactions.clone(), state.clone());
+                let handle = std::thread::Builder::new()
+                    .name("ingest-compact".into())
+                    .spawn(move || compactor_thread(&dir, c, sealed_rx, &shared, &stats))
+                    .expect("spawn the ingest-log compaction thread");
+                Some(Sealer {
+                    every,
+                    last: std::time::Instant::now(),
+                    state,
+                    tx: sealed_tx,
+                    handle: Some(handle),
+                })
+            }
+        };
         let thread = std::thread::Builder::new()
             .name("ingest-log".into())
             .spawn(move || {
@@ -188,7 +394,32 @@ impl IngestLog {
                     }
                     let mut result: Result<(), String> = Ok(());
                     let mut answers = Vec::with_capacity(waiting.len());
-                    for (mut batch, reply) in waiting {
+                    let mut replays = Vec::new();
+                    for request in waiting {
+                        let Request::Commit {
+                            records: mut batch,
+                            keys,
+                            idempotent,
+                            reply,
+                        } = request;
+                        if idempotent {
+                            let known_before = {
+                                let d = known.lock().unwrap_or_else(|e| e.into_inner());
+                                keys.iter().find_map(|(k, _)| d.by_key.get(k).cloned())
+                            };
+                            // A key committed earlier in this group is a replay as well.
+                            let earlier = known_before.or_else(|| {
+                                answers
+                                    .iter()
+                                    .flat_map(|(_, _, _, ds): &(_, _, _, Vec<Delivery>)| ds.iter())
+                                    .find(|x| keys.iter().any(|(k, _)| *k == x.key))
+                                    .cloned()
+                            });
+                            if let Some(seen) = earlier {
+                                replays.push((reply, Outcome::Replayed(seen)));
+                                continue;
+                            }
+                        }
                         let committed = Committed {
                             first_seq: next_seq,
                             count: batch.len(),
@@ -197,34 +428,58 @@ impl IngestLog {
                             r.seq = next_seq;
                             next_seq += 1;
                         }
+                        let ds: Vec<Delivery> = keys
+                            .into_iter()
+                            .map(|(key, digest)| Delivery {
+                                key,
+                                digest,
+                                first_seq: committed.first_seq,
+                                count: committed.count,
+                            })
+                            .collect();
                         if result.is_ok() {
-                            for bytes in encode_chunks(&batch) {
+                            for bytes in encode_batch(&batch, &ds) {
                                 if let Err(e) = wal.append(&bytes) {
                                     result = Err(e.to_string());
                                     break;
                                 }
                             }
                         }
-                        answers.push((batch, reply, committed));
+                        answers.push((batch, reply, committed, ds));
                     }
-                    if result.is_ok() {
+                    if result.is_ok() && !answers.is_empty() {
                         if let Err(e) = wal.sync() {
                             result = Err(e.to_string());
                         }
                     }
-                    for (batch, reply, committed) in answers {
+                    for (batch, reply, committed, ds) in answers {
                         match &result {
                             Ok(()) => {
+                                if !ds.is_empty() {
+                                    let mut d = known.lock().unwrap_or_else(|e| e.into_inner());
+                                    for x in ds {
+                                        d.insert(x);
+                                    }
+                                }
                                 if !batch.is_empty() {
                                     // The engine may have stopped first, at shutdown.
                                     let _ = engine.send(batch);
                                 }
-                                let _ = reply.send(Ok(committed));
+                                let _ = reply.send(Ok(Outcome::Committed(committed)));
                             }
                             Err(e) => {
                                 let _ = reply.send(Err(e.clone()));
                             }
                         }
+                    }
+                    for (reply, outcome) in replays {
+                        let _ = match &result {
+                            Ok(()) => reply.send(Ok(outcome)),
+                            Err(e) => reply.send(Err(e.clone())),
+                        };
+                    }
+                    if let (Ok(()), Some(c)) = (&result, &mut compactor) {
+                        c.maybe_seal(&mut wal);
                     }
                     if result.is_err() {
                         // A log that failed to write cannot say what it holds: stop taking
@@ -238,45 +493,220 @@ impl IngestLog {
                 }
             })
             .expect("spawn the ingest-log thread");
+        let log = IngestLog { tx, deliveries };
         Ok(Opened {
-            log: IngestLog { tx },
+            log,
             recovered,
             truncated_bytes: rec.truncated_bytes,
             thread,
+            compactions,
         })
     }
 
     /// Makes `records` durable and hands them to the engine; returns once they are fsynced.
     pub async fn commit(&self, records: Vec<Record>) -> Result<Committed, IngestError> {
+        match self.commit_keyed(records, Vec::new(), false).await? {
+            Outcome::Committed(c) => Ok(c),
+            Outcome::Replayed(d) => Ok(Committed {
+                first_seq: d.first_seq,
+                count: d.count,
+            }),
+        }
+    }
+
+    /// [`IngestLog::commit`] with the deliveries the batch answers, `(key, digest)`. With
+    /// `idempotent`, a batch one of whose keys is already known is not written: the answer is
+    /// the earlier delivery.
+    pub async fn commit_keyed(
+        &self,
+        records: Vec<Record>,
+        keys: Vec<(String, String)>,
+        idempotent: bool,
+    ) -> Result<Outcome, IngestError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
-            .send((records, reply))
+            .send(Request::Commit {
+                records,
+                keys,
+                idempotent,
+                reply,
+            })
             .map_err(|_| IngestError::Stopped)?;
-        match answer.await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(IngestError::Corrupt {
-                index: 0,
-                reason: format!("writing failed: {e}"),
-            }),
-            Err(_) => Err(IngestError::Stopped),
-        }
+        Self::answered(answer.await.map_err(|_| IngestError::Stopped)?)
+    }
+
+    fn answered(a: Result<Outcome, String>) -> Result<Outcome, IngestError> {
+        a.map_err(|e| IngestError::Corrupt {
+            index: 0,
+            reason: format!("writing failed: {e}"),
+        })
     }
 
     /// [`IngestLog::commit`] for a thread that is not async.
     pub fn commit_blocking(&self, records: Vec<Record>) -> Result<Committed, IngestError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
-            .send((records, reply))
+            .send(Request::Commit {
+                records,
+                keys: Vec::new(),
+                idempotent: false,
+                reply,
+            })
             .map_err(|_| IngestError::Stopped)?;
-        match answer.blocking_recv() {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(IngestError::Corrupt {
-                index: 0,
-                reason: format!("writing failed: {e}"),
+        match Self::answered(answer.blocking_recv().map_err(|_| IngestError::Stopped)?)? {
+            Outcome::Committed(c) => Ok(c),
+            Outcome::Replayed(d) => Ok(Committed {
+                first_seq: d.first_seq,
+                count: d.count,
             }),
-            Err(_) => Err(IngestError::Stopped),
         }
     }
+
+    /// The delivery committed under `key`, if remembered.
+    pub fn delivered(&self, key: &str) -> Option<Delivery> {
+        let d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        d.by_key.get(key).cloned()
+    }
+
+    /// The deliveries remembered whose key starts with `prefix`, oldest first.
+    pub fn delivered_under(&self, prefix: &str) -> Vec<Delivery> {
+        let d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        d.in_order()
+            .into_iter()
+            .filter(|x| x.key.starts_with(prefix))
+            .collect()
+    }
+}
+
+/// What the log thread and the compaction thread share.
+struct CompactorState {
+    /// Compact once the log holds this many bytes: the larger of `min_bytes` and twice what
+    /// the last compaction left.
+    floor: std::sync::atomic::AtomicU64,
+    /// A compaction is under way: do not seal again.
+    busy: std::sync::atomic::AtomicBool,
+}
+
+/// The log thread's side of running compaction.
+struct Sealer {
+    every: Duration,
+    last: std::time::Instant,
+    state: Arc<CompactorState>,
+    tx: mpsc::Sender<u64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Sealer {
+    /// The log thread ends: the compaction under way (if any) finishes before it does, so
+    /// that a log reopened in the same process is not rewritten under its reader.
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.tx, mpsc::channel().0));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Sealer {
+    /// After a group commit: at most every `every`, when the log has grown past the floor and
+    /// no compaction runs, seals the current segment and hands the sealed ones over.
+    fn maybe_seal(&mut self, wal: &mut Wal) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.last.elapsed() < self.every || self.state.busy.load(SeqCst) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let big = wal
+            .size_bytes()
+            .is_ok_and(|b| b >= self.state.floor.load(SeqCst));
+        if !big {
+            return;
+        }
+        match wal.seal() {
+            Ok(below) => {
+                self.state.busy.store(true, SeqCst);
+                if self.tx.send(below).is_err() {
+                    self.state.busy.store(false, SeqCst);
+                }
+            }
+            Err(e) => eprintln!("vigie: ingest log: cannot seal a segment for compaction: {e}"),
+        }
+    }
+}
+
+/// The compaction thread: rewrites the sealed segments below each number it is handed, until
+/// the log thread ends.
+fn compactor_thread(
+    dir: &Path,
+    mut c: Compaction,
+    sealed: mpsc::Receiver<u64>,
+    state: &CompactorState,
+    stats: &CompactionStats,
+) {
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    for below in sealed {
+        match compact_sealed(dir, below, &mut c.keep) {
+            Ok((dropped, before, after)) => {
+                stats.runs.fetch_add(1, Relaxed);
+                stats.records_dropped.fetch_add(dropped as u64, Relaxed);
+                stats.bytes_before.store(before, Relaxed);
+                stats.bytes_after.store(after, Relaxed);
+                state.floor.store(c.min_bytes.max(2 * after), SeqCst);
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Relaxed);
+                eprintln!("vigie: ingest log: compaction failed, the log is left whole: {e}");
+                state
+                    .floor
+                    .store(c.min_bytes.max(2 * dir_bytes(dir)), SeqCst);
+            }
+        }
+        state.busy.store(false, SeqCst);
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Rewrites the segments of `dir` sealed below `below`: returns (records dropped, bytes
+/// before, bytes after).
+fn compact_sealed(
+    dir: &Path,
+    below: u64,
+    keep: &mut (dyn FnMut(Vec<Record>) -> Vec<Record> + Send),
+) -> Result<(usize, u64, u64), IngestError> {
+    let sealed = vigie_store::wal::read_sealed(dir, below)?;
+    if sealed.is_empty() {
+        return Ok((0, 0, 0));
+    }
+    let bytes: Vec<Vec<u8>> = sealed
+        .iter()
+        .flat_map(|(_, _, rs)| rs.iter().cloned())
+        .collect();
+    let before: u64 = bytes.iter().map(|r| r.len() as u64 + 8).sum();
+    let (all, deliveries) = read_all(&bytes)?;
+    let n = all.len();
+    let last = all.last().cloned();
+    let mut kept = keep(all);
+    if let Some(last) = last {
+        if kept.last().is_none_or(|k| k.seq != last.seq) {
+            kept.push(last);
+        }
+    }
+    let out = encode_compacted(&kept, kept_deliveries(deliveries));
+    let after: u64 = out.iter().map(|r| r.len() as u64 + 8).sum();
+    let files: Vec<(u64, std::path::PathBuf)> =
+        sealed.into_iter().map(|(s, p, _)| (s, p)).collect();
+    vigie_store::wal::replace_sealed(dir, &files, &out)?;
+    Ok((n - kept.len(), before, after))
 }
 
 #[cfg(test)]
@@ -346,6 +776,187 @@ mod tests {
         assert!(!old.exists() && !new.exists());
     }
     use vigie_model::{Body, Feed};
+
+    /// Of each id, the last version; the others as they are (the order kept).
+    fn last_of_each_id(all: Vec<Record>) -> Vec<Record> {
+        let mut last = HashMap::new();
+        for r in &all {
+            if let Some(id) = &r.id {
+                last.insert(id.clone(), r.seq);
+            }
+        }
+        all.into_iter()
+            .filter(|r| r.id.as_ref().is_none_or(|id| last[id] == r.seq))
+            .collect()
+    }
+
+    fn upsert(i: usize) -> Record {
+        let mut r = incident(i as i64);
+        r.id = Some(format!("sensor-{:03}-{}", i % 50, "x".repeat(40)));
+        r
+    }
+
+    #[test]
+    fn running_compaction_bounds_the_log_and_loses_no_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let opened = IngestLog::open_with(
+            dir.path(),
+            tx,
+            Some(Compaction {
+                every: Duration::from_millis(1),
+                min_bytes: 64 << 10,
+                keep: Box::new(last_of_each_id),
+            }),
+        )
+        .unwrap();
+        let total = 20_000;
+        let mut largest = 0;
+        for batch in (0..total).collect::<Vec<_>>().chunks(20) {
+            let c = opened
+                .log
+                .commit_blocking(batch.iter().map(|&i| upsert(i)).collect())
+                .unwrap();
+            assert_eq!(c.count, batch.len());
+            largest = largest.max(dir_bytes(dir.path()));
+        }
+        let stats = opened.compactions.clone();
+        drop(opened.log);
+        opened.thread.join().unwrap();
+        let written: u64 = rx
+            .try_iter()
+            .flatten()
+            .map(|r| serde_json::to_vec(&r).unwrap().len() as u64 + 1)
+            .sum();
+        let runs = stats.runs.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "{total} upserts of 50 ids: {written} bytes of records committed, the log held at most {largest} bytes, {runs} compactions"
+        );
+        assert!(runs > 0);
+        // Bounded: a floor of 64 KiB, doubled at most, plus the segment being written.
+        assert!(largest < 512 << 10, "{largest} bytes");
+        assert!(written > 8 * largest);
+        // Nothing that wins is lost: each id's last version is read back, once.
+        let (tx, _rx) = mpsc::channel();
+        let again = IngestLog::open(dir.path(), tx).unwrap();
+        let winners = last_of_each_id(again.recovered.clone());
+        assert_eq!(winners.len(), 50);
+        for r in &winners {
+            let i = r.ts as usize;
+            assert!(i >= total - 50, "id {:?} came back at version {i}", r.id);
+        }
+        let seqs: Vec<u64> = again.recovered.iter().map(|r| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(*seqs.last().unwrap(), total as u64 - 1);
+    }
+
+    #[test]
+    fn a_running_compaction_cut_at_any_step_reads_back_each_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), SEGMENT_BYTES).unwrap();
+        let mut all = Vec::new();
+        for seg in 0..4 {
+            for i in 0..10 {
+                let mut r = upsert(seg * 10 + i);
+                r.seq = (seg * 10 + i) as u64;
+                wal.append(&encode_chunks(std::slice::from_ref(&r))[0])
+                    .unwrap();
+                all.push(r);
+            }
+            wal.seal().unwrap();
+        }
+        let below = wal.seal().unwrap();
+        drop(wal);
+        let sealed = vigie_store::wal::read_sealed(dir.path(), below).unwrap();
+        assert_eq!(sealed.len(), 4);
+        let bytes: Vec<Vec<u8>> = sealed.iter().flat_map(|(_, _, r)| r.clone()).collect();
+        let (read, _) = read_all(&bytes).unwrap();
+        let kept: Vec<Record> = read.into_iter().filter(|r| r.seq % 3 == 0).collect();
+        let out = encode_compacted(&kept, Vec::new());
+        let files: Vec<(u64, std::path::PathBuf)> =
+            sealed.iter().map(|(s, p, _)| (*s, p.clone())).collect();
+        // The steps of replace_sealed, one at a time: the new segment over the last sealed
+        // one, then the earlier ones deleted newest first.
+        let check = |what: &str| {
+            let (_, rec) = Wal::open(dir.path(), SEGMENT_BYTES).unwrap();
+            let (got, _) = read_all(&rec.records).unwrap();
+            let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{what}: {seqs:?}");
+            for k in &kept {
+                assert!(seqs.contains(&k.seq), "{what}: {} lost", k.seq);
+            }
+            for r in &got {
+                assert_eq!(r, &all[r.seq as usize], "{what}");
+            }
+            seqs.len()
+        };
+        assert_eq!(check("before"), 40);
+        let last = &files[3].1;
+        let tmp = dir.path().join("replace.tmp");
+        let mut framed = Vec::new();
+        for r in &out {
+            framed.extend_from_slice(&(r.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&crc32fast::hash(r).to_be_bytes());
+            framed.extend_from_slice(r);
+        }
+        std::fs::write(&tmp, &framed).unwrap();
+        assert_eq!(check("written aside"), 40);
+        std::fs::rename(&tmp, last).unwrap();
+        assert_eq!(check("renamed over the last sealed segment"), 30 + 4);
+        std::fs::remove_file(&files[2].1).unwrap();
+        check("one deleted");
+        std::fs::remove_file(&files[1].1).unwrap();
+        check("two deleted");
+        std::fs::remove_file(&files[0].1).unwrap();
+        assert_eq!(check("done"), kept.len());
+    }
+
+    #[test]
+    fn a_delivery_key_is_committed_once_across_restarts_and_compactions() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = || vec![("http/ops/k1".to_string(), "d1".to_string())];
+        let (tx, _rx) = mpsc::channel();
+        let opened = IngestLog::open(dir.path(), tx).unwrap();
+        let first = rt
+            .block_on(
+                opened
+                    .log
+                    .commit_keyed(vec![incident(1), incident(2)], key(), true),
+            )
+            .unwrap();
+        assert_eq!(
+            first,
+            Outcome::Committed(Committed {
+                first_seq: 0,
+                count: 2
+            })
+        );
+        let again = rt
+            .block_on(
+                opened
+                    .log
+                    .commit_keyed(vec![incident(1), incident(2)], key(), true),
+            )
+            .unwrap();
+        let replayed = |o: &Outcome| matches!(o, Outcome::Replayed(d) if d.first_seq == 0 && d.count == 2 && d.digest == "d1");
+        assert!(replayed(&again), "{again:?}");
+        drop(opened.log);
+        opened.thread.join().unwrap();
+        // After a restart, and after the start's compaction dropped the records themselves.
+        IngestLog::compact(dir.path(), |_| Vec::new()).unwrap();
+        let (tx, _rx) = mpsc::channel();
+        let opened = IngestLog::open(dir.path(), tx).unwrap();
+        assert_eq!(opened.recovered.len(), 1, "the last record stays");
+        assert_eq!(opened.log.delivered("http/ops/k1").unwrap().count, 2);
+        let third = rt
+            .block_on(opened.log.commit_keyed(vec![incident(1)], key(), true))
+            .unwrap();
+        assert!(replayed(&third), "{third:?}");
+        assert_eq!(opened.log.delivered_under("http/ops/").len(), 1);
+    }
 
     fn incident(ts: i64) -> Record {
         Record {

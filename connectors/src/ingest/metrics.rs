@@ -72,6 +72,17 @@ impl Metrics {
         })
     }
 
+    /// Lines rejected so far, by feed (`unknown` for lines whose feed could not be told).
+    pub fn rejected_by_feed(&self) -> BTreeMap<&'static str, u64> {
+        self.with(|c| {
+            let mut out = BTreeMap::new();
+            for ((_, feed, _), n) in &c.rejected {
+                *out.entry(*feed).or_default() += n;
+            }
+            out
+        })
+    }
+
     /// A request to `route` answered with `status`.
     pub fn request(&self, route: &'static str, status: u16) {
         self.with(|c| *c.requests.entry((route, status)).or_default() += 1)

@@ -21,7 +21,7 @@ pub mod mqtt;
 pub mod payload;
 
 pub use http::{router, serve, HttpState};
-pub use log::{Committed, IngestError, IngestLog};
+pub use log::{Committed, Compaction, CompactionStats, Delivery, IngestError, IngestLog, Outcome};
 pub use metrics::Metrics;
 pub use mqtt::{MqttCounters, MqttRejection, MqttSource, MqttStats, TopicCounts};
 
@@ -35,4 +35,17 @@ pub struct LineError {
     /// The field at fault, when one is.
     pub field: Option<String>,
     pub reason: String,
+}
+
+/// SHA-256 of the parts joined by a 0 byte, in hex: the digest of a delivery.
+pub(crate) fn digest(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

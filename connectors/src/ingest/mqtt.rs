@@ -32,17 +32,21 @@
 //! the connection broke. The source remembers, per packet id, a hash of the topic and payload
 //! of each message it finished with in the current session; a `dup` message with the same id
 //! and the same bytes is acknowledged without being committed again. A message without `dup`
-//! reusing a packet id proves that the earlier one was acknowledged, and replaces it. What
-//! remains: vigie crashing (or being stopped) between a commit and its acknowledgement
-//! reaching the broker; the next vigie has no memory of the commit and commits the message
-//! again. Such a duplicate is byte-identical to the first; records with an `id` are upserts and
-//! absorb it, a plain record (an incident without id) is counted twice.
+//! reusing a packet id proves that the earlier one was acknowledged, and replaces it. The
+//! packet id and digest of each committed message are committed with its records (a delivery
+//! `mqtt/<client id>@<url>/<packet id>` of the ingest log), so after vigie crashed between a
+//! commit and its acknowledgement, the next run, resuming the persistent session, knows the
+//! message and acknowledges its redelivery without committing it again. Left: a broker that
+//! reuses a packet id for a message with exactly the same topic and payload as the one last
+//! committed under it, and redelivers it (`dup`) after vigie crashed before committing it,
+//! would see it taken for the earlier one; brokers cycle through 65,535 ids before reusing one.
 //!
 //! **Retained messages** (delivered with the retain flag because of a subscription, not
 //! because they were published now) are acknowledged and skipped: they were taken when they
 //! were published, or predate vigie's subscription.
 
 use super::{IngestError, IngestLog, LineError};
+use crate::files::{ndjson_text, CsvRow, CsvRows};
 use crate::mapped::CompiledMapping;
 use crate::privacy::Privacy;
 use crate::raw::{parse_json_line, RawRecord, Scalar};
@@ -53,7 +57,6 @@ use rumqttc::{
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -148,6 +151,20 @@ impl MqttCounters {
     /// A copy of the counters.
     pub fn snapshot(&self) -> MqttStats {
         self.lock().stats.clone()
+    }
+
+    /// Lines (or whole messages) rejected so far, by feed; messages on a topic no filter
+    /// matches under `unknown`.
+    pub fn rejected_by_feed(&self) -> BTreeMap<String, u64> {
+        let s = self.snapshot();
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for ((_, feed), c) in &s.topics {
+            *out.entry(feed.clone()).or_default() += c.rejected;
+        }
+        if s.unmatched > 0 {
+            *out.entry("unknown".to_string()).or_default() += s.unmatched;
+        }
+        out
     }
 
     /// The last rejections, oldest first.
@@ -582,7 +599,9 @@ fn shown_topic(plan: &TopicPlan, topic: &str) -> String {
         .join("/")
 }
 
-/// Parses one message's payload into validated records and rejected lines.
+/// Parses one message's payload into validated records and rejected lines: NDJSON lines, or
+/// CSV rows through the topic's mapping, read by the same code as file replay and HTTP ingest
+/// ([`ndjson_text`], [`CsvRows`]).
 fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8]) -> Parsed {
     let mut out = Parsed::default();
     let malformed = |line: u64, reason: String| LineError {
@@ -591,108 +610,82 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
         field: None,
         reason,
     };
-    let text = match std::str::from_utf8(payload) {
-        Ok(t) => t,
-        Err(e) => {
-            out.rejected
-                .push(malformed(1, format!("the payload is not UTF-8: {e}")));
-            return out;
-        }
-    };
-    if text.trim().is_empty() {
+    if payload.iter().all(u8::is_ascii_whitespace) {
         out.rejected
             .push(malformed(1, "the payload is empty".to_string()));
         return out;
     }
     let levels: Vec<&str> = topic.split('/').collect();
     let zones = &config.zones;
-    match &plan.csv {
-        None => {
-            for (i, line) in text.split('\n').enumerate() {
-                let n = i as u64 + 1;
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let result = parse_json_line(line)
+    let Some(csv_plan) = &plan.csv else {
+        for (i, line) in payload.split(|b| *b == b'\n').enumerate() {
+            let n = i as u64 + 1;
+            let result = match ndjson_text(line) {
+                Ok(None) => continue,
+                Ok(Some(text)) => parse_json_line(text)
                     .map_err(|e| line_error(n, RecordError::malformed(e)))
-                    .and_then(|raw| finish(plan, raw, &levels, zones, n));
-                match result {
-                    Ok(r) => out.records.push(r),
-                    Err(e) => out.rejected.push(e),
-                }
+                    .and_then(|raw| finish(plan, raw, &levels, zones, n)),
+                Err(e) => Err(line_error(n, e)),
+            };
+            match result {
+                Ok(r) => out.records.push(r),
+                Err(e) => out.rejected.push(e),
             }
         }
-        Some(csv_plan) => {
-            let mut rdr = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .delimiter(csv_plan.mapping.delimiter_byte())
-                .from_reader(text.as_bytes());
-            let mut header_compiled = None;
-            let mut row = csv::StringRecord::new();
-            loop {
-                let n = rdr.position().line();
-                match rdr.read_record(&mut row) {
-                    Ok(false) => break,
-                    Ok(true) => {}
-                    Err(e) => {
-                        out.rejected
-                            .push(malformed(n, format!("malformed CSV: {e}")));
-                        break;
-                    }
-                }
-                if row.iter().all(|c| c.trim().is_empty()) {
-                    continue;
-                }
-                let compiled = match (&csv_plan.compiled, &header_compiled) {
-                    (Some(c), _) => c,
-                    (None, Some(c)) => c,
-                    (None, None) => {
-                        let header: Vec<String> = row.iter().map(str::to_string).collect();
-                        match CompiledMapping::compile(
-                            &csv_plan.name,
-                            &csv_plan.mapping,
-                            &header,
-                            config,
-                        ) {
-                            Ok(c) => header_compiled = Some(c),
-                            Err(e) => {
-                                out.rejected.push(malformed(
-                                    n,
-                                    format!("the header does not fit the mapping: {e}"),
-                                ));
-                                return out;
-                            }
-                        }
-                        continue;
-                    }
-                };
-                let result = compiled
-                    .raw(&row)
-                    .map_err(|e| line_error(n, plan.privacy.scrub_error(e)))
-                    .and_then(|raw| finish(plan, raw, &levels, zones, n));
-                match result {
-                    Ok(r) => out.records.push(r),
-                    Err(e) => out.rejected.push(e),
-                }
+        return out;
+    };
+    let mut rows = match &csv_plan.compiled {
+        Some(compiled) => CsvRows::headless(payload, compiled, csv_plan.mapping.delimiter_byte()),
+        None => match CsvRows::open(payload, &csv_plan.name, config) {
+            Ok(rows) => rows,
+            Err(e) => {
+                out.rejected.push(malformed(
+                    1,
+                    format!("the header does not fit the mapping: {e}"),
+                ));
+                return out;
             }
+        },
+    };
+    let mut row = csv::StringRecord::new();
+    while let Some(next) = rows.next_row(&mut row) {
+        let n = match next {
+            CsvRow::Row { line, .. } => line,
+            CsvRow::Bad { line, reason, .. } => {
+                out.rejected.push(malformed(line, reason));
+                continue;
+            }
+            CsvRow::Failed(reason) => {
+                out.rejected.push(malformed(1, reason));
+                break;
+            }
+        };
+        if row.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        let result = rows
+            .mapping()
+            .raw(&row)
+            .map_err(|e| line_error(n, plan.privacy.scrub_error(e)))
+            .and_then(|raw| finish(plan, raw, &levels, zones, n));
+        match result {
+            Ok(r) => out.records.push(r),
+            Err(e) => out.rejected.push(e),
         }
     }
     out
 }
 
-fn fingerprint(p: &Publish) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    p.topic.hash(&mut h);
-    p.payload.hash(&mut h);
-    h.finish()
+/// The digest of a message: SHA-256 of its topic and payload.
+fn fingerprint(p: &Publish) -> String {
+    super::digest(&[p.topic.as_bytes(), &p.payload])
 }
 
 /// Which QoS 1/2 messages this session already finished with (committed or rejected), by
-/// packet id: at most one per id, so at most 65,535.
+/// packet id: at most one per id, so at most 65,535. Those committed are also in the ingest
+/// log (their deliveries), from which a restarted source takes them back.
 #[derive(Default)]
-struct Finished(HashMap<u16, u64>);
+struct Finished(HashMap<u16, String>);
 
 impl Finished {
     /// Whether `p` is a redelivery of a message already finished with; otherwise remembers it.
@@ -709,10 +702,27 @@ impl Finished {
         false
     }
 
+    /// The messages of the session committed by an earlier run, from the ingest log's
+    /// deliveries under `session`.
+    fn recovered(log: &IngestLog, session: &str) -> Finished {
+        let mut f = Finished::default();
+        for d in log.delivered_under(session) {
+            if let Ok(pkid) = d.key[session.len()..].parse::<u16>() {
+                f.0.insert(pkid, d.digest);
+            }
+        }
+        f
+    }
+
     /// The broker has no session: it will redeliver nothing of the old one.
     fn clear(&mut self) {
         self.0.clear();
     }
+}
+
+/// The prefix of the delivery keys of vigie's session on this broker.
+fn session_key(m: &MqttConfig) -> String {
+    format!("mqtt/{}@{}/", m.client_id, m.url)
 }
 
 /// Messages to the processing task.
@@ -744,6 +754,7 @@ async fn run(
         client.clone(),
         log,
         counters.clone(),
+        session_key(&mqtt),
     ));
     let min = Duration::from_millis(mqtt.reconnect_min_ms);
     let max = Duration::from_millis(mqtt.reconnect_max_ms);
@@ -867,8 +878,9 @@ async fn process(
     client: AsyncClient,
     log: IngestLog,
     counters: Arc<MqttCounters>,
+    session: String,
 ) {
-    let mut finished = Finished::default();
+    let mut finished = Finished::recovered(&log, &session);
     let mut batch: Vec<Msg> = Vec::with_capacity(BATCH_MESSAGES);
     loop {
         batch.clear();
@@ -879,6 +891,7 @@ async fn process(
         let mut to_ack: Vec<Publish> = Vec::new();
         let mut rejected: Vec<(String, Vec<LineError>)> = Vec::new();
         let mut accepted: Vec<(usize, u64)> = Vec::new();
+        let mut keys: Vec<(String, String)> = Vec::new();
         for msg in batch.drain(..) {
             let p = match msg {
                 Msg::NewSession => {
@@ -927,6 +940,9 @@ async fn process(
                 rejected.push((shown_topic(plan, &p.topic), parsed.rejected));
             }
             accepted.push((index, parsed.records.len() as u64));
+            if !parsed.records.is_empty() && p.qos != QoS::AtMostOnce {
+                keys.push((format!("{session}{}", p.pkid), fingerprint(&p)));
+            }
             records.extend(parsed.records);
             to_ack.push(p);
         }
@@ -934,7 +950,7 @@ async fn process(
             counters.reject(&topic, errors);
         }
         if !records.is_empty() {
-            if let Err(e) = log.commit(records).await {
+            if let Err(e) = log.commit_keyed(records, keys, false).await {
                 report_commit_error(&counters, &e);
                 // Nothing of this batch is acknowledged: the broker keeps it for the next
                 // session. A log that failed takes nothing more, so the source stops.
