@@ -1,8 +1,8 @@
 //! The live side of `vigie run`: the HTTP endpoint (ingest, dead letters, `/metrics`,
-//! `/health`) and the MQTT source (of an external broker, or of the embedded one), until
+//! `/health`, the query API and the wall page of [`crate::api`]) and the MQTT source (of an external broker, or of the embedded one), until
 //! SIGTERM or Ctrl-C.
 
-use crate::run::{Dirs, EngineMetrics};
+use crate::run::Dirs;
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,12 +48,13 @@ pub async fn serve(
     log: IngestLog,
     listener: std::net::TcpListener,
     dirs: &Dirs,
-    metrics: Arc<EngineMetrics>,
+    wall: Arc<crate::wall::Wall>,
     mqtt: (Arc<Config>, Arc<MqttCounters>),
     stopping: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let state = HttpState::new(config.clone(), log.clone()).map_err(anyhow::Error::msg)?;
-    let engine = metrics.clone();
+    let tokens = Arc::new(crate::auth::Tokens::load(&config.api).map_err(anyhow::Error::msg)?);
+    let engine = wall.metrics.clone();
     state.add_metrics(move |out| engine.render(out));
     let log_dir = dirs.log.clone();
     state.add_metrics(move |out| {
@@ -93,21 +94,27 @@ pub async fn serve(
         dirs.store.display()
     );
     let alive = stopping.clone();
-    let app = router(state).merge(axum::Router::new().route(
-        "/health",
-        axum::routing::get(move || {
-            let alive = alive.clone();
-            async move {
-                if alive.load(Ordering::SeqCst) {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
-                } else {
-                    (axum::http::StatusCode::OK, "ok\n")
+    let app = router(state)
+        .merge(crate::api::router(wall.clone()))
+        .merge(axum::Router::new().route(
+            "/health",
+            axum::routing::get(move || {
+                let alive = alive.clone();
+                async move {
+                    if alive.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+                    } else {
+                        (axum::http::StatusCode::OK, "ok\n")
+                    }
                 }
-            }
-        }),
-    ));
+            }),
+        ))
+        .layer(axum::Extension(tokens));
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(stopping))
+        .with_graceful_shutdown(async move {
+            shutdown_signal(stopping).await;
+            wall.stop();
+        })
         .await;
     if let Some(source) = mqtt {
         let _ = tokio::task::spawn_blocking(move || source.stop()).await;

@@ -187,6 +187,7 @@ pub type Observer = Box<dyn FnMut(&vigie_engine::Changes, i64, &FeedHealth) + Se
 fn engine(
     config: Arc<Config>,
     observers: Vec<Observer>,
+    store_out: Arc<std::sync::OnceLock<crate::sink::SharedStore>>,
     recovered: Vec<Record>,
     rx: mpsc::Receiver<(Instant, Vec<Record>)>,
     store_dir: PathBuf,
@@ -222,6 +223,9 @@ fn engine(
                 return;
             }
         };
+        if let Some(store) = sinks.store() {
+            let _ = store_out.set(store);
+        }
         driver.collected.borrow_mut().track_changes();
         let health = FeedHealth::default();
         let mut latency =
@@ -409,16 +413,20 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let stopping = Arc::new(AtomicBool::new(false));
-    // Who watches the engine's changes besides the sinks.
-    let observers: Vec<Observer> = Vec::new();
+    // Who watches the engine's changes besides the sinks: the wall and the query API.
+    let wall = crate::wall::Wall::new(config.clone(), metrics.clone());
+    let observers: Vec<Observer> = vec![wall.observer()];
     let engine_thread = {
         let (config, metrics, store) = (config.clone(), metrics.clone(), dirs.store.clone());
         let recovered = opened.recovered;
         let stop = stopping.clone();
+        let store_out = wall.store.clone();
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                let r = engine(config, observers, recovered, eng_rx, store, epoch, metrics);
+                let r = engine(
+                    config, observers, store_out, recovered, eng_rx, store, epoch, metrics,
+                );
                 if let Err(e) = &r {
                     // Taking records nobody computes would hide an outage: stop the sources.
                     eprintln!("vigie run: the engine stopped: {e:#}");
@@ -451,7 +459,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         opened.log,
         http_listener,
         &dirs,
-        metrics.clone(),
+        wall,
         (Arc::new(mqtt_config), mqtt_counters),
         stopping.clone(),
     ));
