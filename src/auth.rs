@@ -50,6 +50,7 @@ impl Tokens {
     }
 
     /// Tokens given directly (tests, the demo).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, Caller)>) -> Tokens {
         Tokens {
             known: pairs.into_iter().collect(),

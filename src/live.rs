@@ -42,7 +42,9 @@ async fn shutdown_signal(stopping: Arc<AtomicBool>) {
 ///
 /// `mqtt` is the configuration the MQTT source runs with (`config` itself with an external
 /// broker, or [`crate::broker::source_config`] with the embedded one) and its counters; a
-/// configuration without `[ingest.mqtt]` starts no MQTT source.
+/// configuration without `[ingest.mqtt]` starts no MQTT source. `alerts` adds its routes
+/// and learns where deliveries are counted (its deadman rules).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     config: Arc<Config>,
     log: IngestLog,
@@ -51,9 +53,12 @@ pub async fn serve(
     wall: Arc<crate::wall::Wall>,
     mqtt: (Arc<Config>, Arc<MqttCounters>),
     stopping: Arc<AtomicBool>,
+    alerts: &crate::alerts_api::Alerts,
 ) -> anyhow::Result<()> {
     let state = HttpState::new(config.clone(), log.clone()).map_err(anyhow::Error::msg)?;
     let tokens = Arc::new(crate::auth::Tokens::load(&config.api).map_err(anyhow::Error::msg)?);
+    let shown = alerts.service.clone();
+    state.add_metrics(move |out| shown.render(out));
     let engine = wall.metrics.clone();
     state.add_metrics(move |out| engine.render(out));
     let log_dir = dirs.log.clone();
@@ -71,6 +76,12 @@ pub async fn serve(
         ));
     });
     let (mqtt_config, counters) = mqtt;
+    alerts.set_probe(crate::alerts_api::probe(
+        &config,
+        &mqtt_config,
+        state.metrics(),
+        counters.clone(),
+    ));
     let mqtt = match &mqtt_config.ingest.mqtt {
         None => None,
         Some(m) => {
@@ -93,9 +104,30 @@ pub async fn serve(
         dirs.log.display(),
         dirs.store.display()
     );
+    // Alert transitions (firing, resolved, acknowledged…) go to the wall's live stream.
+    let mut alert_events = alerts.service.subscribe();
+    let to_wall = wall.clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match alert_events.recv().await {
+                Ok(event) => match serde_json::to_value(&event) {
+                    Ok(v) => to_wall.publish("alert", &v),
+                    Err(e) => eprintln!("vigie run: an alert event for the wall: {e}"),
+                },
+                // Missed some: the walls reread the alerts.
+                Err(RecvError::Lagged(n)) => to_wall.publish(
+                    "reset",
+                    &serde_json::json!({"reason": format!("{n} alert events missed")}),
+                ),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
     let alive = stopping.clone();
     let app = router(state)
         .merge(crate::api::router(wall.clone()))
+        .merge(crate::alerts_api::router(alerts.service.clone()))
         .merge(axum::Router::new().route(
             "/health",
             axum::routing::get(move || {

@@ -10,8 +10,8 @@
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
+mod alerts_api;
 mod api;
-#[allow(dead_code)] // Operator and its 403: until the alert routes (branch alerts) take it
 mod auth;
 mod broker;
 mod demo;

@@ -152,6 +152,8 @@ pub fn survivors(params: &GraphParams, clock_hour: i64, all: Vec<Record>) -> Vec
 pub struct Dirs {
     pub log: PathBuf,
     pub store: PathBuf,
+    /// The alert state and history (`alerts/FORMAT.md`).
+    pub alerts: PathBuf,
 }
 
 impl Dirs {
@@ -160,8 +162,15 @@ impl Dirs {
             Some(d) => Dirs {
                 log: d.join("ingest"),
                 store: d.join("store"),
+                alerts: d.join("alerts"),
             },
             None => Dirs {
+                alerts: config
+                    .ingest
+                    .log_dir
+                    .parent()
+                    .map(|p| p.join("alerts"))
+                    .unwrap_or_else(|| PathBuf::from("alerts")),
                 log: config.ingest.log_dir.clone(),
                 store: config.store.dir.clone().unwrap_or_else(|| {
                     config
@@ -183,10 +192,15 @@ impl Dirs {
 /// work to another thread).
 pub type Observer = Box<dyn FnMut(&vigie_engine::Changes, i64, &FeedHealth) + Send>;
 
+/// Something with points of its own for the store (the alert history): drained at each
+/// epoch, written in the same revision as the epoch's changes.
+pub type PointSource = Box<dyn FnMut() -> Vec<vigie_model::Point> + Send>;
+
 #[allow(clippy::too_many_arguments)]
 fn engine(
     config: Arc<Config>,
     observers: Vec<Observer>,
+    point_sources: Vec<PointSource>,
     store_out: Arc<std::sync::OnceLock<crate::sink::SharedStore>>,
     recovered: Vec<Record>,
     rx: mpsc::Receiver<(Instant, Vec<Record>)>,
@@ -201,10 +215,12 @@ fn engine(
     // Timely wants a closure it could share; the receiver and the records move in once.
     let rx = Mutex::new(rx);
     let observers = Mutex::new(observers);
+    let point_sources = Mutex::new(point_sources);
     let recovered = Mutex::new(Some(recovered));
     timely::execute_directly(move |worker| {
         let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
         let mut observers = observers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut point_sources = point_sources.lock().unwrap_or_else(|e| e.into_inner());
         let recovered = recovered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -277,7 +293,9 @@ fn engine(
             let e = driver.advance();
             driver.wait(worker, e);
             metrics.epochs.fetch_add(1, Ordering::Relaxed);
-            if first || !arrived.is_empty() || last_clock != Some(hour) {
+            let extra: Vec<vigie_model::Point> =
+                point_sources.iter_mut().flat_map(|p| p()).collect();
+            if first || !arrived.is_empty() || last_clock != Some(hour) || !extra.is_empty() {
                 let changes = driver.collected.borrow_mut().drain();
                 if let Some(board) = metrics
                     .board
@@ -294,7 +312,8 @@ fn engine(
                     // Rows long out of the horizon (a week back) are of no interest.
                     board.retain(|(_, h), _| *h >= hour - 24 * 8);
                 }
-                let points = change_points(&changes, &zone_ids);
+                let mut points = change_points(&changes, &zone_ids);
+                points.extend(extra);
                 // Live, a revision is the wall-clock time it was computed at.
                 if let Err(e) = sinks.publish(points, &health, chrono_now_us() / 1000, Some(e)) {
                     *out.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -413,9 +432,13 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let stopping = Arc::new(AtomicBool::new(false));
-    // Who watches the engine's changes besides the sinks: the wall and the query API.
+    // Alerting: an observer of the engine, a timer, notifiers, the API.
+    let alerts = crate::alerts_api::start(&config, &dirs.alerts, stopping.clone())
+        .with_context(|| format!("starting alerting in {}", dirs.alerts.display()))?;
+    // Who watches the engine's changes besides the sinks: alerting, and the wall and query API.
     let wall = crate::wall::Wall::new(config.clone(), metrics.clone());
-    let observers: Vec<Observer> = vec![wall.observer()];
+    let observers: Vec<Observer> = vec![alerts.observer(), wall.observer()];
+    let point_sources: Vec<PointSource> = vec![alerts.points()];
     let engine_thread = {
         let (config, metrics, store) = (config.clone(), metrics.clone(), dirs.store.clone());
         let recovered = opened.recovered;
@@ -425,7 +448,15 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             .name("engine".into())
             .spawn(move || {
                 let r = engine(
-                    config, observers, store_out, recovered, eng_rx, store, epoch, metrics,
+                    config,
+                    observers,
+                    point_sources,
+                    store_out,
+                    recovered,
+                    eng_rx,
+                    store,
+                    epoch,
+                    metrics,
                 );
                 if let Err(e) = &r {
                     // Taking records nobody computes would hide an outage: stop the sources.
@@ -462,6 +493,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         wall,
         (Arc::new(mqtt_config), mqtt_counters),
         stopping.clone(),
+        &alerts,
     ));
     // The demo feeder stops with the sources (it watches `stopping`).
     stopping.store(true, Ordering::SeqCst);
@@ -476,6 +508,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine_result = engine_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    alerts.join();
     served?;
     engine_result?;
     eprintln!("vigie run: stopped");

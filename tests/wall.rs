@@ -65,6 +65,13 @@ token_env = "VIGIE_VIEWER_TOKEN"
 name = "duty"
 role = "operator"
 token_env = "VIGIE_OPERATOR_TOKEN"
+[[alerts.rules]]
+name = "risk-13003"
+indicator = "risk_score"
+zones = ["13003"]
+threshold = 70.0
+reset = 50.0
+severity = "critical"
 "#,
                 zones.display().to_string()
             ),
@@ -985,6 +992,107 @@ async fn the_wall_in_headless_chromium_shows_the_city_live() {
         .unwrap();
     js_wait(&b, 10, "the forecast levels", &format!("return document.querySelector('#map g.zone[data-zone=\"13003\"]').dataset.level === '{forecast}';")).await;
     shot(&b, "wall-forecast.png").await;
+
+    // The alert the record raised reaches the page; a viewer's acknowledgement is refused…
+    b.goto(&v.url(&format!("/?token={VIEWER}"))).await.unwrap();
+    js_wait(
+        &b,
+        15,
+        "the alert on the page",
+        "return document.querySelector('#alerts li[data-alert] button.ack');",
+    )
+    .await;
+    let (_, alerts) = v.get("/api/v1/alerts?state=active", Some(VIEWER)).await;
+    let alert = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["zone"] == "13003")
+        .expect("an alert for 13003")
+        .clone();
+    assert_eq!(alert["state"], "firing", "{alert}");
+    let id = alert["id"].as_str().unwrap().to_string();
+    let button = format!("#alerts li[data-alert=\"{id}\"] button.ack");
+    b.find(fantoccini::Locator::Css(&button))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refusal = js_wait(&b, 10, "the refusal", "const s = document.getElementById('ack-status'); return s.className === 'refused' && s.textContent;").await;
+    assert!(refusal.as_str().unwrap().contains("403"), "{refusal}");
+    shot(&b, "wall-ack-refused.png").await;
+    let (_, still) = v.get("/api/v1/alerts?state=active", Some(VIEWER)).await;
+    assert!(
+        still
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == id && a["acknowledged"].is_null()),
+        "{still}"
+    );
+    // …an operator's, typed into the page, goes through, and every wall sees it live.
+    let mut watcher = SseReader::open(&v, "", None, Some(VIEWER)).await.1.unwrap();
+    b.find(fantoccini::Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(OPERATOR)
+        .await
+        .unwrap();
+    b.find(fantoccini::Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    js_wait(
+        &b,
+        10,
+        "the operator",
+        "return document.getElementById('who').textContent.includes('operator');",
+    )
+    .await;
+    js_wait(
+        &b,
+        10,
+        "the ack button",
+        &format!("return document.querySelector('{button}');"),
+    )
+    .await;
+    b.find(fantoccini::Locator::Css(&button))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    js_wait(
+        &b,
+        10,
+        "the acknowledgement",
+        "return document.getElementById('ack-status').className === 'done';",
+    )
+    .await;
+    js_wait(&b, 10, "the acknowledged alert", &format!("const li = document.querySelector('#alerts li[data-alert=\"{id}\"]'); return li && li.textContent.includes('acknowledged by duty');")).await;
+    let (_, now) = v.get("/api/v1/alerts?state=active", Some(VIEWER)).await;
+    let acked = now
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(acked["acknowledged"]["by"], "duty", "{acked}");
+    let event = watcher
+        .until(10, |e| {
+            e.event == "alert" && e.data.contains("acknowledged")
+        })
+        .await
+        .pop()
+        .unwrap();
+    let event: Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(event["id"], id.as_str());
+    assert_eq!(event["acknowledged"]["by"], "duty");
+    shot(&b, "wall-acknowledged.png").await;
 
     b.close().await.unwrap();
 }

@@ -8,6 +8,7 @@
 //! A small real sample (Vancouver Police Department incidents of December 2020) and its
 //! configuration are embedded, so that `vigie replay` runs with no file at all.
 
+pub mod alerts;
 pub mod api;
 pub mod ingest;
 pub mod mapping;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use alerts::{AlertRule, AlertsConfig, Indicator, NotifierConfig, NotifierKind, Op, Severity};
 pub use api::{ApiConfig, ApiToken, Role};
 pub use ingest::{HttpConfig, IngestConfig, MqttConfig, MqttTopic, SourceConfig};
 pub use mapping::Mapping;
@@ -174,6 +176,8 @@ struct RawConfig {
     privacy: PrivacyConfig,
     #[serde(default)]
     api: ApiConfig,
+    #[serde(default)]
+    alerts: AlertsConfig,
 }
 
 fn default_tz() -> String {
@@ -207,6 +211,8 @@ pub struct Config {
     /// Who may read and act on the query API and the wall; token files resolved against
     /// `base_dir` already.
     pub api: ApiConfig,
+    /// Alert rules, zone groups and notifiers (`vigie run`).
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -355,8 +361,13 @@ impl Config {
                 }
             }
         }
+        let zone_ids: Vec<String> = zones.iter().map(|z| z.id.clone()).collect();
+        raw.alerts
+            .validate(&zone_ids)
+            .map_err(|(k, m)| invalid(&format!("alerts.{k}"), m))?;
         Ok(Config {
             origin: origin.to_string(),
+            alerts: raw.alerts,
             api,
             privacy,
             store,
@@ -533,6 +544,28 @@ mod tests {
         assert_eq!(i, expected);
         // Without the section, there is no sink.
         assert!(Config::embedded_default().outputs.influxdb.is_none());
+    }
+
+    #[test]
+    fn the_documented_alerts_section_parses() {
+        let text = embedded::DEFAULT_CONFIG;
+        let start = text.find("# [alerts]").expect("documented in default.toml");
+        let section: Vec<&str> = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect();
+        let text = format!(
+            "zones = \"zones/marseille.geojson\"\n{}",
+            section.join("\n")
+        );
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.alerts.rules.len(), 2);
+        assert_eq!(c.alerts.rules[0].lookahead_h, 24);
+        assert_eq!(c.alerts.rules[1].feed.as_deref(), Some("density"));
+        assert_eq!(c.alerts.notify[0].min_severity, Severity::Warning);
+        assert_eq!(c.alerts.tick_ms, AlertsConfig::default().tick_ms);
+        assert!(Config::embedded_default().alerts.rules.is_empty());
     }
 
     #[test]

@@ -62,6 +62,16 @@ impl Metrics {
         })
     }
 
+    /// Lines accepted so far, per (source, feed).
+    pub fn accepted(&self) -> Vec<(String, &'static str, u64)> {
+        self.with(|c| {
+            c.accepted
+                .iter()
+                .map(|((s, f), n)| (s.clone(), *f, *n))
+                .collect()
+        })
+    }
+
     /// A request to `route` answered with `status`.
     pub fn request(&self, route: &'static str, status: u16) {
         self.with(|c| *c.requests.entry((route, status)).or_default() += 1)

@@ -1,0 +1,570 @@
+//! End-to-end tests of alerting: the real `vigie run` binary, a real webhook receiver (a
+//! plain HTTP server in the test), the embedded MQTT broker with a real rumqttc publisher.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SOURCE_TOKEN: &str = "s3cret-token";
+const OPERATOR: &str = "duty-s3cret";
+const VIEWER: &str = "wall-s3cret";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    l.local_addr().unwrap().port()
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A plain HTTP/1.1 request on loopback: status and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_string(),
+    ))
+}
+
+fn json(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let (code, text) = http(port, method, path, token, body).expect("vigie answers");
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn post_records(port: u16, lines: &[String]) {
+    let (code, body) = http(
+        port,
+        "POST",
+        "/api/v1/records",
+        Some(SOURCE_TOKEN),
+        &lines.join("\n"),
+    )
+    .expect("vigie answers");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["accepted"].as_u64(), Some(lines.len() as u64), "{body}");
+}
+
+fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let Some((200, text)) = http(port, "GET", "/metrics", None, "") else {
+        return 0.0;
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(" ")?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `vigie run` on a data folder with `alerts` (TOML) in its configuration.
+struct Running {
+    child: std::process::Child,
+    port: u16,
+    mqtt: u16,
+}
+
+impl Running {
+    /// `alerts` may name the embedded broker's port as `MQTT_PORT`.
+    fn start(dir: &Path, alerts: &str) -> Running {
+        let config = dir.join("run.toml");
+        let (port, mqtt) = (free_port(), free_port());
+        let alerts = alerts.replace("MQTT_PORT", &mqtt.to_string());
+        std::fs::write(
+            &config,
+            format!(
+                "zones = {:?}\n[ingest]\nepoch_ms = 100\n\
+                 [[sources]]\nname = \"ops\"\nfeeds = [\"incident\", \"event\", \"density\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n\
+                 [[api.tokens]]\nname = \"duty\"\nrole = \"operator\"\ntoken_env = \"VIGIE_TEST_OPERATOR\"\n\
+                 [[api.tokens]]\nname = \"wall\"\nrole = \"viewer\"\ntoken_env = \"VIGIE_TEST_VIEWER\"\n\
+                 [alerts]\ntick_ms = 200\n{alerts}",
+                repo().join("config/zones/marseille.geojson").display().to_string()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
+            .env("VIGIE_TEST_TOKEN", SOURCE_TOKEN)
+            .env("VIGIE_TEST_OPERATOR", OPERATOR)
+            .env("VIGIE_TEST_VIEWER", VIEWER)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while http(port, "GET", "/health", None, "").is_none_or(|(c, _)| c != 200) {
+            let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "vigie run did not answer /health:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Running { child, port, mqtt }
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "vigie run exited with {status}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A webhook receiver: a real HTTP server on `port` that records each POST body and answers
+/// 200.
+fn receiver(port: u16, got: Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the receiver's port");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            let mut key = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let l = line.trim_end().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = l.strip_prefix("idempotency-key:") {
+                    key = v.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            assert_eq!(
+                v["event_id"].as_str(),
+                Some(key.as_str()),
+                "Idempotency-Key"
+            );
+            got.lock().unwrap().push(v);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+}
+
+fn events(got: &Mutex<Vec<Value>>) -> Vec<(String, String)> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["event"].as_str().unwrap().to_string(),
+                v["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn incident(id: &str, ts: i64, cancelled: bool) -> String {
+    let status = if cancelled {
+        ",\"status\":\"cancelled\""
+    } else {
+        ""
+    };
+    format!("{{\"feed\":\"incident\",\"id\":\"{id}\",\"ts\":{ts},\"zone\":\"13001\",\"severity\":5{status}}}")
+}
+
+#[test]
+fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing_does_not_fire_again(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = free_port();
+    // risk(13001, now) with six incidents of severity 5 this hour: recent = 30, raw = 15,
+    // risk = 100·(1 − e^−1.5) = 77.7 ≥ 70; without them 0.
+    let alerts = format!(
+        "[[alerts.rules]]\nname = \"risk-13001\"\nindicator = \"risk_score\"\nzones = [\"13001\"]\nthreshold = 70.0\nreset = 50.0\nseverity = \"critical\"\n\
+         [[alerts.notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n"
+    );
+    let run = Running::start(dir.path(), &alerts);
+    let port = run.port;
+    let ts = now_s() - 1;
+    let ids: Vec<String> = (0..6).map(|i| format!("inc-{i}")).collect();
+    post_records(
+        port,
+        &ids.iter()
+            .map(|id| incident(id, ts, false))
+            .collect::<Vec<_>>(),
+    );
+    wait_for(20, "the alert to fire", || {
+        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+            .1
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+    // The receiver is down: deliveries fail and are retried.
+    wait_for(20, "failed deliveries", || {
+        metric(port, "vigie_alerts_delivery_failures_total") >= 3.0
+    });
+    let got = Arc::new(Mutex::new(Vec::new()));
+    receiver(hook, got.clone());
+    wait_for(20, "the firing notification", || {
+        !got.lock().unwrap().is_empty()
+    });
+    let first = got.lock().unwrap()[0].clone();
+    assert_eq!(first["event"], "firing");
+    assert_eq!(first["rule"], "risk-13001");
+    assert_eq!(first["zone"], "13001");
+    assert_eq!(first["severity"], "critical");
+    assert_eq!(first["threshold"], 70.0);
+    assert!(first["value"].as_f64().unwrap() > 77.0, "{first}");
+    assert!(first["hour"].as_str().is_some());
+    assert_eq!(first["contributions"]["recent"], 30.0, "{first}");
+    assert_eq!(
+        first["contributions"]["top"][0]["name"], "recent",
+        "{first}"
+    );
+    let id = first["id"].as_str().unwrap().to_string();
+
+    // Acknowledgement: roles, then the operator.
+    let ack = format!("/api/v1/alerts/{id}/ack");
+    assert_eq!(json(port, "POST", &ack, None, "{}").0, 401);
+    assert_eq!(json(port, "POST", &ack, Some("nope"), "{}").0, 401);
+    assert_eq!(json(port, "POST", &ack, Some(VIEWER), "{}").0, 403);
+    assert_eq!(
+        json(port, "POST", "/api/v1/alerts/999/ack", Some(OPERATOR), "{}").0,
+        404
+    );
+    let (code, acked) = json(
+        port,
+        "POST",
+        &ack,
+        Some(OPERATOR),
+        r#"{"comment":"patrol sent"}"#,
+    );
+    assert_eq!(code, 200, "{acked}");
+    assert_eq!(acked["acknowledged"]["by"], "duty");
+    assert_eq!(acked["acknowledged"]["comment"], "patrol sent");
+
+    // A restart while firing: no second firing notification.
+    run.stop();
+    let run = Running::start(dir.path(), &alerts);
+    let port = run.port;
+    wait_for(20, "epochs after the restart", || {
+        metric(port, "vigie_engine_epochs_total") >= 10.0
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(events(&got), vec![("firing".to_string(), id.clone())]);
+    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    assert_eq!(firing[0]["id"], id.as_str());
+    assert_eq!(
+        firing[0]["acknowledged"]["by"], "duty",
+        "the acknowledgement survives"
+    );
+
+    // The value falls back (the incidents are cancelled): the resolution goes out, once.
+    post_records(
+        port,
+        &ids.iter()
+            .map(|id| incident(id, ts + 1, true))
+            .collect::<Vec<_>>(),
+    );
+    wait_for(20, "the resolution", || got.lock().unwrap().len() >= 2);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        events(&got),
+        vec![
+            ("firing".to_string(), id.clone()),
+            ("resolved".to_string(), id.clone())
+        ]
+    );
+    let (_, history) = json(
+        port,
+        "GET",
+        "/api/v1/alerts/history?zone=13001",
+        Some(VIEWER),
+        "",
+    );
+    let kinds: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["firing", "acknowledged", "resolved"]);
+    assert_eq!(
+        json(port, "GET", "/api/v1/alerts?state=active", Some(VIEWER), "").1,
+        serde_json::json!([])
+    );
+    run.stop();
+
+    // The history is in the store too.
+    let (store, _) = vigie_store::Store::open(
+        &dir.path().join("data/store"),
+        vigie_store::Options::default(),
+    )
+    .unwrap();
+    let states: BTreeMap<String, usize> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.measurement == "alert" && k.field == "state")
+        .map(|k| {
+            let event = k.tags.iter().find(|(t, _)| t == "event").unwrap().1.clone();
+            (
+                event,
+                store.range(&k, i64::MIN, i64::MAX, None).unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            ("acknowledged".into(), 1),
+            ("firing".into(), 1),
+            ("resolved".into(), 1)
+        ])
+    );
+}
+
+#[test]
+fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_resolves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = "[alerts.groups]\nstadium = [\"13008\", \"13009\"]\n\
+         [[alerts.rules]]\nname = \"forecast-stadium\"\nindicator = \"risk_score\"\ngroup = \"stadium\"\nthreshold = 75.0\nreset = 60.0\nlookahead_h = 300\n";
+    let run = Running::start(dir.path(), alerts);
+    let port = run.port;
+    let target = now_s() / 3600 + 240; // ten days ahead
+                                       // A baseline for that hour of the week: incidents 3 to 6 weeks before it (any daylight
+                                       // saving shift moves them by an hour at most, inside the event's three hours).
+    let mut lines = Vec::new();
+    for week in 3..=6 {
+        for i in 0..10 {
+            let ts = (target + 1 - week * 168) * 3600 + 60 + i;
+            lines.push(format!(
+                "{{\"feed\":\"incident\",\"ts\":{ts},\"zone\":\"13008\",\"severity\":5}}"
+            ));
+        }
+    }
+    post_records(port, &lines);
+    std::thread::sleep(Duration::from_millis(1000));
+    // The baseline alone (about 3.8 → risk 32) stays below 75.
+    let (_, all) = json(port, "GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
+    assert_eq!(all, serde_json::json!([]), "no alert before the event");
+    let event = |status: &str| {
+        format!(
+            "{{\"feed\":\"event\",\"id\":\"match-1\",\"ts\":{},\"zone\":\"13008\",\"start\":{},\"end\":{},\"attendance\":400000,\"kind\":\"sport\"{status}}}",
+            now_s(),
+            target * 3600,
+            (target + 3) * 3600
+        )
+    };
+    post_records(port, &[event("")]);
+    wait_for(20, "the forecast alert", || {
+        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+            .1
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let a = &firing[0];
+    assert_eq!(a["zone"], "13008", "{a}");
+    assert!(a["value"].as_f64().unwrap() >= 75.0, "{a}");
+    let hour = a["hour"].as_str().unwrap();
+    let hours: Vec<String> = (target..target + 3)
+        .map(vigie_model::time::format_hour)
+        .collect();
+    assert!(hours.iter().any(|h| h == hour), "{hour} not in {hours:?}");
+    assert!(
+        a["contributions"]["events"].as_f64().unwrap() >= 400000.0,
+        "{a}"
+    );
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("within the next 300 h"),
+        "{a}"
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // the cancellation's ts is later
+    post_records(port, &[event(",\"status\":\"cancelled\"")]);
+    wait_for(20, "the resolution", || {
+        json(port, "GET", "/api/v1/alerts?state=active", Some(VIEWER), "").1
+            == serde_json::json!([])
+    });
+    let (_, history) = json(port, "GET", "/api/v1/alerts/history", Some(VIEWER), "");
+    let kinds: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["event"].as_str().unwrap(), h["zone"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("firing", "13008"), ("resolved", "13008")]);
+    run.stop();
+}
+
+#[test]
+fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = "[[alerts.rules]]\nname = \"density-silent\"\nindicator = \"feed_silence\"\nfeed = \"density\"\nthreshold = 2\n\
+         [[alerts.rules]]\nname = \"broker-silent\"\nindicator = \"feed_silence\"\nsource = \"embedded-mqtt\"\nthreshold = 2\n\
+         [[alerts.notify]]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:MQTT_PORT\"\ntopic = \"city/alerts\"\n";
+    let run = Running::start(dir.path(), alerts);
+    let port = run.port;
+    // An operator's MQTT client subscribed to the notifications.
+    let notified = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
+    {
+        let mut options = rumqttc::MqttOptions::new("e2e-operator", "127.0.0.1", run.mqtt);
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = rumqttc::Client::new(options, 10);
+        client
+            .subscribe("city/alerts/#", rumqttc::QoS::AtLeastOnce)
+            .unwrap();
+        let notified = notified.clone();
+        std::thread::spawn(move || {
+            let _client = client;
+            for event in connection.iter() {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event {
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                    notified.lock().unwrap().push((p.topic.clone(), v));
+                }
+            }
+        });
+    }
+    let history = |rule: &str| -> Vec<String> {
+        json(port, "GET", "/api/v1/alerts/history", Some(VIEWER), "")
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["rule"] == rule)
+            .map(|h| h["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Never seen since the start: fires once the interval has passed.
+    wait_for(15, "the never-seen deadman", || {
+        history("density-silent") == ["firing"]
+    });
+    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let dead = firing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "density-silent")
+        .unwrap()
+        .clone();
+    assert_eq!(dead["feed"], "density");
+    assert!(
+        dead["message"]
+            .as_str()
+            .unwrap()
+            .contains("not seen since the start"),
+        "{dead}"
+    );
+
+    let mut options = rumqttc::MqttOptions::new("e2e-sensor", "127.0.0.1", run.mqtt);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(options, 100);
+    std::thread::spawn(move || for _ in connection.iter() {});
+    let publish = |secs: u64| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            let payload = format!("{{\"feed\":\"density\",\"ts\":{},\"people\":800}}", now_s());
+            client
+                .publish(
+                    "vigie/density/13001",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    publish(3);
+    assert_eq!(history("density-silent"), ["firing", "resolved"]);
+    // The feed stops: fires after 2 s of silence; resumes: resolves.
+    wait_for(15, "the deadman on silence", || {
+        history("density-silent").len() == 3
+    });
+    publish(2);
+    assert_eq!(
+        history("density-silent"),
+        ["firing", "resolved", "firing", "resolved"]
+    );
+    assert_eq!(
+        history("broker-silent"),
+        ["firing", "resolved", "firing", "resolved"]
+    );
+    // The MQTT notifier published each of them on city/alerts/<rule>/<feed> (the first
+    // firing may have gone out before the subscription was made).
+    let on_topic = || -> Vec<String> {
+        notified
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == "city/alerts/density-silent/density")
+            .map(|(_, v)| v["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for(10, "the MQTT notifications", || on_topic().len() >= 3);
+    let got = on_topic();
+    let want = ["firing", "resolved", "firing", "resolved"].map(String::from);
+    assert!(want.ends_with(&got), "{got:?}");
+    run.stop();
+}
