@@ -842,6 +842,25 @@ async fn js_wait(b: &fantoccini::Client, secs: u64, what: &str, script: &str) ->
     }
 }
 
+/// Clicks the element `css` selects, finding it again if the page redrew it meanwhile (the
+/// alert list is redrawn on every alert event).
+async fn click(b: &fantoccini::Client, css: &str) {
+    for _ in 0..20 {
+        let found = b.find(fantoccini::Locator::Css(css)).await;
+        match found {
+            Ok(e) => match e.click().await {
+                Ok(_) => return,
+                Err(fantoccini::error::CmdError::Standard(w))
+                    if w.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("clicking {css}: {e}"),
+            },
+            Err(e) => panic!("finding {css}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{css} kept being redrawn");
+}
+
 /// Publishes `payload` to the embedded broker (QoS 1) and waits for its acknowledgement.
 async fn publish(port: u16, topic: &str, payload: String) {
     let mut options = rumqttc::MqttOptions::new("wall-test", "127.0.0.1", port);
@@ -874,6 +893,25 @@ async fn the_wall_in_headless_chromium_shows_the_city_live() {
     let b = driver.browser().await;
     let hour = now_s() / 3600;
 
+    // Some zones busier than others (13003 left quiet for later), so every level shows.
+    let busy: Vec<String> = [
+        ("13001", 2),
+        ("13002", 4),
+        ("13005", 6),
+        ("13006", 1),
+        ("13011", 3),
+        ("13012", 12),
+        ("13014", 5),
+    ]
+    .iter()
+    .flat_map(|(zone, n)| (0..*n).map(move |i| incident(zone, hour * 3600 + 60 + i, 2)))
+    .collect();
+    v.post_records(&busy).await;
+    v.wait_for(10, "the busy zones", || async {
+        v.row("13012", hour).await["incidents"] == 12
+    })
+    .await;
+
     // The page loads the 16 Marseille zones, each painted and labelled with its level.
     b.goto(&v.url(&format!("/?token={VIEWER}"))).await.unwrap();
     js_wait(&b, 15, "16 painted zones", "return document.querySelectorAll('#map g.zone[data-level]').length === 16 && document.getElementById('live').className === 'up';").await;
@@ -886,6 +924,27 @@ async fn the_wall_in_headless_chromium_shows_the_city_live() {
         .as_str()
         .unwrap()
         .contains("viewer"));
+    // Each zone shows the level the API gives, and one colour per level.
+    let (_, latest) = v.get("/api/v1/indicators", Some(VIEWER)).await;
+    let mut fills = std::collections::BTreeMap::new();
+    for z in zones.as_array().unwrap() {
+        let row = latest["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["zone"] == z[0])
+            .unwrap();
+        assert_eq!(z[1], row["risk_level"].to_string(), "zone {}", z[0]);
+        fills
+            .entry(z[1].to_string())
+            .or_insert_with(std::collections::BTreeSet::new)
+            .insert(z[2].to_string());
+    }
+    assert!(fills.len() >= 3, "levels shown: {fills:?}");
+    assert!(
+        fills.values().all(|f| f.len() == 1),
+        "one fill per level: {fills:?}"
+    );
     let before = zones
         .as_array()
         .unwrap()
@@ -1013,12 +1072,7 @@ async fn the_wall_in_headless_chromium_shows_the_city_live() {
     assert_eq!(alert["state"], "firing", "{alert}");
     let id = alert["id"].as_str().unwrap().to_string();
     let button = format!("#alerts li[data-alert=\"{id}\"] button.ack");
-    b.find(fantoccini::Locator::Css(&button))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, &button).await;
     let refusal = js_wait(&b, 10, "the refusal", "const s = document.getElementById('ack-status'); return s.className === 'refused' && s.textContent;").await;
     assert!(refusal.as_str().unwrap().contains("403"), "{refusal}");
     shot(&b, "wall-ack-refused.png").await;
@@ -1059,12 +1113,7 @@ async fn the_wall_in_headless_chromium_shows_the_city_live() {
         &format!("return document.querySelector('{button}');"),
     )
     .await;
-    b.find(fantoccini::Locator::Css(&button))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, &button).await;
     js_wait(
         &b,
         10,

@@ -80,6 +80,10 @@ function drawMap(features) {
   svg.append(defs);
   const p = project(features, W, H, 12);
   const labels = el("g");
+  // Names that all begin alike ("Marseille 1er", "Marseille 2e"…) are written without it.
+  const names = features.map((f) => f.properties.name);
+  const first = names[0].split(" ")[0] + " ";
+  const common = names.length > 1 && names.every((n) => n.startsWith(first) && n.length > first.length) ? first.length : 0;
   S.zones = [];
   for (const f of features) {
     const id = f.properties.id;
@@ -97,9 +101,12 @@ function drawMap(features) {
     g.onclick = () => selectZone(id);
     svg.append(g);
     const lg = el("g", { class: "zone", "data-label": id });
-    const [lx, ly] = best || [0, 0];
-    const level = el("text", { class: "level", x: lx, y: ly + 4 });
-    const name = el("text", { class: "name", x: lx, y: ly + 20, text: f.properties.name });
+    const [lx, ly, area] = best || [0, 0, 0];
+    // Type as large as the zone allows, never too small to read across the room.
+    const side = Math.sqrt(area);
+    const big = Math.max(24, Math.min(48, side / 3.2)), small = Math.max(13, Math.min(20, side / 7));
+    const level = el("text", { class: "level", x: lx, y: ly + big * 0.2, style: `font-size:${big.toFixed(0)}px` });
+    const name = el("text", { class: "name", x: lx, y: ly + big * 0.2 + small * 1.1, style: `font-size:${small.toFixed(0)}px`, text: f.properties.name.slice(common) });
     lg.append(level, name);
     labels.append(lg);
     S.zones.push({ id, name: f.properties.name, g, path, level });
