@@ -67,7 +67,20 @@ function labelPoint(pts) {
   return a ? [cx / (3 * a), cy / (3 * a), Math.abs(a / 2)] : [pts[0][0], pts[0][1], 0];
 }
 
+// Zones without a polygon (a configuration may give none) are drawn as tiles in a grid.
+function withTiles(features) {
+  if (features.every((f) => f.geometry)) return features;
+  const cols = Math.ceil(Math.sqrt(features.length * 1.4)), gap = 0.06;
+  return features.map((f, i) => {
+    const x = i % cols, y = Math.floor(i / cols);
+    const [x0, y0, x1, y1] = [x + gap, -(y + 1 - gap), x + 1 - gap, -(y + gap)];
+    const ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]];
+    return { ...f, geometry: { type: "Polygon", coordinates: [ring] } };
+  });
+}
+
 function drawMap(features) {
+  features = withTiles(features);
   const svg = $("map");
   const W = 1000, H = 760;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -106,8 +119,19 @@ function drawMap(features) {
     const side = Math.sqrt(area);
     const big = Math.max(24, Math.min(48, side / 3.2)), small = Math.max(13, Math.min(20, side / 7));
     const level = el("text", { class: "level", x: lx, y: ly + big * 0.2, style: `font-size:${big.toFixed(0)}px` });
-    const name = el("text", { class: "name", x: lx, y: ly + big * 0.2 + small * 1.1, style: `font-size:${small.toFixed(0)}px`, text: f.properties.name.slice(common) });
+    // A long name goes on two lines, cut at the space or hyphen nearest its middle.
+    const full = f.properties.name.slice(common);
+    let lines = [full];
+    if (full.length > 12) {
+      const cuts = [...full.matchAll(/[ -]/g)].map((m) => m.index);
+      if (cuts.length) {
+        const cut = cuts.reduce((a, b) => (Math.abs(b - full.length / 2) < Math.abs(a - full.length / 2) ? b : a));
+        lines = [full.slice(0, full[cut] === "-" ? cut + 1 : cut), full.slice(cut + 1)];
+      }
+    }
+    const name = el("text", { class: "name", x: lx, y: ly + big * 0.2 + small * 1.1, style: `font-size:${small.toFixed(0)}px`, text: lines[0] });
     lg.append(level, name);
+    if (lines[1]) lg.append(el("text", { class: "name", x: lx, y: ly + big * 0.2 + small * 2.2, style: `font-size:${small.toFixed(0)}px`, text: lines[1] }));
     labels.append(lg);
     S.zones.push({ id, name: f.properties.name, g, path, level });
   }
@@ -228,6 +252,7 @@ async function loadAlerts() {
   try { list = await api("/api/v1/alerts?state=active"); }
   catch (err) { ul.replaceChildren(el("li", { class: "hint", text: err.status === 404 ? "no alerting configured" : "alerts: " + err.message })); return; }
   $("alert-count").textContent = list.length ? `(${list.length})` : "";
+  if (!list.length) { ul.replaceChildren(el("li", { class: "hint", text: "none" })); return; }
   ul.replaceChildren(...list.map((a) => {
     const li = el("li", { "data-alert": a.id, "data-state": a.state },
       el("span", { class: "sev-" + a.severity, text: a.severity.toUpperCase() }),
