@@ -104,6 +104,9 @@ pub async fn serve(
         dirs.log.display(),
         dirs.store.display()
     );
+    eprintln!(
+        "vigie run: the wall on http://{addr}/ (API described at http://{addr}/api/openapi.json)"
+    );
     // Alert transitions (firing, resolved, acknowledged…) go to the wall's live stream.
     let mut alert_events = alerts.service.subscribe();
     let to_wall = wall.clone();

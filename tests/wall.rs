@@ -322,7 +322,7 @@ fn rows_of(e: &Sse) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_api_answers_every_route_and_refuses_bad_requests() {
-    let v = Vigie::start().await;
+    let mut v = Vigie::start().await;
     let hour = now_s() / 3600;
     // Three incidents in 13001 this hour; a demonstration and a market overlapping in 13002.
     v.post_records(&[
@@ -749,6 +749,25 @@ async fn the_query_api_answers_every_route_and_refuses_bad_requests() {
             .0,
         401
     );
+
+    // SIGTERM with walls connected: their streams end and vigie stops cleanly (a graceful
+    // shutdown must not wait for screens that never hang up).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &v.child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = v.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "vigie did not stop with a stream open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(stayed);
 }
 
 // ---- the page in a real browser ------------------------------------------------------------
