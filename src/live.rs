@@ -59,6 +59,8 @@ pub async fn serve(
     let tokens = Arc::new(crate::auth::Tokens::load(&config.api).map_err(anyhow::Error::msg)?);
     let shown = alerts.service.clone();
     state.add_metrics(move |out| shown.render(out));
+    let shown = wall.clone();
+    state.add_metrics(move |out| shown.render(out));
     let engine = wall.metrics.clone();
     state.add_metrics(move |out| engine.render(out));
     let log_dir = dirs.log.clone();

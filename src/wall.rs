@@ -248,6 +248,19 @@ impl Wall {
         }
     }
 
+    /// Prometheus lines: events published, walls connected.
+    pub fn render(&self, out: &mut String) {
+        let published = {
+            let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+            ring.next - self.first_id
+        };
+        out.push_str(&format!(
+            "# HELP vigie_wall_events_total Events published to the live stream.\n# TYPE vigie_wall_events_total counter\nvigie_wall_events_total {published}\n\
+             # HELP vigie_wall_streams Clients following the live stream.\n# TYPE vigie_wall_streams gauge\nvigie_wall_streams {}\n",
+            self.tx.receiver_count()
+        ));
+    }
+
     /// The feeds' health: per feed, records accepted, the latest event time and how old it
     /// is; the engine's queue and last epoch.
     pub fn feeds_json(&self) -> Value {

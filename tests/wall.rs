@@ -389,6 +389,7 @@ async fn the_query_api_answers_every_route_and_refuses_bad_requests() {
     let (s, _, metrics) = v.call(reqwest::Method::GET, "/metrics", None, None).await;
     assert_eq!(s, 200);
     assert!(metrics.contains("vigie_engine_epochs_total"), "{metrics}");
+    assert!(metrics.contains("vigie_wall_streams 0"), "{metrics}");
 
     // Roles: tokens name their callers; no token or an unknown one is 401 on every read.
     assert_eq!(
@@ -708,6 +709,14 @@ async fn the_query_api_answers_every_route_and_refuses_bad_requests() {
         .iter()
         .filter_map(|e| e.id)
         .collect();
+    let (_, _, metrics) = v.call(reqwest::Method::GET, "/metrics", None, None).await;
+    let streams: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigie_wall_streams "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(streams >= 1.0, "{metrics}");
     // The token in the address (as EventSource sends it), and Last-Event-ID as a parameter.
     let (s, back) = SseReader::open(
         &v,
