@@ -247,6 +247,9 @@ pub struct Persisted {
     /// Pending and firing alerts, and the latest resolved ones.
     pub alerts: BTreeMap<u64, Alert>,
     pub silences: BTreeMap<u64, Silence>,
+    /// `rule` → subject → the times it fired within its flap window (flap damping).
+    #[serde(default)]
+    pub fired: BTreeMap<String, BTreeMap<String, Vec<i64>>>,
     pub next_alert: u64,
     pub next_silence: u64,
 }
@@ -258,7 +261,8 @@ struct Reading {
     hour: Option<i64>,
     /// A deadman subject never seen since the start: it cannot clear.
     can_clear: bool,
-    contributions: Option<serde_json::Value>,
+    /// The row read (its contributions are computed only for an alert).
+    row: Option<IndicatorRow>,
 }
 
 /// The pure evaluator.
@@ -354,6 +358,7 @@ impl Evaluator {
     /// Ends the alerts of a rule that is gone: pending ones are cleared, firing ones resolve.
     fn retire(&mut self, name: &str, why: &str, now_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
+        self.state.fired.remove(name);
         for (_, t) in self.state.tracks.remove(name).unwrap_or_default() {
             let Some(a) = self.state.alerts.get_mut(&t.alert) else {
                 continue;
@@ -454,7 +459,7 @@ impl Evaluator {
                 value: n as f64,
                 hour: first.or(Some(clock)),
                 can_clear: true,
-                contributions: None,
+                row: None,
             });
         }
         let mut best: Option<(f64, &IndicatorRow)> = None;
@@ -480,7 +485,7 @@ impl Evaluator {
             value: v,
             hour: Some(row.hour),
             can_clear: true,
-            contributions: Some(contributions(row)),
+            row: Some(row.clone()),
         })
     }
 
@@ -491,7 +496,7 @@ impl Evaluator {
             value: (now_ms - from).max(0) as f64 / 1000.0,
             hour: None,
             can_clear: seen.is_some(),
-            contributions: None,
+            row: None,
         }
     }
 
@@ -620,6 +625,7 @@ impl Evaluator {
                 let kind = if for_ms == 0 {
                     a.state = State::Firing;
                     a.notified = !silenced(&a, &self.state.silences);
+                    self.note_fired(name, rule, subject, now_ms);
                     EventKind::Firing
                 } else {
                     EventKind::Pending
@@ -670,6 +676,7 @@ impl Evaluator {
                         a.updated_ms = now_ms;
                         a.notified = !silenced(&a, &self.state.silences);
                         t.since_ms = now_ms;
+                        self.note_fired(name, rule, subject, now_ms);
                         out.push(Transition {
                             kind: EventKind::Firing,
                             at_ms: now_ms,
@@ -679,7 +686,15 @@ impl Evaluator {
                     }
                     State::Firing if clear => {
                         let since = *t.clear_since_ms.get_or_insert(now_ms);
-                        if now_ms - since >= resolve_ms {
+                        let flapping = rule.flap_max > 0
+                            && self.fired_count(name, subject, rule, t.since_ms)
+                                >= rule.flap_max as usize;
+                        let needed = if flapping {
+                            resolve_ms.max(rule.flap_window_s as i64 * 1000)
+                        } else {
+                            resolve_ms
+                        };
+                        if now_ms - since >= needed {
                             a.state = State::Resolved;
                             a.updated_ms = now_ms;
                             out.push(Transition {
@@ -704,6 +719,36 @@ impl Evaluator {
                     .insert(subject.to_string(), t);
             }
         }
+    }
+
+    fn note_fired(&mut self, name: &str, rule: &AlertRule, subject: &str, now_ms: i64) {
+        if rule.flap_max == 0 {
+            return;
+        }
+        let window = rule.flap_window_s as i64 * 1000;
+        let times = self
+            .state
+            .fired
+            .entry(name.to_string())
+            .or_default()
+            .entry(subject.to_string())
+            .or_default();
+        times.retain(|t| now_ms - t < window);
+        times.push(now_ms);
+    }
+
+    /// Firings of a subject in the flap window that ends at `at_ms` (its latest firing).
+    fn fired_count(&self, name: &str, subject: &str, rule: &AlertRule, at_ms: i64) -> usize {
+        let window = rule.flap_window_s as i64 * 1000;
+        self.state
+            .fired
+            .get(name)
+            .and_then(|s| s.get(subject))
+            .map_or(0, |t| {
+                t.iter()
+                    .filter(|t| **t <= at_ms && at_ms - **t < window)
+                    .count()
+            })
     }
 
     fn drop_track(&mut self, name: &str, subject: &str) {
@@ -777,7 +822,7 @@ impl Evaluator {
 fn refresh(a: &mut Alert, rule: &AlertRule, r: &Reading) {
     a.value = Some(r.value);
     a.hour = r.hour;
-    a.contributions = r.contributions.clone();
+    a.contributions = r.row.as_ref().map(contributions);
     let what = match (&a.zone, &a.feed, &a.source) {
         (Some(z), _, _) => format!("zone {z}"),
         (_, Some(f), _) => format!("feed {f}"),
@@ -806,7 +851,7 @@ fn refresh(a: &mut Alert, rule: &AlertRule, r: &Reading) {
             (Some(h), l) => format!("at {} (within the next {l} h)", format_hour(h)),
             (None, _) => String::new(),
         };
-        let top = r
+        let top = a
             .contributions
             .as_ref()
             .and_then(|c| c.get("top"))
@@ -922,6 +967,8 @@ mod tests {
             reset: Some(reset),
             for_s,
             resolve_for_s,
+            flap_max: 0,
+            flap_window_s: 3600,
             lookahead_h: 0,
             severity: Severity::Critical,
             feed: None,
@@ -1059,6 +1106,8 @@ mod tests {
             reset: None,
             for_s: 0,
             resolve_for_s: 0,
+            flap_max: 0,
+            flap_window_s: 3600,
             lookahead_h: 0,
             severity: Severity::Warning,
             feed: Some("density".into()),
@@ -1152,6 +1201,39 @@ mod tests {
         let t = e.evaluate(1000);
         assert_eq!((t[0].kind, t[0].notify), (EventKind::Resolved, true));
         assert!(e.state.tracks.is_empty());
+    }
+
+    #[test]
+    fn a_flapping_zone_resolves_only_after_the_flap_window() {
+        let mut r = rule(75.0, 70.0, 0, 0);
+        r.flap_max = 2;
+        r.flap_window_s = 100;
+        let mut e = evaluator(vec![r], Persisted::default());
+        use EventKind::*;
+        let got = play(
+            &mut e,
+            &[
+                (0, 80.0),
+                (10, 60.0),
+                (20, 80.0),
+                (30, 60.0),
+                (60, 90.0),
+                (70, 60.0),
+                (169, 60.0),
+                (170, 60.0),
+            ],
+        );
+        // Fired at 0, resolved at 10; fired again at 20: twice in 100 s, flapping, so the
+        // dips at 30 and 70 do not resolve it; 100 s clear from 70 does.
+        assert_eq!(
+            got,
+            vec![
+                (Firing, 0, 0),
+                (Resolved, 0, 10),
+                (Firing, 1, 20),
+                (Resolved, 1, 170)
+            ]
+        );
     }
 
     /// The specification, restated plainly: one subject, for_s and resolve_for_s, hysteresis.

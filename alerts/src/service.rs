@@ -266,9 +266,17 @@ impl Service {
                 continue;
             }
             let event = t.event();
-            // The log notifier: always.
-            if let Ok(line) = serde_json::to_string(&event) {
-                eprintln!("vigie alert: {line}");
+            // The log: always, above a `kind = "log"` entry's `min_severity` if there is one.
+            let log_min = self
+                .notifiers
+                .iter()
+                .filter(|n| n.kind == NotifierKind::Log)
+                .map(|n| n.min_severity)
+                .min();
+            if log_min.is_none_or(|m| t.alert.severity >= m) {
+                if let Ok(line) = serde_json::to_string(&event) {
+                    eprintln!("vigie alert: {line}");
+                }
             }
             for n in &self.notifiers {
                 if n.kind == NotifierKind::Log || t.alert.severity < n.min_severity {

@@ -1,6 +1,6 @@
 //! criterion micro-benchmarks of the hot paths: parsing and validating a record, locating a
 //! point in the Marseille polygons, the indicator formula, and one zone's computation over
-//! the horizon.
+//! the horizon; one evaluation of the alert rules.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use vigie_config::Config;
@@ -77,6 +77,56 @@ fn hot_paths(c: &mut Criterion) {
             out.len()
         })
     });
+
+    // The alert timer's work: 100 zones with their whole horizon (889 rows each), ten rules
+    // on every zone, five of them looking 720 hours ahead; nothing changes (the steady tick).
+    let zone_ids: Vec<String> = (0..100).map(|i| format!("z{i}")).collect();
+    let mut alerts = vigie_config::AlertsConfig::default();
+    for i in 0..10 {
+        let rule = format!(
+            "name = \"r{i}\"\nindicator = \"{}\"\nthreshold = {}\nlookahead_h = {}\n",
+            ["risk_score", "load"][i % 2],
+            [75.0, 2.0][i % 2],
+            if i < 5 { 720 } else { 0 }
+        );
+        alerts.rules.push(toml_rule(&rule));
+    }
+    let mut evaluator = vigie_alerts::Evaluator::new(zone_ids, &alerts, Default::default(), 0);
+    let rows = (0..100u32).flat_map(|z| {
+        (hc - 168..=hc + 720).map(move |h| vigie_model::IndicatorRow {
+            zone: z,
+            hour: h,
+            risk_score: vigie_model::F64(((h + z as i64) % 70) as f64),
+            risk_level: 1,
+            protection_rate: vigie_model::F64(1.0),
+            required_agents: 1,
+            deployed_agents: 1,
+            trend: vigie_model::Trend::Stable,
+            crowd: vigie_model::F64(100.0),
+            load: vigie_model::F64(0.5),
+            incidents: 0,
+            baseline: vigie_model::F64(0.1),
+            recent: vigie_model::F64(0.0),
+            events: vigie_model::F64(0.0),
+            weather: vigie_model::F64(1.0),
+            demonstration: 0,
+        })
+    });
+    evaluator.observe(rows, [], hc);
+    c.bench_function(
+        "alert rules: 10 rules x 100 zones, 5 looking 720 h ahead",
+        |b| b.iter(|| evaluator.evaluate(black_box(1000)).len()),
+    );
+}
+
+fn toml_rule(text: &str) -> vigie_config::AlertRule {
+    #[derive(serde::Deserialize)]
+    struct One {
+        rule: vigie_config::AlertRule,
+    }
+    let wrapped = format!("[rule]\n{text}");
+    let one: One = toml::from_str(&wrapped).expect("a valid rule");
+    one.rule
 }
 
 criterion_group!(benches, hot_paths);

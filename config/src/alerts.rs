@@ -153,6 +153,13 @@ pub struct AlertRule {
     /// Seconds the value must stay clear before a firing alert resolves.
     #[serde(default)]
     pub resolve_for_s: u64,
+    /// Flap damping: a zone (or feed) whose alert fired `flap_max` times within
+    /// `flap_window_s` is flapping, and its alert resolves only once the value has been clear
+    /// for `flap_window_s` (instead of `resolve_for_s`). 0: off.
+    #[serde(default)]
+    pub flap_max: u32,
+    #[serde(default = "flap_window_s")]
+    pub flap_window_s: u64,
     /// Hours ahead of the clock's hour the rule looks at (0: the current hour only).
     #[serde(default)]
     pub lookahead_h: u32,
@@ -299,6 +306,9 @@ pub struct NotifierConfig {
     pub timeout_ms: u64,
 }
 
+fn flap_window_s() -> u64 {
+    3600
+}
 fn min_severity() -> Severity {
     Severity::Info
 }
