@@ -1,8 +1,8 @@
 //! The live side of `vigie run`: the HTTP endpoint (ingest, dead letters, `/metrics`,
-//! `/health`) and the MQTT source (of an external broker, or of the embedded one), until
+//! `/health`, the query API and the wall page of [`crate::api`]) and the MQTT source (of an external broker, or of the embedded one), until
 //! SIGTERM or Ctrl-C.
 
-use crate::run::{Dirs, EngineMetrics};
+use crate::run::Dirs;
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub async fn serve(
     log: IngestLog,
     listener: std::net::TcpListener,
     dirs: &Dirs,
-    metrics: Arc<EngineMetrics>,
+    wall: Arc<crate::wall::Wall>,
     mqtt: (Arc<Config>, Arc<MqttCounters>),
     stopping: Arc<AtomicBool>,
     alerts: &crate::alerts_api::Alerts,
@@ -59,7 +59,9 @@ pub async fn serve(
     let tokens = Arc::new(crate::auth::Tokens::load(&config.api).map_err(anyhow::Error::msg)?);
     let shown = alerts.service.clone();
     state.add_metrics(move |out| shown.render(out));
-    let engine = metrics.clone();
+    let shown = wall.clone();
+    state.add_metrics(move |out| shown.render(out));
+    let engine = wall.metrics.clone();
     state.add_metrics(move |out| engine.render(out));
     let log_dir = dirs.log.clone();
     state.add_metrics(move |out| {
@@ -84,7 +86,11 @@ pub async fn serve(
     ));
     // The feeds' health counts what the sources rejected, by feed.
     let (http_counts, mqtt_counts) = (state.metrics(), counters.clone());
-    *metrics.rejections.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || {
+    *wall
+        .metrics
+        .rejections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || {
         let mut by_feed = mqtt_counts.rejected_by_feed();
         for (feed, n) in http_counts.rejected_by_feed() {
             *by_feed.entry(feed.to_string()).or_default() += n;
@@ -113,8 +119,32 @@ pub async fn serve(
         dirs.log.display(),
         dirs.store.display()
     );
+    eprintln!(
+        "vigie run: the wall on http://{addr}/ (API described at http://{addr}/api/openapi.json)"
+    );
+    // Alert transitions (firing, resolved, acknowledged…) go to the wall's live stream.
+    let mut alert_events = alerts.service.subscribe();
+    let to_wall = wall.clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match alert_events.recv().await {
+                Ok(event) => match serde_json::to_value(&event) {
+                    Ok(v) => to_wall.publish("alert", &v),
+                    Err(e) => eprintln!("vigie run: an alert event for the wall: {e}"),
+                },
+                // Missed some: the walls reread the alerts.
+                Err(RecvError::Lagged(n)) => to_wall.publish(
+                    "reset",
+                    &serde_json::json!({"reason": format!("{n} alert events missed")}),
+                ),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
     let alive = stopping.clone();
     let app = router(state)
+        .merge(crate::api::router(wall.clone()))
         .merge(crate::alerts_api::router(alerts.service.clone()))
         .merge(axum::Router::new().route(
             "/health",
@@ -131,7 +161,10 @@ pub async fn serve(
         ))
         .layer(axum::Extension(tokens));
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(stopping))
+        .with_graceful_shutdown(async move {
+            shutdown_signal(stopping).await;
+            wall.stop();
+        })
         .await;
     if let Some(source) = mqtt {
         let _ = tokio::task::spawn_blocking(move || source.stop()).await;

@@ -12,6 +12,7 @@
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 
 mod alerts_api;
+mod api;
 mod auth;
 mod broker;
 mod demo;
@@ -21,6 +22,7 @@ mod query;
 mod replay;
 mod run;
 mod sink;
+mod wall;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -218,6 +218,7 @@ fn engine(
     config: Arc<Config>,
     observers: Vec<Observer>,
     point_sources: Vec<PointSource>,
+    store_out: Arc<std::sync::OnceLock<crate::sink::SharedStore>>,
     recovered: Vec<Record>,
     rx: mpsc::Receiver<(Instant, Vec<Record>)>,
     store_dir: PathBuf,
@@ -255,6 +256,9 @@ fn engine(
                 return;
             }
         };
+        if let Some(store) = sinks.store() {
+            let _ = store_out.set(store);
+        }
         driver.collected.borrow_mut().track_changes();
         let health = FeedHealth::default();
         let mut latency =
@@ -490,13 +494,15 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     // Alerting: an observer of the engine, a timer, notifiers, the API.
     let alerts = crate::alerts_api::start(&config, &dirs.alerts, stopping.clone())
         .with_context(|| format!("starting alerting in {}", dirs.alerts.display()))?;
-    // Who watches the engine's changes besides the sinks.
-    let observers: Vec<Observer> = vec![alerts.observer()];
+    // Who watches the engine's changes besides the sinks: alerting, and the wall and query API.
+    let wall = crate::wall::Wall::new(config.clone(), metrics.clone());
+    let observers: Vec<Observer> = vec![alerts.observer(), wall.observer()];
     let point_sources: Vec<PointSource> = vec![alerts.points()];
     let engine_thread = {
         let (config, metrics, store) = (config.clone(), metrics.clone(), dirs.store.clone());
         let recovered = opened.recovered;
         let stop = stopping.clone();
+        let store_out = wall.store.clone();
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
@@ -504,6 +510,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                     config,
                     observers,
                     point_sources,
+                    store_out,
                     recovered,
                     eng_rx,
                     store,
@@ -542,7 +549,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         opened.log,
         http_listener,
         &dirs,
-        metrics.clone(),
+        wall,
         (Arc::new(mqtt_config), mqtt_counters),
         stopping.clone(),
         &alerts,

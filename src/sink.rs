@@ -9,6 +9,7 @@
 use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use vigie_config::{InfluxConfig, StoreConfig};
 use vigie_connectors::influx::{FlushReport, InfluxSink, SinkStats};
@@ -50,6 +51,21 @@ impl FeedHealth {
         let i = feed_index(r.feed);
         self.accepted[i].fetch_add(1, Ordering::Relaxed);
         self.last_event_us[i].fetch_max(r.ts, Ordering::Relaxed);
+    }
+
+    /// Per feed: records accepted so far and the latest event time (µs, `i64::MIN` when none).
+    pub fn snapshot(&self) -> Vec<(Feed, u64, i64)> {
+        Feed::ALL
+            .iter()
+            .map(|&f| {
+                let i = feed_index(f);
+                (
+                    f,
+                    self.accepted[i].load(Ordering::Relaxed),
+                    self.last_event_us[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// Counts a rejected line.
@@ -151,9 +167,12 @@ pub struct SinksReport {
     pub influx: Option<(FlushReport, SinkStats)>,
 }
 
+/// The store, shared between the sinks (which write) and the query API (which reads).
+pub type SharedStore = Arc<RwLock<Store>>;
+
 /// The sinks worker 0 feeds: the embedded store and InfluxDB, each optional.
 pub struct Sinks {
-    store: Option<Store>,
+    store: Option<SharedStore>,
     influx: Option<InfluxSink>,
     last_rev: i64,
     /// Print each acknowledgement on stderr.
@@ -199,13 +218,18 @@ impl Sinks {
             .context("starting the InfluxDB sink")?;
         Ok(Sinks {
             last_rev: store.as_ref().map_or(i64::MIN, Store::last_revision),
-            store,
+            store: store.map(|s| Arc::new(RwLock::new(s))),
             influx,
             log_acks: true,
             samples: 0,
             writes: 0,
             busy: Duration::ZERO,
         })
+    }
+
+    /// The store, for readers (the query API of `vigie run`).
+    pub fn store(&self) -> Option<SharedStore> {
+        self.store.clone()
     }
 
     /// True when there is a sink to feed.
@@ -228,7 +252,8 @@ impl Sinks {
         let rev = known_at.max(self.last_rev.saturating_add(1));
         self.last_rev = rev;
         points.extend(health.points(rev));
-        if let Some(store) = &mut self.store {
+        if let Some(store) = &self.store {
+            let mut store = store.write().unwrap_or_else(|e| e.into_inner());
             let ack = store.write_points(&points, rev)?;
             debug_assert_eq!(ack.revision, rev);
             // Keep a few blocks per partition at most, and apply the retention, as the clock
@@ -257,7 +282,8 @@ impl Sinks {
     /// confirm what it was sent (what it does not stays in the buffer for the next run).
     pub fn finish(self, influx_wait: Duration) -> anyhow::Result<SinksReport> {
         let mut report = SinksReport::default();
-        if let Some(mut store) = self.store {
+        if let Some(store) = self.store {
+            let mut store = store.write().unwrap_or_else(|e| e.into_inner());
             store.flush()?;
             let now = store.last_revision();
             if store.needs_compaction(now, 2) {
