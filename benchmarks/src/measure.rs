@@ -174,10 +174,19 @@ pub fn run(cmd: &mut Command, quiet_wait: Duration) -> anyhow::Result<Measured> 
 
 /// Resident memory of one process, in bytes (`VmRSS`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory of one process (the heap and stacks, not mapped files), bytes.
+pub fn rss_anon_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = s
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()

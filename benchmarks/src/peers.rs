@@ -357,6 +357,53 @@ mod tests {
     }
 
     #[test]
+    fn vigie_rows_are_checked_on_counts_and_severity_sums() {
+        let mut reference = Groups::new();
+        for h in 0..6i64 {
+            reference.insert(("z001".into(), h * 3600), (h as u64 + 1, 2 * h as u64 + 1));
+        }
+        let line = |hour: i64, incidents: u64, recent: f64| {
+            format!(
+                "{{\"type\":\"indicator\",\"zone\":\"z001\",\"hour\":\"{}\",\"incidents\":{incidents},\"contributions\":{{\"recent\":{recent}}}}}\n",
+                vigie_model::time::format_hour(hour)
+            )
+        };
+        // vigie's horizon here: hours 3 to 7; sums 1, 3, 5, 7, 9, 11 by hour.
+        let good = [
+            line(3, 4, 3.0 + 5.0 + 7.0),
+            line(4, 5, 5.0 + 7.0 + 9.0),
+            line(5, 6, 7.0 + 9.0 + 11.0),
+            line(6, 0, 9.0 + 11.0),
+            line(7, 0, 11.0),
+        ]
+        .concat();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("v.ndjson");
+        std::fs::write(&p, &good).unwrap();
+        let c = check_vigie(&p, &reference).unwrap();
+        assert!(c.ok(), "{c:?}");
+        assert_eq!((c.overlap, c.recent_checked, c.vigie_rows), (3, 3, 5));
+        // A wrong count, a wrong sum, a missing hour: each is caught.
+        let bad = good
+            .replace("\"incidents\":5", "\"incidents\":4")
+            .replace("\"recent\":27", "\"recent\":26");
+        std::fs::write(&p, bad).unwrap();
+        let c = check_vigie(&p, &reference).unwrap();
+        assert_eq!((c.count_mismatches, c.recent_mismatches), (1, 1));
+        let missing: String = good.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&p, missing).unwrap();
+        assert_eq!(check_vigie(&p, &reference).unwrap().missing_in_horizon, 0);
+        let gap: String = good
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        std::fs::write(&p, gap).unwrap();
+        assert_eq!(check_vigie(&p, &reference).unwrap().missing_in_horizon, 1);
+    }
+
+    #[test]
     fn an_update_stream_collapses_to_its_final_rows() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("u.csv");

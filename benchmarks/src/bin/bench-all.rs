@@ -745,6 +745,7 @@ fn peers_section(
 struct Sample {
     t_s: f64,
     rss_mib: f64,
+    anon_mib: f64,
     sent: u64,
     engine_records: f64,
     http_ack_p50_ms: f64,
@@ -760,9 +761,13 @@ fn new_hist() -> Histogram<u64> {
 }
 
 fn soak_record(rng: &mut StdRng, now_s: i64, zones: usize, ids: u64) -> String {
+    let id = if ids > 0 {
+        format!("\"id\":\"soak-{}\",", rng.gen_range(0..ids))
+    } else {
+        String::new()
+    };
     format!(
-        "{{\"feed\":\"incident\",\"id\":\"soak-{}\",\"ts\":{},\"zone\":\"z{:03}\",\"severity\":{},\"category\":\"crowd\"}}",
-        rng.gen_range(0..ids),
+        "{{\"feed\":\"incident\",{id}\"ts\":{},\"zone\":\"z{:03}\",\"severity\":{},\"category\":\"crowd\"}}",
         now_s - rng.gen_range(0..2 * 86_400),
         rng.gen_range(0..zones),
         rng.gen_range(1..=5)
@@ -950,6 +955,7 @@ fn soak(
         let s = Sample {
             t_s: start.elapsed().as_secs_f64(),
             rss_mib: measure::rss_bytes(pid).unwrap_or(0) as f64 / 1048576.0,
+            anon_mib: measure::rss_anon_bytes(pid).unwrap_or(0) as f64 / 1048576.0,
             sent: sent.load(Ordering::Relaxed),
             engine_records: metric(port, "vigie_engine_records_total")?.unwrap_or(f64::NAN),
             http_ack_p50_ms: h50,
@@ -1004,20 +1010,25 @@ fn soak(
     let max_second = half.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
     let min_second = half.iter().map(|s| s.rss_mib).fold(f64::INFINITY, f64::min);
     let mut md = format!(
-        "## Soak: `vigie run` fed live for {} s at {} records/s\n\n{} records/s over HTTP (a POST of NDJSON every 100 ms) and {} over MQTT (one record per QoS 1 message to the embedded broker), incidents of the past two days in 100 zones, each upserting one of {} ids (so the state to hold is bounded); epochs of 200 ms, store `flush_versions = {}`. Sampled every {} s: the engine's resident memory, the records acknowledged and taken in by the engine, the acknowledgement latency (publish → durable acknowledgement, per interval) and the engine's commit → indicator update latency (since start).\n\n**Memory over the second half: slope {slope:+.2} MiB/min, between {min_second:.1} and {max_second:.1} MiB (first half's peak {max_first:.1} MiB).** {total} records acknowledged, {in_engine:.0} taken in by the engine.\n\n| t s | RSS MiB | acknowledged | in the engine | HTTP ack p50 / p99 ms | MQTT ack p50 / p99 ms | commit → update p50 / p99 ms |\n|---|---|---|---|---|---|---|\n",
+        "## Soak: `vigie run` fed live for {} s at {} records/s\n\n{} records/s over HTTP (a POST of NDJSON every 100 ms) and {} over MQTT (one record per QoS 1 message to the embedded broker), incidents of the past two days in 100 zones, {}; epochs of 200 ms, store `flush_versions = {}`. Sampled every {} s: the engine's resident memory, the records acknowledged and taken in by the engine, the acknowledgement latency (publish → durable acknowledgement, per interval) and the engine's commit → indicator update latency (since start).\n\n**Memory over the second half: slope {slope:+.2} MiB/min, between {min_second:.1} and {max_second:.1} MiB (first half's peak {max_first:.1} MiB).** {total} records acknowledged, {in_engine:.0} taken in by the engine.\n\n| t s | RSS MiB (anonymous) | acknowledged | in the engine | HTTP ack p50 / p99 ms | MQTT ack p50 / p99 ms | commit → update p50 / p99 ms |\n|---|---|---|---|---|---|---|\n",
         spec.duration_s,
         spec.rate,
         http_rate,
         mqtt_rate,
-        spec.ids,
+        if spec.ids > 0 {
+            format!("each upserting one of {} ids (vigie keeps every version of an id until it leaves the baseline window, so its state grows with the versions received)", spec.ids)
+        } else {
+            "without ids, so that vigie aggregates them per zone, hour and severity: the state to hold is bounded (100 zones × 48 hours × 5 severities), and growing memory would be a leak".to_string()
+        },
         spec.flush_versions,
         spec.sample_s
     );
     for s in &samples {
         md.push_str(&format!(
-            "| {:.0} | {:.1} | {} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} |\n",
+            "| {:.0} | {:.1} ({:.1}) | {} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} |\n",
             s.t_s,
             s.rss_mib,
+            s.anon_mib,
             s.sent,
             s.engine_records,
             s.http_ack_p50_ms,
