@@ -223,7 +223,9 @@ fn main() -> anyhow::Result<()> {
         let quiet = Duration::from_secs(cli.quiet_wait);
         let (pv, pmd) = peers_section(&cli, &suite.peers, &spec_dir, &vigie, &work, quiet)?;
         let mut md = format!(
-            "# vigie benchmarks: the full suite\n\n{machine_md} Command: `target/release/bench-all --out benchmarks/results` (suite `benchmarks/workloads/suite.toml`).\n\n{pmd}"
+            "# vigie benchmarks: the full suite\n\n{machine_md} Command: `bench-all {}` (suite `{}`).\n\n{pmd}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+            spec_path.display()
         );
         let mut report = json!({"machine": m, "peers": pv});
         if !cli.no_others {
