@@ -68,6 +68,9 @@ struct Cli {
     /// Soak duration in seconds (default: the suite's).
     #[arg(long)]
     duration: Option<u64>,
+    /// Share of the soak's records sent over HTTP, the rest over MQTT (default: the suite's).
+    #[arg(long)]
+    http_share: Option<f64>,
     /// Leave out the soak of the full suite.
     #[arg(long)]
     no_soak: bool,
@@ -195,6 +198,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(d) = cli.duration {
         soak_spec.duration_s = d;
+    }
+    if let Some(h) = cli.http_share {
+        if !(0.0..=1.0).contains(&h) {
+            bail!("--http-share must be between 0 and 1, got {h}");
+        }
+        soak_spec.http_share = h;
     }
     let zones_geojson = spec_dir.join("peers-zones.geojson");
     let m = machine();
@@ -814,7 +823,7 @@ fn soak(
         .stderr(std::fs::File::create(work.join("logs/soak-vigie.log"))?)
         .spawn()?;
     let pid = child.id();
-    let _vigie = Killed(child);
+    let mut vigie_guard = Killed(child);
     let t = Instant::now();
     while http(port, "GET", "/health", "", "")
         .map(|r| r.0)
@@ -983,6 +992,19 @@ fn soak(
     while t.elapsed() < Duration::from_secs(60) {
         in_engine = metric(port, "vigie_engine_records_total")?.unwrap_or(0.0);
         if in_engine >= total as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Stop vigie as an operator would (SIGTERM), so that it finishes cleanly and a heap
+    // profiler wrapped around it (`--vigie` pointing at a script) writes its output; the
+    // guard kills it if it has not stopped within 30 s.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let t = Instant::now();
+    while measure::rss_bytes(pid).is_some() && t.elapsed() < Duration::from_secs(30) {
+        if vigie_guard.0.try_wait()?.is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
