@@ -1,14 +1,17 @@
-//! criterion micro-benchmarks of the hot paths: parsing and validating a record, locating a
-//! point in the Marseille polygons, the indicator formula, and one zone's computation over
-//! the horizon; one evaluation of the alert rules.
+//! criterion micro-benchmarks of the hot paths: parsing and validating a record (an NDJSON
+//! line, and a CSV row through a mapping, as the peers' workload is read), locating a point in
+//! the Marseille polygons, the indicator formula, one zone's computation over the horizon, and
+//! encoding and decoding a chunk of the store; one evaluation of the alert rules.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use vigie_config::Config;
+use vigie_connectors::mapped::CompiledMapping;
 use vigie_connectors::parse_ndjson_line;
 use vigie_engine::calendar::CachedCalendar;
 use vigie_engine::zone::{Fact, ZoneComputer, ZoneInfo};
 use vigie_model::time::Calendar;
 use vigie_queries::formula::{self, HourInputs};
+use vigie_store::{ChunkDecoder, ChunkEncoder, Values};
 
 fn hot_paths(c: &mut Criterion) {
     let config = Config::embedded_default();
@@ -22,6 +25,25 @@ fn hot_paths(c: &mut Criterion) {
     });
     c.bench_function("locate a point in 16 polygons", |b| {
         b.iter(|| config.zones.locate(black_box(43.2611), black_box(5.3798)))
+    });
+    // A row of the peers' workload through its mapping (benchmarks/workloads/peers.toml).
+    let peers = Config::from_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/peers.toml"),
+    )
+    .expect("the peers' configuration");
+    let header: Vec<String> = ["ts", "zone", "category", "severity"]
+        .map(String::from)
+        .to_vec();
+    let mapping = CompiledMapping::compile(
+        "peer_events",
+        &peers.mappings["peer_events"],
+        &header,
+        &peers,
+    )
+    .expect("the peers' mapping");
+    let row = csv::StringRecord::from(vec!["1700000009", "z086", "crowd", "2"]);
+    c.bench_function("a CSV row through a mapping, validated", |b| {
+        b.iter(|| mapping.record(black_box(&row), &peers.zones, 1).unwrap())
     });
     let zone = formula::ZoneParams::from(config.zones.get(7));
     let inputs = HourInputs {
@@ -129,5 +151,48 @@ fn toml_rule(text: &str) -> vigie_config::AlertRule {
     one.rule
 }
 
-criterion_group!(benches, hot_paths);
+/// A store chunk of 720 hourly points (a month of one series): a risk score that drifts (XOR
+/// coding) and an incident count (integer coding), encoded, and decoded back.
+fn chunks(c: &mut Criterion) {
+    let t0 = 1_790_812_800_000i64;
+    let scores: Vec<(i64, f64)> = (0..720)
+        .map(|i| (t0 + i * 3_600_000, 40.0 + 10.0 * ((i as f64) / 17.0).sin()))
+        .collect();
+    let counts: Vec<(i64, f64)> = (0..720)
+        .map(|i| (t0 + i * 3_600_000, ((i * 7) % 5) as f64))
+        .collect();
+    c.bench_function("encode a chunk of 720 floats", |b| {
+        b.iter(|| {
+            let mut e = ChunkEncoder::new();
+            for (t, v) in black_box(&scores) {
+                e.push(*t, *v);
+            }
+            e.to_bytes()
+        })
+    });
+    c.bench_function("encode a chunk of 720 integers", |b| {
+        b.iter(|| {
+            let mut e = ChunkEncoder::with_values(Values::Int);
+            for (t, v) in black_box(&counts) {
+                e.push(*t, *v);
+            }
+            e.to_bytes()
+        })
+    });
+    let mut e = ChunkEncoder::new();
+    for (t, v) in &scores {
+        e.push(*t, *v);
+    }
+    let bytes = e.to_bytes();
+    c.bench_function("decode a chunk of 720 floats", |b| {
+        b.iter(|| {
+            ChunkDecoder::new(black_box(&bytes))
+                .unwrap()
+                .map(|p| p.unwrap().1)
+                .sum::<f64>()
+        })
+    });
+}
+
+criterion_group!(benches, hot_paths, chunks);
 criterion_main!(benches);

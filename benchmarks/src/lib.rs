@@ -2,8 +2,15 @@
 //! and the plain single-threaded loop that computes the same final figures without a dataflow,
 //! the baseline every replay figure is compared with in the same run.
 //!
+//! [`peers`] holds the peers' workload (the same file through Pathway, Bytewax and vigie) and
+//! its checks, [`measure`] the process-tree measurements; `bench-all` runs every benchmark.
+//!
 //! `replay-bench` (in `src/bin`) runs both on a generated million records and on the real files
 //! of `../shared/data`; `benches/hot_paths.rs` holds the criterion micro-benchmarks.
+
+pub mod live;
+pub mod measure;
+pub mod peers;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -18,15 +18,14 @@
 //! - The engine's own histogram of commit → indicator update (`/metrics`), so that publish →
 //!   update is the acknowledgement latency plus that.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use vigie_benchmarks::live::{free_port, metric, Killed};
 use vigie_benchmarks::{machine, vigie_binary};
 
 #[derive(Parser)]
@@ -48,49 +47,8 @@ struct Cli {
     out: Option<PathBuf>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.1 request on a new connection: status, body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_nodelay(true)?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer bench-token\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").context("an HTTP answer")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("a status")?;
-    Ok((code, body.to_string()))
-}
-
-fn metric(port: u16, name: &str) -> anyhow::Result<Option<f64>> {
-    let (_, body) = http(port, "GET", "/metrics", "")?;
-    Ok(body.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            .and_then(|rest| rest.rsplit(' ').next()?.parse().ok())
-    }))
+    vigie_benchmarks::live::http(port, method, path, "bench-token", body)
 }
 
 fn wait_records(port: u16, n: f64, limit: Duration) -> anyhow::Result<Instant> {
