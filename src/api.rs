@@ -145,26 +145,7 @@ fn zone_param(wall: &Wall, params: &HashMap<String, String>) -> Result<(u32, Str
 }
 
 fn step_param(s: &str) -> Result<i64, ApiError> {
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let factor = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => HOUR_MS,
-        "d" => 24 * HOUR_MS,
-        _ => {
-            return Err(ApiError::bad(
-                "step",
-                format!("`{s}`: a number with s, m, h or d"),
-            ))
-        }
-    };
-    match n.parse::<i64>() {
-        Ok(n) if n > 0 => Ok(n * factor),
-        _ => Err(ApiError::bad(
-            "step",
-            format!("`{s}`: a positive whole number with s, m, h or d"),
-        )),
-    }
+    read::parse_step(s).map_err(|e| ApiError::bad("step", e))
 }
 
 /// The clock hour, or 503 before the engine's first epoch.

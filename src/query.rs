@@ -94,18 +94,7 @@ fn time_ms(s: &str, what: &str) -> anyhow::Result<i64> {
 }
 
 fn step_ms(s: &str) -> anyhow::Result<i64> {
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let factor = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => HOUR_MS,
-        "d" => 24 * HOUR_MS,
-        _ => bail!("--step `{s}`: give a number with s, m, h or d"),
-    };
-    match n.parse::<i64>() {
-        Ok(n) if n > 0 => Ok(n * factor),
-        _ => bail!("--step `{s}`: give a positive whole number with s, m, h or d"),
-    }
+    read::parse_step(s).map_err(|e| anyhow::anyhow!("--step {e}"))
 }
 
 fn hour_json(h: &read::ZoneHour) -> Value {

@@ -97,18 +97,7 @@ impl ApiConfig {
 impl ApiToken {
     /// Reads the token from the environment or the file (trimmed; never logged).
     pub fn read_token(&self) -> Result<String, String> {
-        let t = match (&self.token_env, &self.token_file) {
-            (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
-            (None, Some(path)) => {
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            (None, None) => return Err("no token_env or token_file".into()),
-        };
-        let t = t.trim().to_string();
-        if t.is_empty() {
-            return Err(format!("the token of {} is empty", self.name));
-        }
-        Ok(t)
+        crate::ingest::read_token(&self.token_env, &self.token_file, &self.name)
     }
 }
 

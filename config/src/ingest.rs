@@ -257,19 +257,27 @@ impl SourceConfig {
 
     /// Reads its token from the environment or the file (trimmed; never logged).
     pub fn read_token(&self) -> Result<String, String> {
-        let t = match (&self.token_env, &self.token_file) {
-            (Some(var), _) => std::env::var(var).map_err(|e| format!("{var}: {e}"))?,
-            (None, Some(path)) => {
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            (None, None) => return Err("no token_env or token_file".into()),
-        };
-        let t = t.trim().to_string();
-        if t.is_empty() {
-            return Err(format!("the token of source {} is empty", self.name));
-        }
-        Ok(t)
+        read_token(
+            &self.token_env,
+            &self.token_file,
+            &format!("source {}", self.name),
+        )
     }
+}
+
+/// A bearer token from the environment variable `env` or the file `file` (trimmed; never
+/// logged); an error without either, or if it is empty. `whose` names it in that error.
+pub(crate) fn read_token(
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    whose: &str,
+) -> Result<String, String> {
+    let t = read_password(env, file)?.ok_or("no token_env or token_file")?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(format!("the token of {whose} is empty"));
+    }
+    Ok(t)
 }
 
 /// A password from the environment variable `env` or the file `file` (trailing line breaks

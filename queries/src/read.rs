@@ -12,6 +12,23 @@ use vigie_store::{Agg, SeriesKey, Store, StoreError};
 /// Milliseconds in an hour.
 pub const HOUR_MS: i64 = 3_600_000;
 
+/// A step such as `30m`, `1h` or `7d` in milliseconds: a positive whole number with `s`, `m`,
+/// `h` or `d`. The error says what was expected.
+pub fn parse_step(s: &str) -> Result<i64, String> {
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let factor = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => HOUR_MS,
+        "d" => 24 * HOUR_MS,
+        _ => return Err(format!("`{s}`: a number with s, m, h or d")),
+    };
+    match n.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n * factor),
+        _ => Err(format!("`{s}`: a positive whole number with s, m, h or d")),
+    }
+}
+
 /// The figures of one zone and hour.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ZoneHour {
@@ -104,4 +121,21 @@ pub fn revisions(
     hour_ms: i64,
 ) -> Result<Vec<(i64, f64)>, StoreError> {
     store.revisions(&indicator_key(zone, field), hour_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_whole_units_and_errors_say_what_is_expected() {
+        assert_eq!(parse_step("30m"), Ok(30 * 60_000));
+        assert_eq!(parse_step("1h"), Ok(HOUR_MS));
+        assert_eq!(parse_step("7d"), Ok(7 * 24 * HOUR_MS));
+        assert_eq!(parse_step("15s"), Ok(15_000));
+        for bad in ["", "h", "0h", "-1h", "1.5h", "1w", "1H"] {
+            let e = parse_step(bad).unwrap_err();
+            assert!(e.contains("s, m, h or d"), "{bad}: {e}");
+        }
+    }
 }
