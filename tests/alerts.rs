@@ -1,6 +1,10 @@
 //! End-to-end tests of alerting: the real `vigie run` binary, a real webhook receiver (a
 //! plain HTTP server in the test), the embedded MQTT broker with a real rumqttc publisher.
 
+#[path = "support/client.rs"]
+mod client;
+
+use client::{free_port, now_s, request, wait_for};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,18 +22,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    l.local_addr().unwrap().port()
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// A plain HTTP/1.1 request on loopback: status and body.
 fn http(
     port: u16,
@@ -38,25 +30,7 @@ fn http(
     token: Option<&str>,
     body: &str,
 ) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_string(),
-    ))
+    request(port, method, path, token, "application/json", "", body)
 }
 
 fn json(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
@@ -76,17 +50,6 @@ fn post_records(port: u16, lines: &[String]) {
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["accepted"].as_u64(), Some(lines.len() as u64), "{body}");
-}
-
-fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ok() {
-        assert!(
-            started.elapsed().as_secs() < secs,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn metric(port: u16, name: &str) -> f64 {

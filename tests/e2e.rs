@@ -7,11 +7,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "support/mosquitto.rs"]
 mod mosquitto;
 #[path = "support/victoria.rs"]
 mod victoria;
-use victoria::free_port;
+use client::{free_port, wait_for};
 
 fn vigie() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vigie"))
@@ -988,25 +990,15 @@ fn http_with(
     extra: &str,
     body: &str,
 ) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .ok()?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}{extra}Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    client::request(
+        port,
+        method,
+        path,
+        token,
+        "application/x-ndjson",
+        extra,
+        body,
     )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 /// The current hour, since the epoch.
@@ -1202,16 +1194,6 @@ fn metric(port: u16, name: &str, labels: &str) -> f64 {
 }
 
 /// Waits (up to `secs`) for `ok`.
-fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
-    let started = std::time::Instant::now();
-    while !ok() {
-        assert!(
-            started.elapsed().as_secs() < secs,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn vigie_run_with_no_broker_configured_takes_mqtt_from_its_embedded_broker() {

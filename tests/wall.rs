@@ -6,6 +6,10 @@
 //! The browser test fails (it does not skip) when Chromium or its driver is missing; it keeps
 //! screenshots of the wall in `target/wall-screenshots/`.
 
+#[path = "support/client.rs"]
+mod client;
+
+use client::{free_port, now_s};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,18 +17,6 @@ use std::time::{Duration, Instant};
 const VIEWER: &str = "wall-viewer-token";
 const OPERATOR: &str = "duty-operator-token";
 const SOURCE: &str = "ops-source-token";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    l.local_addr().unwrap().port()
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn rfc3339(hour: i64) -> String {
     chrono::DateTime::from_timestamp(hour * 3600, 0)

@@ -1,0 +1,63 @@
+//! What the binary's end-to-end tests (`tests/e2e.rs`, `tests/alerts.rs`, `tests/wall.rs`) do
+//! to a running vigie: pick free loopback ports, send a raw HTTP/1.1 request, wait for a
+//! condition, read the clock.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    l.local_addr().unwrap().port()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// One request on a fresh connection: `token` as a bearer token, `extra` header lines (each
+/// ending in CRLF), the body sent as `content_type`. `None` if vigie does not answer.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    extra: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Polls `ok` every 50 ms; fails the test after `secs` seconds, naming `what`.
+pub fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
