@@ -100,25 +100,12 @@ impl Running {
             .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        while http(port, "GET", "/health", None, "").is_none_or(|(c, _)| c != 200) {
-            let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-            assert!(
-                started.elapsed().as_secs() < 30,
-                "vigie run did not answer /health:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        client::wait_healthy(port, Some(&dir.join("stderr.log")));
         Running { child, port, mqtt }
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "vigie run exited with {status}");
+        client::stop_cleanly(&mut self.child);
     }
 }
 

@@ -1069,25 +1069,13 @@ impl Running {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let started = std::time::Instant::now();
-        while http(port, "GET", "/health", None, "").is_none_or(|(c, _)| c != 200) {
-            assert!(
-                started.elapsed().as_secs() < 30,
-                "vigie run did not answer /health"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        client::wait_healthy(port, None);
         Running { child, port, mqtt }
     }
 
     /// SIGTERM, as an operator stops it; waits for a clean exit.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "vigie run exited with {status}");
+        client::stop_cleanly(&mut self.child);
     }
 }
 

@@ -61,3 +61,30 @@ pub fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits up to 30 s for `vigie run` on `port` to answer `/health` with 200; on failure, the
+/// message carries the process's log at `log`, if given.
+pub fn wait_healthy(port: u16, log: Option<&std::path::Path>) {
+    let started = Instant::now();
+    while request(port, "GET", "/health", None, "text/plain", "", "").is_none_or(|(c, _)| c != 200)
+    {
+        let shown = log
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "vigie run did not answer /health:\n{shown}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, as an operator stops vigie; waits for the exit and asserts it is clean.
+pub fn stop_cleanly(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "vigie run exited with {status}");
+}
