@@ -11,7 +11,7 @@ use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
 use vigie_engine::{timely, Driver, GraphParams};
 
-use crate::sink::{change_points, FeedHealth, Sinks, SinksReport};
+use crate::sink::{change_points, FeedHealth, LocalHealth, Sinks, SinksReport};
 
 /// Rejections kept with their reason, per process.
 const FIRST_REJECTIONS: usize = 10;
@@ -173,6 +173,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut in_epoch = 0usize;
         let mut chunk_count = 0u64;
         let mut chunk_start = Instant::now();
+        let mut local_health = LocalHealth::default();
         let reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
         for item in reader {
             match item {
@@ -180,7 +181,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     if chunk_count == 0 {
                         chunk_start = Instant::now();
                     }
-                    health.accept(&r);
+                    local_health.accept(&r);
                     driver.insert(r);
                     report.accepted += 1;
                     in_epoch += 1;
@@ -191,7 +192,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Item::Rejected(rej) => {
-                    health.reject();
+                    local_health.reject();
                     *report.rejected.entry(rej.error.kind.name()).or_default() += 1;
                     if report.first_rejections.len() < FIRST_REJECTIONS {
                         report.first_rejections.push(rej);
@@ -200,6 +201,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 Item::Failed(e) => report.failures.push(e.to_string()),
             }
             if in_epoch >= batch {
+                health.add(&mut local_health);
                 if chunk_count > 0 {
                     chunks.push((chunk_start, chunk_count));
                     chunk_count = 0;
@@ -219,6 +221,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        health.add(&mut local_health);
         if chunk_count > 0 {
             chunks.push((chunk_start, chunk_count));
         }

@@ -45,7 +45,51 @@ fn feed_index(f: Feed) -> usize {
         .expect("every feed is in ALL")
 }
 
+/// A worker's own counts, added to the shared [`FeedHealth`] at each epoch, so that workers do
+/// not write to the shared counters for every record.
+pub struct LocalHealth {
+    accepted: [u64; 6],
+    last_event_us: [i64; 6],
+    rejected: u64,
+}
+
+impl Default for LocalHealth {
+    fn default() -> Self {
+        LocalHealth {
+            accepted: [0; 6],
+            last_event_us: [i64::MIN; 6],
+            rejected: 0,
+        }
+    }
+}
+
+impl LocalHealth {
+    /// Counts an accepted record.
+    pub fn accept(&mut self, r: &Record) {
+        let i = feed_index(r.feed);
+        self.accepted[i] += 1;
+        self.last_event_us[i] = self.last_event_us[i].max(r.ts);
+    }
+
+    /// Counts a rejected line.
+    pub fn reject(&mut self) {
+        self.rejected += 1;
+    }
+}
+
 impl FeedHealth {
+    /// Adds a worker's counts, and resets them.
+    pub fn add(&self, local: &mut LocalHealth) {
+        for i in 0..local.accepted.len() {
+            if local.accepted[i] > 0 {
+                self.accepted[i].fetch_add(local.accepted[i], Ordering::Relaxed);
+                self.last_event_us[i].fetch_max(local.last_event_us[i], Ordering::Relaxed);
+            }
+        }
+        self.rejected.fetch_add(local.rejected, Ordering::Relaxed);
+        *local = LocalHealth::default();
+    }
+
     /// Counts an accepted record.
     pub fn accept(&self, r: &Record) {
         let i = feed_index(r.feed);
@@ -66,11 +110,6 @@ impl FeedHealth {
                 )
             })
             .collect()
-    }
-
-    /// Counts a rejected line.
-    pub fn reject(&self) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets the live sources' rejected lines so far: `by_feed` (feed names; other names, such

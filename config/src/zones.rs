@@ -12,7 +12,7 @@
 //! its border.
 
 use geo::{BoundingRect, Intersects, MultiPolygon, Point, Rect};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use vigie_model::ZoneIdx;
 
 /// One zone and its parameters.
@@ -36,7 +36,7 @@ pub struct Zone {
 #[derive(Clone, Debug, Default)]
 pub struct ZoneSet {
     zones: Vec<Zone>,
-    by_id: HashMap<String, ZoneIdx>,
+    by_id: FxHashMap<String, ZoneIdx>,
 }
 
 impl ZoneSet {

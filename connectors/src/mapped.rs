@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use vigie_config::mapping::{FieldSpec, Lookup};
 use vigie_config::{Config, Mapping, ZoneSet};
-use vigie_model::time::seconds_to_us;
+use vigie_model::time::{in_range, seconds_to_us};
 use vigie_model::{Feed, Record};
 
 enum Source {
@@ -228,7 +228,7 @@ impl CompiledMapping {
     }
 
     /// Turns one row into a raw record, not yet validated (a live source completes it first).
-    pub fn raw(&self, row: &csv::StringRecord) -> Result<RawRecord<'static>, RecordError> {
+    pub fn raw<'r>(&self, row: &'r csv::StringRecord) -> Result<RawRecord<'r>, RecordError> {
         let mut raw = RawRecord::default();
         for f in &self.fields {
             let v = f.eval(row)?;
@@ -320,8 +320,9 @@ impl Field {
         }
     }
 
-    fn eval(&self, row: &csv::StringRecord) -> Result<Option<Scalar<'static>>, RecordError> {
-        let text: Cow<str> = match &self.source {
+    /// The field's value in `row`; text is borrowed from the row when it comes from one column.
+    fn eval<'r>(&self, row: &'r csv::StringRecord) -> Result<Option<Scalar<'r>>, RecordError> {
+        let text: Cow<'r, str> = match &self.source {
             Source::Const(v) => return Ok(Some(v.clone())),
             Source::Column(c) => Cow::Borrowed(row.get(*c).unwrap_or("")),
             Source::Template(parts) => {
@@ -335,12 +336,15 @@ impl Field {
                 Cow::Owned(s)
             }
         };
-        let text = text.trim();
+        let text: Cow<'r, str> = match text {
+            Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
+            Cow::Owned(t) => Cow::Owned(t.trim().to_string()),
+        };
         if text.is_empty() {
             return Ok(self.default.clone());
         }
         if let Some(table) = &self.table {
-            return match table.get(text) {
+            return match table.get(text.as_ref()) {
                 Some(v) => Ok(Some(v.clone())),
                 None => match &self.default {
                     Some(d) => Ok(Some(d.clone())),
@@ -349,7 +353,7 @@ impl Field {
             };
         }
         if let Some(fmt) = &self.time {
-            return self.parse_time(text, fmt).map(Some);
+            return self.parse_time(&text, fmt).map(Some);
         }
         if self.scale.is_some() || self.offset.is_some() {
             let v: f64 = text
@@ -359,7 +363,7 @@ impl Field {
                 v * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0),
             )));
         }
-        Ok(Some(Scalar::Str(Cow::Owned(text.to_string()))))
+        Ok(Some(Scalar::Str(text)))
     }
 
     fn parse_time(&self, text: &str, fmt: &TimeFormat) -> Result<Scalar<'static>, RecordError> {
@@ -368,9 +372,15 @@ impl Field {
             TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(text)
                 .map_err(|_| bad())?
                 .timestamp_micros(),
-            TimeFormat::Unix => {
-                seconds_to_us(text.parse::<f64>().map_err(|_| bad())?).ok_or_else(bad)?
-            }
+            // Whole seconds, the common case, are read as an integer: exact, and no float
+            // parse.
+            TimeFormat::Unix => match text.parse::<i64>() {
+                Ok(s) => s
+                    .checked_mul(1_000_000)
+                    .and_then(in_range)
+                    .ok_or_else(bad)?,
+                Err(_) => seconds_to_us(text.parse::<f64>().map_err(|_| bad())?).ok_or_else(bad)?,
+            },
             TimeFormat::UnixMs => {
                 seconds_to_us(text.parse::<f64>().map_err(|_| bad())? / 1e3).ok_or_else(bad)?
             }

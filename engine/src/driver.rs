@@ -12,7 +12,9 @@
 //! clashes cover all of history; their per-hour effect is computed over the horizon only.
 
 use crate::calendar::CachedCalendar;
-use crate::graph::{build, DensityIn, Entry, GraphParams, IncidentIn, Inputs, KeyedIn, WeatherIn};
+use crate::graph::{
+    build, DensityIn, Entry, GraphParams, Inputs, KeyedIn, TalliedIn, Tally, WeatherIn,
+};
 use differential_dataflow::input::{Input, InputSession};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cell::{Cell, RefCell};
@@ -44,16 +46,54 @@ impl Expiry {
 
     /// The clock hour from which `r` no longer affects any result, or `None` if it is kept.
     pub fn expires_at(&mut self, r: &Record) -> Option<i64> {
-        match r.feed {
-            Feed::Incident | Feed::Density | Feed::Weather => {
-                let g = hour_of(r.ts);
-                let horizon = g + self.past_hours + 6;
-                let week = self.cal.week(g);
-                let window = self.cal.week_start_hour(week + self.weeks + 1);
-                Some(horizon.max(window))
-            }
+        self.of_feed(r.feed, r.ts)
+    }
+
+    /// The same for a record of `feed` at `ts`.
+    fn of_feed(&mut self, feed: Feed, ts: i64) -> Option<i64> {
+        match feed {
+            Feed::Incident | Feed::Density | Feed::Weather => Some(self.of_hour(hour_of(ts))),
             Feed::Event | Feed::Deployment | Feed::Traffic => None,
         }
+    }
+
+    /// The same for a point record (incident, density, weather) of hour `g`.
+    fn of_hour(&mut self, g: i64) -> i64 {
+        let horizon = g + self.past_hours + 6;
+        let week = self.cal.week(g);
+        let window = self.cal.week_start_hour(week + self.weeks + 1);
+        horizon.max(window)
+    }
+
+    /// The same for an entry as it enters the graph (the record it came from gives the same).
+    fn of_entry(&mut self, e: &Entry) -> Option<i64> {
+        match e {
+            Entry::Incident(((_, g), _)) | Entry::Density(((_, g), _)) | Entry::Weather((g, _)) => {
+                Some(self.of_hour(*g))
+            }
+            Entry::Keyed(((feed, _), (ts, _, _))) => self.of_feed(*feed, *ts),
+        }
+    }
+}
+
+/// One epoch's entries, counted. Incidents without id, the bulk of most feeds, are tallied
+/// by zone and hour (count, severity sum); the others are counted under the whole entry.
+#[derive(Default)]
+struct StagedEntries {
+    incidents: FxHashMap<(ZoneIdx, i64), Tally>,
+    others: FxHashMap<Entry, isize>,
+}
+
+/// Counted entries as they were fed, to retract when they expire.
+#[derive(Default)]
+struct Fed {
+    incidents: Vec<(TalliedIn, Tally)>,
+    others: Vec<(Entry, isize)>,
+}
+
+impl Fed {
+    fn len(&self) -> usize {
+        self.incidents.len() + self.others.len()
     }
 }
 
@@ -280,9 +320,12 @@ pub struct Driver {
     probe: ProbeHandle<u64>,
     clock: Rc<Cell<Option<i64>>>,
     expiry: Expiry,
-    /// What this worker fed in and must retract, by the clock hour it expires at; equal
-    /// entries are counted, so that a million incidents take a few hundred thousand entries.
-    pending: BTreeMap<i64, FxHashMap<Entry, isize>>,
+    /// This epoch's entries, counted: equal records (an incident of the same zone, hour and
+    /// severity) enter the graph once with their count, when the epoch closes.
+    staged: StagedEntries,
+    /// What this worker fed in and must retract, by the clock hour it expires at, as it was
+    /// fed (each epoch's counted entries).
+    pending: BTreeMap<i64, Fed>,
     /// The output, on worker 0 (empty elsewhere).
     pub collected: Rc<RefCell<Collected>>,
     /// Records retracted because they expired.
@@ -294,7 +337,7 @@ pub struct Driver {
 /// The graph's input sessions, one per kind of entry.
 struct InputSessions {
     keyed: InputSession<u64, KeyedIn, isize>,
-    incidents: InputSession<u64, IncidentIn, isize>,
+    incidents: InputSession<u64, TalliedIn, Tally>,
     densities: InputSession<u64, DensityIn, isize>,
     weather: InputSession<u64, WeatherIn, isize>,
     clock: InputSession<u64, ((), i64), isize>,
@@ -357,6 +400,7 @@ impl Driver {
             probe,
             clock,
             expiry: Expiry::new(params),
+            staged: StagedEntries::default(),
             pending: BTreeMap::new(),
             collected,
             retired: 0,
@@ -385,16 +429,40 @@ impl Driver {
                 return;
             }
         }
-        let entry = Entry::of(r);
-        if let Some(at) = expires {
-            *self
-                .pending
-                .entry(at)
-                .or_default()
-                .entry(entry.clone())
-                .or_default() += 1;
+        match Entry::of(r) {
+            Entry::Incident((zh, severity)) => {
+                let t = self.staged.incidents.entry(zh).or_default();
+                t.0 += 1;
+                t.1 += severity as isize;
+            }
+            entry => *self.staged.others.entry(entry).or_default() += 1,
         }
-        self.update(entry, 1);
+    }
+
+    /// Feeds the epoch's counted entries into the graph, and keeps those that expire for
+    /// retracting.
+    fn feed_staged(&mut self) {
+        let inputs = self.inputs.as_mut().expect("input open");
+        for (zh, tally) in self.staged.incidents.drain() {
+            inputs.incidents.update((zh, ()), tally);
+            let at = self.expiry.of_hour(zh.1);
+            let fed = self.pending.entry(at).or_default();
+            fed.incidents.push(((zh, ()), tally));
+        }
+        for (entry, count) in self.staged.others.drain() {
+            if let Some(at) = self.expiry.of_entry(&entry) {
+                let fed = self.pending.entry(at).or_default();
+                fed.others.push((entry.clone(), count));
+            }
+            match entry {
+                Entry::Keyed(k) => inputs.keyed.update(k, count),
+                Entry::Incident((zh, severity)) => inputs
+                    .incidents
+                    .update((zh, ()), (count, count * severity as isize)),
+                Entry::Density(d) => inputs.densities.update(d, count),
+                Entry::Weather(w) => inputs.weather.update(w, count),
+            }
+        }
     }
 
     fn move_clock(&mut self, h: i64) {
@@ -421,16 +489,6 @@ impl Driver {
         }
     }
 
-    fn update(&mut self, entry: Entry, diff: isize) {
-        let inputs = self.inputs.as_mut().expect("input open");
-        match entry {
-            Entry::Keyed(k) => inputs.keyed.update(k, diff),
-            Entry::Incident(i) => inputs.incidents.update(i, diff),
-            Entry::Density(d) => inputs.densities.update(d, diff),
-            Entry::Weather(w) => inputs.weather.update(w, diff),
-        }
-    }
-
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         self.inputs.as_ref().map_or(u64::MAX, |i| *i.clock.time())
@@ -439,16 +497,29 @@ impl Driver {
     /// Closes the current epoch: retracts what the clock has made irrelevant, then moves to the
     /// next epoch. Returns the epoch closed.
     pub fn advance(&mut self) -> u64 {
+        self.feed_staged();
         if let Some(clock) = self.clock.get() {
+            let inputs = self.inputs.as_mut().expect("input open");
             while self
                 .pending
                 .first_key_value()
                 .is_some_and(|(at, _)| *at <= clock)
             {
-                let (_, entries) = self.pending.pop_first().expect("non-empty");
-                for (entry, count) in entries {
+                let (_, fed) = self.pending.pop_first().expect("non-empty");
+                for (i, (n, sum)) in fed.incidents {
+                    self.retired += n as u64;
+                    inputs.incidents.update(i, (-n, -sum));
+                }
+                for (entry, count) in fed.others {
                     self.retired += count as u64;
-                    self.update(entry, -count);
+                    match entry {
+                        Entry::Keyed(k) => inputs.keyed.update(k, -count),
+                        Entry::Incident((zh, severity)) => inputs
+                            .incidents
+                            .update((zh, ()), (-count, -count * severity as isize)),
+                        Entry::Density(d) => inputs.densities.update(d, -count),
+                        Entry::Weather(w) => inputs.weather.update(w, -count),
+                    }
                 }
             }
         }
@@ -468,8 +539,12 @@ impl Driver {
         closed
     }
 
-    /// Closes the inputs: no more records from this worker.
+    /// Closes the inputs: no more records from this worker. Records inserted since the last
+    /// [`Driver::advance`] still go in, in the current epoch.
     pub fn close(&mut self) {
+        if self.inputs.is_some() {
+            self.feed_staged();
+        }
         self.inputs = None;
     }
 
@@ -503,8 +578,8 @@ impl Driver {
         self.clock.get()
     }
 
-    /// Distinct entries held for retiring.
+    /// Counted entries held for retiring.
     pub fn pending(&self) -> usize {
-        self.pending.values().map(|m| m.len()).sum()
+        self.pending.values().map(Fed::len).sum()
     }
 }

@@ -69,6 +69,13 @@ pub struct Outputs<'s> {
 pub type KeyedIn = ((Feed, String), (i64, u64, Option<Body>));
 /// An incident without id: `((zone, hour), severity)`.
 pub type IncidentIn = ((ZoneIdx, i64), u8);
+/// The incidents without id of a zone and hour, as they enter the graph: the record is
+/// `((zone, hour), ())` and its difference is a [`Tally`], so that a million incidents enter
+/// as one update per zone and hour and epoch, and add up in the arrangement.
+pub type TalliedIn = ((ZoneIdx, i64), ());
+/// A difference that counts incidents and sums their severities: `(count, severity sum)`.
+/// Differential adds differences, so the arrangement holds each zone and hour's totals.
+pub type Tally = (isize, isize);
 /// A density record without id: `((zone, hour), (sensor, people))`.
 pub type DensityIn = ((ZoneIdx, i64), (Option<String>, F64));
 /// A weather record: `(hour, ((observed, issued_at, seq), (temperature_c, wind_kmh, precip_mm)))`,
@@ -191,7 +198,7 @@ fn routed<'s, T: differential_dataflow::Data>(
 /// The inputs of the graph.
 pub struct Inputs<'s> {
     pub keyed: Collection<'s, u64, KeyedIn>,
-    pub incidents: Collection<'s, u64, IncidentIn>,
+    pub incidents: Collection<'s, u64, TalliedIn, Tally>,
     pub densities: Collection<'s, u64, DensityIn>,
     pub weather: Collection<'s, u64, WeatherIn>,
     /// Each worker's greatest incident or density hour so far (one value per worker).
@@ -273,18 +280,15 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
             (0..n_zones).map(move |z| (z, Fact::Weather { hour, factor }))
         });
 
-    // Incidents per zone and hour: N and I.
+    // Incidents per zone and hour: N and I, the accumulated tally of the zone and hour.
     let incidents = incidents_in
+        .explode(|(zh, sev)| Some(((zh, ()), (1isize, sev as isize))))
         .concat(inputs.incidents)
         .reduce_named(
             "Incidents",
-            |_zh, sevs, out: &mut Vec<((u64, i64), isize)>| {
-                let (mut n, mut sum) = (0u64, 0i64);
-                for (sev, m) in sevs {
-                    n += *m as u64;
-                    sum += **sev as i64 * *m as i64;
-                }
-                out.push(((n, sum), 1));
+            |_zh, tally: &[(&(), Tally)], out: &mut Vec<((u64, i64), isize)>| {
+                let (n, sum) = tally[0].1;
+                out.push(((n as u64, sum as i64), 1));
             },
         )
         .map(|((zone, hour), (n, sum))| (zone, Fact::Incidents { hour, n, sum }));
