@@ -140,7 +140,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     driver.collected.borrow_mut().track_changes();
                     sinks = Some(s);
                 }
-                Ok(_) => {}
+                Ok(_) => driver.collected.borrow_mut().final_only(),
                 Err(e) => failures.push(format!("{e:#}")),
             }
         }
@@ -242,7 +242,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if worker.index() == 0 {
             let c = driver.collected.borrow();
             report.rows = Some((
-                c.indicator_rows().len(),
+                c.indicator_refs().len(),
                 c.clash_rows().len(),
                 driver.clock(),
             ));
@@ -250,7 +250,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             if let Some(path) = &output {
                 if let Err(e) = vigie_connectors::output::write_ndjson(
                     path,
-                    &c.indicator_rows(),
+                    c.indicator_refs(),
                     &c.clash_rows(),
                     &zone_ids,
                 ) {

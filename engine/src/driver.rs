@@ -113,6 +113,8 @@ pub struct Collected {
     /// Updates received for epochs not yet complete, by epoch: applied once their epoch is,
     /// so that the collected state is always the output of a complete epoch.
     staged: BTreeMap<u64, Staged>,
+    /// Updates are applied as they arrive, not staged ([`Collected::final_only`]).
+    final_only: bool,
 }
 
 /// Updates of one epoch, waiting for it to complete.
@@ -143,8 +145,26 @@ pub struct Changes {
 }
 
 impl Collected {
+    /// Applies updates as they arrive instead of staging them until their epoch completes:
+    /// the collected state is exact once the whole output is ([`Driver::finished`]), but may
+    /// mix epochs before. For runs that read only the final output (a replay without sinks):
+    /// it saves holding an epoch's updates twice. Not with change tracking.
+    pub fn final_only(&mut self) {
+        assert!(
+            self.tracker.is_none(),
+            "change tracking needs complete epochs"
+        );
+        self.final_only = true;
+    }
+
     fn stage_indicators(&mut self, updates: &[(IndicatorRow, u64, isize)]) {
         self.updates += updates.len() as u64;
+        if self.final_only {
+            for (row, _, d) in updates {
+                self.apply_indicator(row.clone(), *d);
+            }
+            return;
+        }
         for (row, t, d) in updates {
             let staged = self.staged.entry(*t).or_default();
             staged.indicators.push((row.clone(), *d));
@@ -152,6 +172,12 @@ impl Collected {
     }
 
     fn stage_clashes(&mut self, updates: &[(ClashRow, u64, isize)]) {
+        if self.final_only {
+            for (row, _, d) in updates {
+                self.apply_clash(row.clone(), *d);
+            }
+            return;
+        }
         for (row, t, d) in updates {
             let staged = self.staged.entry(*t).or_default();
             staged.clashes.push((row.clone(), *d));
@@ -167,10 +193,10 @@ impl Collected {
         {
             let (_, staged) = self.staged.pop_first().expect("non-empty");
             for (row, d) in staged.indicators {
-                self.apply_indicator(&row, d);
                 if let Some(tr) = &mut self.tracker {
                     tr.dirty.insert((row.zone, row.hour));
                 }
+                self.apply_indicator(row, d);
             }
             for (row, d) in staged.clashes {
                 self.apply_clash(row, d);
@@ -180,6 +206,7 @@ impl Collected {
 
     /// Starts tracking changes for [`Collected::drain`].
     pub fn track_changes(&mut self) {
+        assert!(!self.final_only, "change tracking needs complete epochs");
         self.tracker.get_or_insert_with(Tracker::default);
     }
 
@@ -234,10 +261,10 @@ impl Collected {
         out
     }
 
-    fn apply_indicator(&mut self, row: &IndicatorRow, d: isize) {
+    fn apply_indicator(&mut self, row: IndicatorRow, d: isize) {
         let key = (row.zone, row.hour);
         if let Some(main) = self.indicators.get_mut(&key) {
-            if &main.0 == row {
+            if main.0 == row {
                 main.1 += d;
                 if main.1 == 0 {
                     self.indicators.remove(&key);
@@ -253,11 +280,11 @@ impl Collected {
                 return;
             }
         } else {
-            self.indicators.insert(key, (row.clone(), d));
+            self.indicators.insert(key, (row, d));
             return;
         }
         let extra = self.overflow.entry(key).or_default();
-        match extra.iter().position(|(r, _)| r == row) {
+        match extra.iter().position(|(r, _)| *r == row) {
             Some(i) => {
                 extra[i].1 += d;
                 if extra[i].1 == 0 {
@@ -267,7 +294,7 @@ impl Collected {
                     }
                 }
             }
-            None => extra.push((row.clone(), d)),
+            None => extra.push((row, d)),
         }
     }
 
@@ -284,13 +311,18 @@ impl Collected {
 
     /// The current indicator rows, sorted by zone and hour.
     pub fn indicator_rows(&self) -> Vec<IndicatorRow> {
+        self.indicator_refs().into_iter().cloned().collect()
+    }
+
+    /// The same, borrowed.
+    pub fn indicator_refs(&self) -> Vec<&IndicatorRow> {
         let extra = self.overflow.values().flatten();
-        let mut v: Vec<IndicatorRow> = self
+        let mut v: Vec<&IndicatorRow> = self
             .indicators
             .values()
             .chain(extra)
             .filter(|(_, d)| *d > 0)
-            .map(|(r, _)| r.clone())
+            .map(|(r, _)| r)
             .collect();
         v.sort_by_key(|r| (r.zone, r.hour));
         v
@@ -346,7 +378,16 @@ struct InputSessions {
 impl Driver {
     /// Builds the graph in `worker`; the output is gathered on worker 0.
     pub fn new(worker: &mut Worker, params: &GraphParams) -> Driver {
-        let collected = Rc::new(RefCell::new(Collected::default()));
+        let mut output = Collected::default();
+        if worker.index() == 0 {
+            // Room for every zone's horizon at once, so the table does not grow by doubling
+            // (which holds the old table and the new at once).
+            let horizon = (params.model.past_hours + params.model.future_hours + 1).max(0);
+            output
+                .indicators
+                .reserve(params.zones.len() * horizon as usize);
+        }
+        let collected = Rc::new(RefCell::new(output));
         let sink = collected.clone();
         let sink2 = collected.clone();
         let (inputs, probe, clock) = worker.dataflow::<u64, _, _>(|scope| {

@@ -348,9 +348,24 @@ fn incremental_output_equals_recomputation_at_every_epoch() {
 /// Runs the records on `workers` threads, in batches of `batch`, and returns the final output
 /// as collected on worker 0.
 fn run(records: Vec<Record>, batch: usize, workers: usize) -> (Vec<IndicatorRow>, Vec<ClashRow>) {
+    run_with(records, batch, workers, false)
+}
+
+/// As [`run`]; with `final_only`, the output is collected as it arrives
+/// ([`vigie_engine::driver::Collected::final_only`]) and read once the inputs are closed and the
+/// output complete.
+fn run_with(
+    records: Vec<Record>,
+    batch: usize,
+    workers: usize,
+    final_only: bool,
+) -> (Vec<IndicatorRow>, Vec<ClashRow>) {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let mut driver = Driver::new(worker, &params());
+        if final_only {
+            driver.collected.borrow_mut().final_only();
+        }
         let mine: Vec<Record> = records
             .iter()
             .enumerate()
@@ -361,16 +376,25 @@ fn run(records: Vec<Record>, batch: usize, workers: usize) -> (Vec<IndicatorRow>
             for r in chunk {
                 driver.insert(r.clone());
             }
-            let epoch = driver.advance();
-            driver.wait(worker, epoch);
+            if final_only {
+                driver.advance();
+                worker.step();
+            } else {
+                let epoch = driver.advance();
+                driver.wait(worker, epoch);
+            }
         }
-        // Workers with fewer chunks keep stepping until everyone is done.
-        let epoch = driver.advance();
+        if final_only {
+            driver.close();
+            worker.step_while(|| !driver.finished());
+        } else {
+            // Workers with fewer chunks keep stepping until everyone is done.
+            driver.advance();
+        }
         drop(mine);
         let c = driver.collected.borrow();
         let out = (c.indicator_rows(), c.clash_rows());
         drop(c);
-        let _ = epoch;
         out
     })
     .expect("timely runs");
@@ -394,4 +418,15 @@ fn final_output_is_independent_of_order_batching_and_workers() {
         "two workers, batches of 1"
     );
     assert_matches(&reference_run.0, &reference_run.1, &records, "final");
+    // Collected as it arrives, without waiting for each epoch: the same once complete.
+    assert_eq!(
+        run_with(shuffled.clone(), 97, 1, true),
+        reference_run,
+        "final only"
+    );
+    assert_eq!(
+        run_with(records.clone(), 500, 2, true),
+        reference_run,
+        "final only, two workers"
+    );
 }

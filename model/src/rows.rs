@@ -1,6 +1,7 @@
 use crate::time::{format_hour, format_ts};
 use crate::{ZoneIdx, F64};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// Direction of the risk score against the mean of the three previous hours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -46,10 +47,19 @@ impl IndicatorRow {
     /// The output line of `indicators.md`, with the zone written as its id; serializes
     /// straight to JSON, fields in the documented order.
     pub fn to_json<'a>(&'a self, zone_id: &'a str) -> IndicatorLine<'a> {
+        self.to_json_at(zone_id, Cow::Owned(format_hour(self.hour)))
+    }
+
+    /// The same with the hour already written (RFC 3339, as `format_hour` writes it).
+    pub fn to_json_at<'a>(
+        &'a self,
+        zone_id: &'a str,
+        hour: impl Into<Cow<'a, str>>,
+    ) -> IndicatorLine<'a> {
         IndicatorLine {
             kind: "indicator",
             zone: zone_id,
-            hour: format_hour(self.hour),
+            hour: hour.into(),
             risk_score: self.risk_score.0,
             risk_level: self.risk_level,
             protection_rate: self.protection_rate.0,
@@ -76,7 +86,7 @@ pub struct IndicatorLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     zone: &'a str,
-    hour: String,
+    hour: Cow<'a, str>,
     risk_score: f64,
     risk_level: u8,
     protection_rate: f64,
