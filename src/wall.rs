@@ -6,7 +6,8 @@
 //!   figures, the zone map and the time slider read it; ranges and explanations read the store.
 //! - The **events** of the live stream (`GET /api/v1/stream`, server-sent events): each has a
 //!   monotonically increasing id (the first is the process's start time in microseconds, so
-//!   ids keep growing across restarts). The last [`RING`] are kept, so a client that
+//!   ids keep growing across restarts). The last [`RING`] are kept, as long as their text
+//!   stays within [`RING_BYTES`] (an event lists up to 2,000 rows), so a client that
 //!   reconnects with `Last-Event-ID` gets every event it missed; one that missed more (or
 //!   comes back after a restart) gets a `reset` event and refetches.
 //!
@@ -26,8 +27,11 @@ use vigie_engine::Changes;
 use vigie_model::time::format_ts;
 use vigie_model::{ClashRow, IndicatorRow};
 
-/// Events kept for clients that reconnect.
+/// Events kept for clients that reconnect…
 pub const RING: usize = 4096;
+/// …and the most text they may hold together (bytes). Without it, 4,096 events of up to 2,000
+/// rows each could take gigabytes.
+pub const RING_BYTES: usize = 8 << 20;
 
 /// Rows changed in one epoch above which the stream says `reset` rather than list them.
 const MAX_ROWS_PER_EVENT: usize = 2000;
@@ -37,8 +41,8 @@ const MAX_ROWS_PER_EVENT: usize = 2000;
 pub struct Event {
     pub id: u64,
     pub kind: &'static str,
-    /// JSON text.
-    pub data: String,
+    /// JSON text, shared by the ring and every stream.
+    pub data: Arc<str>,
 }
 
 /// The board: what the engine has put out, as of its last complete epoch.
@@ -57,6 +61,8 @@ pub struct Board {
 struct Ring {
     next: u64,
     events: VecDeque<Event>,
+    /// Text held by `events`.
+    bytes: usize,
 }
 
 /// The board, the store and the live events, shared by the engine's observer and the API.
@@ -104,6 +110,7 @@ impl Wall {
             ring: Mutex::new(Ring {
                 next: first_id,
                 events: VecDeque::with_capacity(RING),
+                bytes: 0,
             }),
             tx,
             stopped: tokio::sync::watch::channel(false).0,
@@ -135,12 +142,16 @@ impl Wall {
         let event = Event {
             id: ring.next,
             kind,
-            data: data.to_string(),
+            data: data.to_string().into(),
         };
         ring.next += 1;
-        if ring.events.len() == RING {
-            ring.events.pop_front();
+        while ring.events.len() >= RING || ring.bytes + event.data.len() > RING_BYTES {
+            let Some(old) = ring.events.pop_front() else {
+                break;
+            };
+            ring.bytes -= old.data.len();
         }
+        ring.bytes += event.data.len();
         ring.events.push_back(event.clone());
         // Sent under the lock, so subscribers see ids in order; no subscriber is no error.
         let _ = self.tx.send(event);
@@ -323,5 +334,36 @@ mod tests {
         // The oldest kept is still given whole.
         let oldest = last + 1 - RING as u64;
         assert_eq!(wall.subscribe(Some(oldest - 1)).0.unwrap().len(), RING);
+    }
+
+    #[test]
+    fn the_ring_keeps_at_most_its_bytes() {
+        let wall = Wall::new(
+            Arc::new(Config::embedded_default()),
+            Arc::new(EngineMetrics::default()),
+        );
+        let first = wall.first_id;
+        // Events of about 1 MiB each: the ring keeps the newest that fit in RING_BYTES.
+        let big = "x".repeat(1 << 20);
+        for i in 0..20u64 {
+            wall.publish("indicators", &json!({ "n": i, "pad": big }));
+        }
+        let last = first + 19;
+        let kept = wall.subscribe(Some(first)).0;
+        assert!(kept.is_none(), "the first events were dropped");
+        let ring = wall.ring.lock().unwrap();
+        assert!(ring.bytes <= RING_BYTES, "{} bytes kept", ring.bytes);
+        assert_eq!(
+            ring.bytes,
+            ring.events.iter().map(|e| e.data.len()).sum::<usize>()
+        );
+        let n = ring.events.len() as u64;
+        assert!((4..8).contains(&n), "{n} events kept");
+        drop(ring);
+        // Those kept are the newest, and a client that missed only them gets them all.
+        let missed = wall.subscribe(Some(last - n)).0.unwrap();
+        assert_eq!(missed.len() as u64, n);
+        assert_eq!(missed.last().map(|e| e.id), Some(last));
+        assert!(wall.subscribe(Some(last - n - 1)).0.is_none());
     }
 }
