@@ -33,14 +33,14 @@
 //!   taken it in memory: a message published just before vigie stops may be lost, unlike with a
 //!   persistent external broker.
 //! - **Limits**: messages up to [`MAX_PAYLOAD`] bytes. rumqttd keeps the recent messages of
-//!   each subscribed topic filter in memory ([`SEGMENT_BYTES`] × [`SEGMENTS`] at most, 8 MiB:
-//!   some 40,000 records of backlog per filter; vigie subscribes one filter per entry of
-//!   `ingest.mqtt.topics`). A
-//!   filter's log grows until it reaches that bound and then stays there; a subscriber that
-//!   falls further behind loses the oldest (rumqttd skips to what it still holds). vigie takes
-//!   messages in as they come (its commit is a batched fsync), so only a publisher outrunning
-//!   the ingest log for tens of seconds reaches that bound. It is meant for one machine and
-//!   modest rates (a demo, a pilot, tests), not a city's sensor fleet.
+//!   each subscribed topic filter in memory ([`SEGMENT_BYTES`] × [`SEGMENTS`] at most, 32 MiB:
+//!   some 160,000 records of backlog per filter; vigie subscribes one filter per entry of
+//!   `ingest.mqtt.topics`). A filter's log grows until it reaches that bound and then stays
+//!   there. It is also the only buffer between a publisher and vigie: the broker acknowledges
+//!   a QoS 1 message on receipt, and a subscriber that falls further behind loses the oldest
+//!   (rumqttd skips to what it still holds). A bound of 8 MiB lost messages in `ingest-bench`,
+//!   whose publisher outruns vigie's batched fsync for a few seconds. It is meant for one
+//!   machine and modest rates (a demo, a pilot, tests), not a city's sensor fleet.
 //! - **Quiet**: rumqttd logs through `tracing`; vigie installs no subscriber, so it prints
 //!   nothing, and its console, metrics and Prometheus exporter are off.
 
@@ -58,7 +58,7 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Size of one segment of a topic filter's in-memory log (bytes)…
 pub const SEGMENT_BYTES: usize = 4 << 20;
 /// …and segments kept per filter.
-pub const SEGMENTS: usize = 2;
+pub const SEGMENTS: usize = 8;
 /// Default address of the embedded broker.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 
