@@ -1042,7 +1042,7 @@ fn soak(
         if spec.ids > 0 {
             format!("each upserting one of {} ids (vigie keeps every version of an id until it leaves the baseline window, so its state grows with the versions received)", spec.ids)
         } else {
-            "without ids, so that vigie aggregates them per zone, hour and severity: the state to hold is bounded (100 zones × 48 hours × 5 severities), and growing memory would be a leak".to_string()
+            "without ids, so that vigie tallies them per zone and hour (a count and a severity sum): the state to hold is bounded (100 zones × 48 hours), and growing memory would be a leak".to_string()
         },
         spec.flush_versions,
         spec.sample_s
