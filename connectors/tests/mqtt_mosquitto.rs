@@ -507,3 +507,46 @@ fn a_message_committed_just_before_a_crash_is_not_committed_again_when_redeliver
     assert_eq!(counters.snapshot().duplicates_skipped, 1);
     source.stop();
 }
+
+#[test]
+fn a_publisher_faster_than_the_commits_does_not_stall_the_source() {
+    // 20,000 QoS 1 messages as fast as a rumqttc publisher sends them. The source once waited
+    // for room in its processing task while that task waited to queue acknowledgements only
+    // the source's event loop sends: the connection stalled for good, and what the broker
+    // still held never arrived.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // No limit on messages in flight to a client: the broker sends as fast as it can.
+    let _broker = Broker::start_with(
+        &dir.path().join("broker"),
+        port,
+        "allow_anonymous true\nmax_inflight_messages 0\n",
+    );
+    let config = config(port, "vigie-t5", &dir.path().join("ingest"));
+    let mut vigie = Vigie::start(config);
+    let publisher = Publisher::start(port, "fast-publisher");
+    let want: Vec<String> = (0..20_000).map(|i| format!("fast-{i}")).collect();
+    let client = publisher.client.clone();
+    let payloads: Vec<(String, String)> = want
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            (
+                format!("city/incident/130{:02}", 1 + i % 16),
+                incident(id, 1 + (i % 5) as u32),
+            )
+        })
+        .collect();
+    publisher.runtime.block_on(async move {
+        for (topic, payload) in payloads {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+    });
+    vigie.collect_ids(&want);
+    let ids = vigie.ids();
+    assert!(ids.values().all(|c| c.len() == 1), "duplicates");
+    assert_eq!(ids.len(), want.len());
+}
