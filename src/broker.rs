@@ -36,11 +36,12 @@
 //!   each subscribed topic filter in memory ([`SEGMENT_BYTES`] × [`SEGMENTS`] at most, 32 MiB:
 //!   some 160,000 records of backlog per filter; vigie subscribes one filter per entry of
 //!   `ingest.mqtt.topics`). A filter's log grows until it reaches that bound and then stays
-//!   there. It is also the only buffer between a publisher and vigie: the broker acknowledges
-//!   a QoS 1 message on receipt, and a subscriber that falls further behind loses the oldest
-//!   (rumqttd skips to what it still holds). A bound of 8 MiB lost messages in `ingest-bench`,
-//!   whose publisher outruns vigie's batched fsync for a few seconds. It is meant for one
-//!   machine and modest rates (a demo, a pilot, tests), not a city's sensor fleet.
+//!   there (a soak over MQTT grows by what the log takes until then, then stays flat). It is
+//!   also the only buffer between a publisher and vigie: the broker acknowledges a QoS 1
+//!   message on receipt, and a subscriber that falls further behind loses the oldest (rumqttd
+//!   skips to what it still holds), so the bound is kept generous rather than small. It is
+//!   meant for one machine and modest rates (a demo, a pilot, tests), not a city's sensor
+//!   fleet.
 //! - **Quiet**: rumqttd logs through `tracing`; vigie installs no subscriber, so it prints
 //!   nothing, and its console, metrics and Prometheus exporter are off.
 
