@@ -308,12 +308,16 @@ impl Wall {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_reconnecting_client_gets_what_it_missed_or_a_reset() {
-        let wall = Wall::new(
+    fn wall() -> Arc<Wall> {
+        Wall::new(
             Arc::new(Config::embedded_default()),
             Arc::new(EngineMetrics::default()),
-        );
+        )
+    }
+
+    #[test]
+    fn a_reconnecting_client_gets_what_it_missed_or_a_reset() {
+        let wall = wall();
         let first = wall.first_id;
         for i in 0..(RING as u64 + 10) {
             wall.publish("feeds", &json!({ "n": i }));
@@ -338,10 +342,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_at_most_its_bytes() {
-        let wall = Wall::new(
-            Arc::new(Config::embedded_default()),
-            Arc::new(EngineMetrics::default()),
-        );
+        let wall = wall();
         let first = wall.first_id;
         // Events of about 1 MiB each: the ring keeps the newest that fit in RING_BYTES.
         let big = "x".repeat(1 << 20);

@@ -23,9 +23,9 @@ pub fn write_ndjson<'r, S: AsRef<str>>(
     for row in indicators {
         let hour = match hours.entry(row.hour) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(serde_json::to_vec(&vigie_model::time::format_hour(row.hour))?)
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(serde_json::to_vec(
+                &vigie_model::time::format_hour(row.hour),
+            )?),
         };
         line.clear();
         indicator_line(row, &zones[row.zone as usize], hour, &mut line)?;
@@ -141,8 +141,13 @@ mod tests {
                 let mut want = serde_json::to_vec(&r.to_json(zone)).unwrap();
                 want.push(b'\n');
                 let mut got = Vec::new();
-                indicator_line(&r, &zone_json, &serde_json::to_vec(&hour).unwrap(), &mut got)
-                    .unwrap();
+                indicator_line(
+                    &r,
+                    &zone_json,
+                    &serde_json::to_vec(&hour).unwrap(),
+                    &mut got,
+                )
+                .unwrap();
                 assert_eq!(
                     String::from_utf8(got).unwrap(),
                     String::from_utf8(want).unwrap()
