@@ -687,12 +687,18 @@ fn compact_sealed(
     if sealed.is_empty() {
         return Ok((0, 0, 0));
     }
-    let bytes: Vec<Vec<u8>> = sealed
-        .iter()
-        .flat_map(|(_, _, rs)| rs.iter().cloned())
-        .collect();
+    // The segments' bytes are moved out, decoded, and let go before the rewrite: at most the
+    // bytes and the records are held at once, then the records and the new bytes. (All of the
+    // sealed log is held; streaming it is the next step.)
+    let mut files: Vec<(u64, std::path::PathBuf)> = Vec::with_capacity(sealed.len());
+    let mut bytes: Vec<Vec<u8>> = Vec::new();
+    for (seq, path, records) in sealed {
+        files.push((seq, path));
+        bytes.extend(records);
+    }
     let before: u64 = bytes.iter().map(|r| r.len() as u64 + 8).sum();
     let (all, deliveries) = read_all(&bytes)?;
+    drop(bytes);
     let n = all.len();
     let last = all.last().cloned();
     let mut kept = keep(all);
@@ -702,11 +708,11 @@ fn compact_sealed(
         }
     }
     let out = encode_compacted(&kept, kept_deliveries(deliveries));
+    let dropped = n - kept.len();
+    drop(kept);
     let after: u64 = out.iter().map(|r| r.len() as u64 + 8).sum();
-    let files: Vec<(u64, std::path::PathBuf)> =
-        sealed.into_iter().map(|(s, p, _)| (s, p)).collect();
     vigie_store::wal::replace_sealed(dir, &files, &out)?;
-    Ok((n - kept.len(), before, after))
+    Ok((dropped, before, after))
 }
 
 #[cfg(test)]
