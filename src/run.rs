@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigie_config::Config;
-use vigie_connectors::ingest::IngestLog;
+use vigie_connectors::ingest::{IngestLog, Keep};
 use vigie_engine::{timely, Driver, Expiry, GraphParams};
 use vigie_model::time::hour_of;
 use vigie_model::{Feed, Record};
@@ -139,30 +139,58 @@ fn wall_hour() -> i64 {
 /// [`Expiry`]: out of the horizon and of the baseline window). Traffic, which the model does
 /// not use, is kept for the horizon. The order is kept.
 pub fn survivors(params: &GraphParams, clock_hour: i64, all: Vec<Record>) -> Vec<Record> {
-    let mut winners: std::collections::HashMap<(Feed, String), (i64, u64)> = Default::default();
-    for r in &all {
+    let mut keep = Survivors::new(params, clock_hour);
+    all.iter().for_each(|r| keep.observe(r));
+    all.into_iter().filter(|r| keep.keeps(r)).collect()
+}
+
+/// [`survivors`] as the running compaction asks it, in two passes over the log: the winner of
+/// each upserted id is known after the first.
+pub struct Survivors {
+    clock_hour: i64,
+    past_hours: i64,
+    expiry: Expiry,
+    winners: std::collections::HashMap<(Feed, String), (i64, u64)>,
+}
+
+impl Survivors {
+    pub fn new(params: &GraphParams, clock_hour: i64) -> Survivors {
+        Survivors {
+            clock_hour,
+            past_hours: params.model.past_hours,
+            expiry: Expiry::new(params),
+            winners: Default::default(),
+        }
+    }
+}
+
+impl Keep for Survivors {
+    fn observe(&mut self, r: &Record) {
         if let Some(id) = &r.id {
-            let w = winners.entry((r.feed, id.clone())).or_insert((r.ts, r.seq));
+            let w = self
+                .winners
+                .entry((r.feed, id.clone()))
+                .or_insert((r.ts, r.seq));
             if (r.ts, r.seq) > *w {
                 *w = (r.ts, r.seq);
             }
         }
     }
-    let mut expiry = Expiry::new(params);
-    let past = params.model.past_hours;
-    all.into_iter()
-        .filter(|r| {
-            if let Some(id) = &r.id {
-                if winners.get(&(r.feed, id.clone())) != Some(&(r.ts, r.seq)) {
-                    return false;
-                }
+
+    fn keeps(&mut self, r: &Record) -> bool {
+        if let Some(id) = &r.id {
+            if self.winners.get(&(r.feed, id.clone())) != Some(&(r.ts, r.seq)) {
+                return false;
             }
-            match r.feed {
-                Feed::Traffic => hour_of(r.ts) + past + 6 > clock_hour,
-                _ => expiry.expires_at(r).is_none_or(|at| at > clock_hour),
-            }
-        })
-        .collect()
+        }
+        match r.feed {
+            Feed::Traffic => hour_of(r.ts) + self.past_hours + 6 > self.clock_hour,
+            _ => self
+                .expiry
+                .expires_at(r)
+                .is_none_or(|at| at > self.clock_hour),
+        }
+    }
 }
 
 /// Where the run keeps its data.
@@ -466,7 +494,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let compaction = vigie_connectors::ingest::Compaction {
         every: Duration::from_millis(config.ingest.compact_every_ms),
         min_bytes: config.ingest.compact_min_bytes,
-        keep: Box::new(move |all| survivors(&params, wall_hour(), all)),
+        keep: Box::new(move || Box::new(Survivors::new(&params, wall_hour()))),
     };
     let opened = IngestLog::open_with(&dirs.log, log_tx, Some(compaction))
         .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;

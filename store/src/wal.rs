@@ -91,37 +91,66 @@ fn read_segment(path: &Path) -> Result<SegmentRead, WalError> {
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io_err(path))?;
+    let mut reader = SegmentReader::new(&bytes[..]);
     let mut records = Vec::new();
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        if bytes.len() - pos < HEADER {
-            return Ok((
-                records,
-                pos as u64,
-                Some("a record header is cut short".into()),
-            ));
+    loop {
+        match reader.next_record().map_err(io_err(path))? {
+            Ok(Some(r)) => records.push(r),
+            Ok(None) => return Ok((records, reader.pos, None)),
+            Err(damage) => return Ok((records, reader.pos, Some(damage))),
         }
-        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || bytes.len() - pos - HEADER < len {
-            return Ok((
-                records,
-                pos as u64,
-                Some(format!("a record of {len} bytes is cut short")),
-            ));
-        }
-        let payload = &bytes[pos + HEADER..pos + HEADER + len];
-        if crc32fast::hash(payload) != crc {
-            return Ok((
-                records,
-                pos as u64,
-                Some("a checksum does not match".into()),
-            ));
-        }
-        records.push(payload.to_vec());
-        pos += HEADER + len;
     }
-    Ok((records, pos as u64, None))
+}
+
+/// Reads a segment's records one at a time, from a file or from bytes in memory.
+struct SegmentReader<R> {
+    r: R,
+    /// Bytes of intact records read so far.
+    pos: u64,
+}
+
+impl<R: Read> SegmentReader<R> {
+    fn new(r: R) -> Self {
+        SegmentReader { r, pos: 0 }
+    }
+
+    /// The next intact record, `Ok(None)` at the clean end, or what is wrong at `pos`.
+    fn next_record(&mut self) -> io::Result<Result<Option<Vec<u8>>, String>> {
+        let mut header = [0u8; HEADER];
+        match fill(&mut self.r, &mut header)? {
+            0 => return Ok(Ok(None)),
+            n if n < HEADER => return Ok(Err("a record header is cut short".into())),
+            _ => {}
+        }
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > MAX_RECORD {
+            return Ok(Err(format!("a record of {len} bytes is cut short")));
+        }
+        let mut payload = vec![0u8; len];
+        if fill(&mut self.r, &mut payload)? < len {
+            return Ok(Err(format!("a record of {len} bytes is cut short")));
+        }
+        if crc32fast::hash(&payload) != crc {
+            return Ok(Err("a checksum does not match".into()));
+        }
+        self.pos += (HEADER + len) as u64;
+        Ok(Ok(Some(payload)))
+    }
+}
+
+/// Reads into `buf` until it is full or the input ends; returns the bytes read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 impl Wal {
@@ -303,18 +332,51 @@ pub type SealedSegment = (u64, PathBuf, Vec<Vec<u8>>);
 /// synced whole).
 pub fn read_sealed(dir: &Path, below: u64) -> Result<Vec<SealedSegment>, WalError> {
     let mut out = Vec::new();
-    for (seq, path) in segments(dir)?.into_iter().filter(|(s, _)| *s < below) {
-        let (records, good_len, damage) = read_segment(&path)?;
-        if let Some(reason) = damage {
-            return Err(WalError::Corrupt {
-                path,
-                offset: good_len,
-                reason,
-            });
-        }
+    for (seq, path) in sealed_segments(dir, below)? {
+        let mut records = Vec::new();
+        for_each_record(std::slice::from_ref(&(seq, path.clone())), |r| {
+            records.push(r);
+            Ok::<(), WalError>(())
+        })?;
         out.push((seq, path, records));
     }
     Ok(out)
+}
+
+/// The sealed segments of the log in `dir` (named below `below`), in order, without reading
+/// them.
+pub fn sealed_segments(dir: &Path, below: u64) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    Ok(segments(dir)?
+        .into_iter()
+        .filter(|(s, _)| *s < below)
+        .collect())
+}
+
+/// Gives `f` the records of sealed segments `sealed`, in order, one at a time, so that a
+/// segment is never held whole. Damage is an error (a sealed segment was synced whole).
+pub fn for_each_record<E: From<WalError>>(
+    sealed: &[(u64, PathBuf)],
+    mut f: impl FnMut(Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    for (_, path) in sealed {
+        let file = File::open(path).map_err(io_err(path))?;
+        let mut reader = SegmentReader::new(io::BufReader::with_capacity(1 << 16, file));
+        loop {
+            match reader.next_record().map_err(io_err(path))? {
+                Ok(Some(r)) => f(r)?,
+                Ok(None) => break,
+                Err(reason) => {
+                    return Err(WalError::Corrupt {
+                        path: path.clone(),
+                        offset: reader.pos,
+                        reason,
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the sealed segments `sealed` (as [`read_sealed`] gave them, at least one) by one
@@ -327,39 +389,75 @@ pub fn replace_sealed(
     sealed: &[(u64, PathBuf)],
     records: &[Vec<u8>],
 ) -> Result<(), WalError> {
-    let Some((_, last)) = sealed.last() else {
-        return Ok(());
-    };
-    let tmp = dir.join("replace.tmp");
-    {
+    let mut r = Replacement::create(dir)?;
+    for record in records {
+        r.append(record)?;
+    }
+    r.finish(sealed)
+}
+
+/// The segment that replaces sealed segments ([`replace_sealed`]), written a record at a time.
+pub struct Replacement {
+    dir: PathBuf,
+    tmp: PathBuf,
+    w: BufWriter<File>,
+    /// Bytes written, headers included.
+    pub bytes: u64,
+}
+
+impl Replacement {
+    /// Starts the new segment aside, in `dir`.
+    pub fn create(dir: &Path) -> Result<Replacement, WalError> {
+        let tmp = dir.join("replace.tmp");
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w = BufWriter::with_capacity(1 << 16, file);
-        for r in records {
-            if r.len() > MAX_RECORD {
-                return Err(WalError::TooLarge(r.len()));
-            }
-            w.write_all(&(r.len() as u32).to_be_bytes())
-                .and_then(|_| w.write_all(&crc32fast::hash(r).to_be_bytes()))
-                .and_then(|_| w.write_all(r))
-                .map_err(io_err(&tmp))?;
+        Ok(Replacement {
+            dir: dir.to_path_buf(),
+            tmp,
+            w: BufWriter::with_capacity(1 << 16, file),
+            bytes: 0,
+        })
+    }
+
+    /// Appends one record.
+    pub fn append(&mut self, r: &[u8]) -> Result<(), WalError> {
+        if r.len() > MAX_RECORD {
+            return Err(WalError::TooLarge(r.len()));
         }
+        let tmp = &self.tmp;
+        self.w
+            .write_all(&(r.len() as u32).to_be_bytes())
+            .and_then(|_| self.w.write_all(&crc32fast::hash(r).to_be_bytes()))
+            .and_then(|_| self.w.write_all(r))
+            .map_err(io_err(tmp))?;
+        self.bytes += (HEADER + r.len()) as u64;
+        Ok(())
+    }
+
+    /// Fsyncs the new segment and puts it in place of `sealed` (at least one; nothing is done
+    /// otherwise): renamed over the last, the others deleted newest first.
+    pub fn finish(self, sealed: &[(u64, PathBuf)]) -> Result<(), WalError> {
+        let Replacement { dir, tmp, w, .. } = self;
         let file = w.into_inner().map_err(|e| WalError::Io {
             path: tmp.clone(),
             source: e.into_error(),
         })?;
         file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        let Some((_, last)) = sealed.last() else {
+            return fs::remove_file(&tmp).map_err(io_err(&tmp));
+        };
+        fs::rename(&tmp, last).map_err(io_err(last))?;
+        let sync_dir = || {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&dir))
+        };
+        sync_dir()?;
+        for (_, path) in sealed[..sealed.len() - 1].iter().rev() {
+            fs::remove_file(path).map_err(io_err(path))?;
+        }
+        sync_dir()
     }
-    fs::rename(&tmp, last).map_err(io_err(last))?;
-    let sync_dir = || {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))
-    };
-    sync_dir()?;
-    for (_, path) in sealed[..sealed.len() - 1].iter().rev() {
-        fs::remove_file(path).map_err(io_err(path))?;
-    }
-    sync_dir()
 }
 
 #[cfg(test)]

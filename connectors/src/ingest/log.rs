@@ -171,12 +171,20 @@ pub struct IngestLog {
 
 /// Compaction while running: every `every`, when the sealed segments and the current one hold
 /// at least `min_bytes` and twice what the last compaction left, the log is sealed and the
-/// sealed segments rewritten with the records `keep` retains (it gets them in order and must
-/// keep the order; the last record is always kept).
+/// sealed segments rewritten with the records a [`Keep`] made by `keep` retains (the last
+/// record is always kept). The sealed log is read twice, a record at a time, and never held
+/// whole.
 pub struct Compaction {
     pub every: Duration,
     pub min_bytes: u64,
-    pub keep: Box<dyn FnMut(Vec<Record>) -> Vec<Record> + Send>,
+    pub keep: Box<dyn FnMut() -> Box<dyn Keep> + Send>,
+}
+
+/// What one compaction keeps, decided in two passes over the sealed log: [`Keep::observe`]
+/// sees every record in order, then [`Keep::keeps`] is asked of every record in order.
+pub trait Keep {
+    fn observe(&mut self, r: &Record);
+    fn keeps(&mut self, r: &Record) -> bool;
 }
 
 /// What running compactions did, for `/metrics`.
@@ -239,17 +247,8 @@ fn read_all(wal_records: &[Vec<u8>]) -> Result<(Vec<Record>, Vec<Delivery>), Ing
     let mut out: Vec<Record> = Vec::new();
     let mut deliveries = Vec::new();
     for (index, bytes) in wal_records.iter().enumerate() {
-        let corrupt = |e: serde_json::Error| IngestError::Corrupt {
-            index,
-            reason: e.to_string(),
-        };
-        let batch: Vec<Record> = if bytes.first() == Some(&b'{') {
-            let keyed: Keyed = serde_json::from_slice(bytes).map_err(corrupt)?;
-            deliveries.extend(keyed.deliveries);
-            keyed.records
-        } else {
-            serde_json::from_slice(bytes).map_err(corrupt)?
-        };
+        let (batch, d) = decode(index, bytes)?;
+        deliveries.extend(d);
         for r in batch {
             if out.last().is_none_or(|last| r.seq > last.seq) {
                 out.push(r);
@@ -257,6 +256,44 @@ fn read_all(wal_records: &[Vec<u8>]) -> Result<(Vec<Record>, Vec<Delivery>), Ing
         }
     }
     Ok((out, deliveries))
+}
+
+/// The records and deliveries of the log record at `index`.
+fn decode(index: usize, bytes: &[u8]) -> Result<(Vec<Record>, Vec<Delivery>), IngestError> {
+    let corrupt = |e: serde_json::Error| IngestError::Corrupt {
+        index,
+        reason: e.to_string(),
+    };
+    if bytes.first() == Some(&b'{') {
+        let keyed: Keyed = serde_json::from_slice(bytes).map_err(corrupt)?;
+        Ok((keyed.records, keyed.deliveries))
+    } else {
+        Ok((serde_json::from_slice(bytes).map_err(corrupt)?, Vec::new()))
+    }
+}
+
+/// Gives `f` the records of the sealed segments in order, a log record at a time, skipping the
+/// copies a compaction left (as [`read_all`] does); `deliveries` gets their deliveries.
+fn each_sealed(
+    files: &[(u64, std::path::PathBuf)],
+    deliveries: &mut dyn FnMut(Delivery),
+    f: &mut dyn FnMut(Record),
+) -> Result<u64, IngestError> {
+    let (mut index, mut bytes, mut last_seq) = (0usize, 0u64, None::<u64>);
+    vigie_store::wal::for_each_record(files, |raw| {
+        bytes += raw.len() as u64 + 8;
+        let (records, d) = decode(index, &raw)?;
+        index += 1;
+        d.into_iter().for_each(&mut *deliveries);
+        for r in records {
+            if last_seq.is_none_or(|s| r.seq > s) {
+                last_seq = Some(r.seq);
+                f(r);
+            }
+        }
+        Ok::<(), IngestError>(())
+    })?;
+    Ok(bytes)
 }
 
 /// The deliveries to carry over: the newest of each key, at most [`DELIVERIES_KEPT`].
@@ -645,7 +682,7 @@ fn compactor_thread(
 ) {
     use std::sync::atomic::Ordering::{Relaxed, SeqCst};
     for below in sealed {
-        match compact_sealed(dir, below, &mut c.keep) {
+        match compact_sealed(dir, below, &mut *(c.keep)()) {
             Ok((dropped, before, after)) => {
                 stats.runs.fetch_add(1, Relaxed);
                 stats.records_dropped.fetch_add(dropped as u64, Relaxed);
@@ -677,42 +714,54 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Rewrites the segments of `dir` sealed below `below`: returns (records dropped, bytes
-/// before, bytes after).
+/// before, bytes after). Two passes, a log record at a time: the first shows `keep` every
+/// record and gathers the deliveries to carry over, the second writes the deliveries, then the
+/// records kept, into the replacement segment.
 fn compact_sealed(
     dir: &Path,
     below: u64,
-    keep: &mut (dyn FnMut(Vec<Record>) -> Vec<Record> + Send),
+    keep: &mut dyn Keep,
 ) -> Result<(usize, u64, u64), IngestError> {
-    let sealed = vigie_store::wal::read_sealed(dir, below)?;
-    if sealed.is_empty() {
+    let files = vigie_store::wal::sealed_segments(dir, below)?;
+    if files.is_empty() {
         return Ok((0, 0, 0));
     }
-    // The segments' bytes are moved out, decoded, and let go before the rewrite: at most the
-    // bytes and the records are held at once, then the records and the new bytes. (All of the
-    // sealed log is held; streaming it is the next step.)
-    let mut files: Vec<(u64, std::path::PathBuf)> = Vec::with_capacity(sealed.len());
-    let mut bytes: Vec<Vec<u8>> = Vec::new();
-    for (seq, path, records) in sealed {
-        files.push((seq, path));
-        bytes.extend(records);
+    let mut delivered = Deliveries::default();
+    let (mut n, mut last) = (0usize, None::<u64>);
+    let before = each_sealed(&files, &mut |d| delivered.insert(d), &mut |r| {
+        keep.observe(&r);
+        n += 1;
+        last = Some(r.seq);
+    })?;
+    let mut out = vigie_store::wal::Replacement::create(dir)?;
+    for bytes in encode_compacted(&[], delivered.in_order()) {
+        out.append(&bytes)?;
     }
-    let before: u64 = bytes.iter().map(|r| r.len() as u64 + 8).sum();
-    let (all, deliveries) = read_all(&bytes)?;
-    drop(bytes);
-    let n = all.len();
-    let last = all.last().cloned();
-    let mut kept = keep(all);
-    if let Some(last) = last {
-        if kept.last().is_none_or(|k| k.seq != last.seq) {
-            kept.push(last);
+    let mut kept = 0usize;
+    let mut batch: Vec<Record> = Vec::new();
+    let mut failed: Result<(), IngestError> = Ok(());
+    let write = |batch: &mut Vec<Record>, out: &mut vigie_store::wal::Replacement| {
+        for bytes in encode_chunks(batch) {
+            out.append(&bytes)?;
         }
-    }
-    let out = encode_compacted(&kept, kept_deliveries(deliveries));
-    let dropped = n - kept.len();
-    drop(kept);
-    let after: u64 = out.iter().map(|r| r.len() as u64 + 8).sum();
-    vigie_store::wal::replace_sealed(dir, &files, &out)?;
-    Ok((dropped, before, after))
+        batch.clear();
+        Ok::<(), IngestError>(())
+    };
+    each_sealed(&files, &mut |_| {}, &mut |r| {
+        // The last record is always kept, so that sequence numbers keep increasing.
+        if keep.keeps(&r) || Some(r.seq) == last {
+            kept += 1;
+            batch.push(r);
+            if batch.len() >= 4096 && failed.is_ok() {
+                failed = write(&mut batch, &mut out);
+            }
+        }
+    })?;
+    failed?;
+    write(&mut batch, &mut out)?;
+    let after = out.bytes;
+    out.finish(&files)?;
+    Ok((n - kept, before, after))
 }
 
 #[cfg(test)]
@@ -783,17 +832,26 @@ mod tests {
     }
     use vigie_model::{Body, Feed};
 
-    /// Of each id, the last version; the others as they are (the order kept).
-    fn last_of_each_id(all: Vec<Record>) -> Vec<Record> {
-        let mut last = HashMap::new();
-        for r in &all {
+    /// Of each id, the last version; the others as they are.
+    #[derive(Default)]
+    struct LastOfEachId(HashMap<String, u64>);
+
+    impl Keep for LastOfEachId {
+        fn observe(&mut self, r: &Record) {
             if let Some(id) = &r.id {
-                last.insert(id.clone(), r.seq);
+                self.0.insert(id.clone(), r.seq);
             }
         }
-        all.into_iter()
-            .filter(|r| r.id.as_ref().is_none_or(|id| last[id] == r.seq))
-            .collect()
+        fn keeps(&mut self, r: &Record) -> bool {
+            r.id.as_ref().is_none_or(|id| self.0[id] == r.seq)
+        }
+    }
+
+    /// The same over a whole log (the order kept).
+    fn last_of_each_id(all: Vec<Record>) -> Vec<Record> {
+        let mut k = LastOfEachId::default();
+        all.iter().for_each(|r| k.observe(r));
+        all.into_iter().filter(|r| k.keeps(r)).collect()
     }
 
     fn upsert(i: usize) -> Record {
@@ -812,7 +870,7 @@ mod tests {
             Some(Compaction {
                 every: Duration::from_millis(1),
                 min_bytes: 64 << 10,
-                keep: Box::new(last_of_each_id),
+                keep: Box::new(|| Box::new(LastOfEachId::default())),
             }),
         )
         .unwrap();

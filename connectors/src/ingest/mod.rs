@@ -21,7 +21,9 @@ pub mod mqtt;
 pub mod payload;
 
 pub use http::{router, serve, HttpState};
-pub use log::{Committed, Compaction, CompactionStats, Delivery, IngestError, IngestLog, Outcome};
+pub use log::{
+    Committed, Compaction, CompactionStats, Delivery, IngestError, IngestLog, Keep, Outcome,
+};
 pub use metrics::Metrics;
 pub use mqtt::{MqttCounters, MqttRejection, MqttSource, MqttStats, TopicCounts};
 
