@@ -241,19 +241,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.unused = driver.unused;
         if worker.index() == 0 {
             let c = driver.collected.borrow();
-            report.rows = Some((
-                c.indicator_refs().len(),
-                c.clash_rows().len(),
-                driver.clock(),
-            ));
+            let (rows, clashes) = (c.indicator_refs(), c.clash_rows());
+            report.rows = Some((rows.len(), clashes.len(), driver.clock()));
             report.updates = c.updates;
             if let Some(path) = &output {
-                if let Err(e) = vigie_connectors::output::write_ndjson(
-                    path,
-                    c.indicator_refs(),
-                    &c.clash_rows(),
-                    &zone_ids,
-                ) {
+                if let Err(e) =
+                    vigie_connectors::output::write_ndjson(path, rows, &clashes, &zone_ids)
+                {
                     report
                         .failures
                         .push(format!("writing {}: {e}", path.display()));

@@ -375,6 +375,21 @@ struct InputSessions {
     clock: InputSession<u64, ((), i64), isize>,
 }
 
+impl InputSessions {
+    /// Feeds `count` copies of `entry` (retracts them when negative); an incident without id
+    /// enters as its tally.
+    fn update(&mut self, entry: Entry, count: isize) {
+        match entry {
+            Entry::Keyed(k) => self.keyed.update(k, count),
+            Entry::Incident((zh, severity)) => self
+                .incidents
+                .update((zh, ()), (count, count * severity as isize)),
+            Entry::Density(d) => self.densities.update(d, count),
+            Entry::Weather(w) => self.weather.update(w, count),
+        }
+    }
+}
+
 impl Driver {
     /// Builds the graph in `worker`; the output is gathered on worker 0.
     pub fn new(worker: &mut Worker, params: &GraphParams) -> Driver {
@@ -495,14 +510,7 @@ impl Driver {
                 let fed = self.pending.entry(at).or_default();
                 fed.others.push((entry.clone(), count));
             }
-            match entry {
-                Entry::Keyed(k) => inputs.keyed.update(k, count),
-                Entry::Incident((zh, severity)) => inputs
-                    .incidents
-                    .update((zh, ()), (count, count * severity as isize)),
-                Entry::Density(d) => inputs.densities.update(d, count),
-                Entry::Weather(w) => inputs.weather.update(w, count),
-            }
+            inputs.update(entry, count);
         }
     }
 
@@ -553,14 +561,7 @@ impl Driver {
                 }
                 for (entry, count) in fed.others {
                     self.retired += count as u64;
-                    match entry {
-                        Entry::Keyed(k) => inputs.keyed.update(k, -count),
-                        Entry::Incident((zh, severity)) => inputs
-                            .incidents
-                            .update((zh, ()), (-count, -count * severity as isize)),
-                        Entry::Density(d) => inputs.densities.update(d, -count),
-                        Entry::Weather(w) => inputs.weather.update(w, -count),
-                    }
+                    inputs.update(entry, -count);
                 }
             }
         }

@@ -290,7 +290,7 @@ impl Wal {
     /// Ends the current segment (if it holds anything) so that every record appended so far
     /// is in a *sealed* segment, one the log will not write again; returns the number of the
     /// segment now written to: every segment named below it is sealed. Lets a caller rewrite
-    /// sealed segments ([`replace_sealed`]) while appends go on.
+    /// sealed segments ([`Replacement`]) while appends go on.
     pub fn seal(&mut self) -> Result<u64, WalError> {
         if self.current_len > 0 {
             self.roll()?;
@@ -379,24 +379,12 @@ pub fn for_each_record<E: From<WalError>>(
     Ok(())
 }
 
-/// Replaces the sealed segments `sealed` (as [`read_sealed`] gave them, at least one) by one
-/// segment holding `records`, crash-safely for a reader that skips what it has already read:
-/// the new segment is written aside, fsynced and renamed over the *last* sealed segment, then
-/// the earlier ones are deleted newest first. At every step, reading the folder in order gives
-/// the old records, then (possibly) the new segment, whose records repeat some already read.
-pub fn replace_sealed(
-    dir: &Path,
-    sealed: &[(u64, PathBuf)],
-    records: &[Vec<u8>],
-) -> Result<(), WalError> {
-    let mut r = Replacement::create(dir)?;
-    for record in records {
-        r.append(record)?;
-    }
-    r.finish(sealed)
-}
-
-/// The segment that replaces sealed segments ([`replace_sealed`]), written a record at a time.
+/// The segment that replaces sealed segments, written a record at a time, then put in their
+/// place ([`Replacement::finish`]) crash-safely for a reader that skips what it has already
+/// read: the new segment is written aside, fsynced and renamed over the *last* sealed segment,
+/// then the earlier ones are deleted newest first. At every step, reading the folder in order
+/// gives the old records, then (possibly) the new segment, whose records repeat some already
+/// read.
 pub struct Replacement {
     dir: PathBuf,
     tmp: PathBuf,

@@ -18,7 +18,7 @@
 //! *seal* the current segment (start a new one; commits go on into it), rewrites the sealed
 //! segments into one — the records the `keep` rule retains, the last record, the deliveries —
 //! written aside, fsynced and renamed over the last sealed segment, then deletes the earlier
-//! sealed segments newest first ([`vigie_store::wal::replace_sealed`]). A reader skips a
+//! sealed segments newest first ([`vigie_store::wal::Replacement`]). A reader skips a
 //! record whose `seq` is not above the greatest one read before it, so the log read at any
 //! point of that sequence (a crash) holds each record once.
 
@@ -277,7 +277,7 @@ fn decode(index: usize, bytes: &[u8]) -> Result<(Vec<Record>, Vec<Delivery>), In
 fn each_sealed(
     files: &[(u64, std::path::PathBuf)],
     deliveries: &mut dyn FnMut(Delivery),
-    f: &mut dyn FnMut(Record),
+    f: &mut dyn FnMut(Record) -> Result<(), IngestError>,
 ) -> Result<u64, IngestError> {
     let (mut index, mut bytes, mut last_seq) = (0usize, 0u64, None::<u64>);
     vigie_store::wal::for_each_record(files, |raw| {
@@ -288,7 +288,7 @@ fn each_sealed(
         for r in records {
             if last_seq.is_none_or(|s| r.seq > s) {
                 last_seq = Some(r.seq);
-                f(r);
+                f(r)?;
             }
         }
         Ok::<(), IngestError>(())
@@ -732,6 +732,7 @@ fn compact_sealed(
         keep.observe(&r);
         n += 1;
         last = Some(r.seq);
+        Ok(())
     })?;
     let mut out = vigie_store::wal::Replacement::create(dir)?;
     for bytes in encode_compacted(&[], delivered.in_order()) {
@@ -739,7 +740,6 @@ fn compact_sealed(
     }
     let mut kept = 0usize;
     let mut batch: Vec<Record> = Vec::new();
-    let mut failed: Result<(), IngestError> = Ok(());
     let write = |batch: &mut Vec<Record>, out: &mut vigie_store::wal::Replacement| {
         for bytes in encode_chunks(batch) {
             out.append(&bytes)?;
@@ -752,12 +752,12 @@ fn compact_sealed(
         if keep.keeps(&r) || Some(r.seq) == last {
             kept += 1;
             batch.push(r);
-            if batch.len() >= 4096 && failed.is_ok() {
-                failed = write(&mut batch, &mut out);
+            if batch.len() >= 4096 {
+                write(&mut batch, &mut out)?;
             }
         }
+        Ok(())
     })?;
-    failed?;
     write(&mut batch, &mut out)?;
     let after = out.bytes;
     out.finish(&files)?;
@@ -939,7 +939,7 @@ mod tests {
         let out = encode_compacted(&kept, Vec::new());
         let files: Vec<(u64, std::path::PathBuf)> =
             sealed.iter().map(|(s, p, _)| (*s, p.clone())).collect();
-        // The steps of replace_sealed, one at a time: the new segment over the last sealed
+        // The steps of Replacement::finish, one at a time: the new segment over the last sealed
         // one, then the earlier ones deleted newest first.
         let check = |what: &str| {
             let (_, rec) = Wal::open(dir.path(), SEGMENT_BYTES).unwrap();
