@@ -84,11 +84,13 @@ struct StagedEntries {
     others: FxHashMap<Entry, isize>,
 }
 
-/// Counted entries as they were fed, to retract when they expire.
+/// Counted entries as they were fed, to retract when they expire, summed by key: a live feed
+/// adds to the same zone-hours epoch after epoch, and what is held stays bounded by the
+/// distinct keys still relevant, not the epochs they came in.
 #[derive(Default)]
 struct Fed {
-    incidents: Vec<(TalliedIn, Tally)>,
-    others: Vec<(Entry, isize)>,
+    incidents: FxHashMap<(ZoneIdx, i64), Tally>,
+    others: FxHashMap<Entry, isize>,
 }
 
 impl Fed {
@@ -503,12 +505,14 @@ impl Driver {
             inputs.incidents.update((zh, ()), tally);
             let at = self.expiry.of_hour(zh.1);
             let fed = self.pending.entry(at).or_default();
-            fed.incidents.push(((zh, ()), tally));
+            let sum = fed.incidents.entry(zh).or_insert((0, 0));
+            sum.0 += tally.0;
+            sum.1 += tally.1;
         }
         for (entry, count) in self.staged.others.drain() {
             if let Some(at) = self.expiry.of_entry(&entry) {
                 let fed = self.pending.entry(at).or_default();
-                fed.others.push((entry.clone(), count));
+                *fed.others.entry(entry.clone()).or_insert(0) += count;
             }
             inputs.update(entry, count);
         }
@@ -555,11 +559,17 @@ impl Driver {
                 .is_some_and(|(at, _)| *at <= clock)
             {
                 let (_, fed) = self.pending.pop_first().expect("non-empty");
-                for (i, (n, sum)) in fed.incidents {
+                for (zh, (n, sum)) in fed.incidents {
+                    if (n, sum) == (0, 0) {
+                        continue;
+                    }
                     self.retired += n as u64;
-                    inputs.incidents.update(i, (-n, -sum));
+                    inputs.incidents.update((zh, ()), (-n, -sum));
                 }
                 for (entry, count) in fed.others {
+                    if count == 0 {
+                        continue;
+                    }
                     self.retired += count as u64;
                     inputs.update(entry, -count);
                 }
