@@ -33,15 +33,19 @@
 //!   taken it in memory: a message published just before vigie stops may be lost, unlike with a
 //!   persistent external broker.
 //! - **Limits**: messages up to [`MAX_PAYLOAD`] bytes. rumqttd keeps the recent messages of
-//!   each subscribed topic filter in memory ([`SEGMENT_BYTES`] × [`SEGMENTS`] at most, 32 MiB:
-//!   some 160,000 records of backlog per filter; vigie subscribes one filter per entry of
-//!   `ingest.mqtt.topics`). A filter's log grows until it reaches that bound and then stays
-//!   there (a soak over MQTT grows by what the log takes until then, then stays flat). It is
-//!   also the only buffer between a publisher and vigie: the broker acknowledges a QoS 1
-//!   message on receipt, and a subscriber that falls further behind loses the oldest (rumqttd
-//!   skips to what it still holds), so the bound is kept generous rather than small. It is
+//!   each subscribed topic filter in memory, in [`SEGMENTS`] segments of [`SEGMENT_BYTES`]
+//!   (8 MiB of topics and payloads per filter; vigie subscribes one filter per entry of
+//!   `ingest.mqtt.topics`). rumqttd counts only topic and payload bytes: a message also holds
+//!   some 250 bytes of its own and a share of the connection's read buffer, so a small record
+//!   (100 bytes) costs about 335 bytes, and the bound is some 80,000 small records and 27 MB
+//!   per filter. A filter's log grows until it reaches that bound, then drops its oldest
+//!   segment for each new one (a soak over MQTT grows until then, then stays flat). It is also
+//!   the only buffer between a publisher and vigie: the broker acknowledges a QoS 1 message on
+//!   receipt, and a subscriber that falls further behind loses the oldest (rumqttd skips to
+//!   what it still holds). vigie reads the broker as fast as it arrives and acknowledges after
+//!   its own fsync, so at 2,000 records/s the bound leaves 40 s of stall before a loss. It is
 //!   meant for one machine and modest rates (a demo, a pilot, tests), not a city's sensor
-//!   fleet.
+//!   fleet: those use an external broker with persistent sessions.
 //! - **Quiet**: rumqttd logs through `tracing`; vigie installs no subscriber, so it prints
 //!   nothing, and its console, metrics and Prometheus exporter are off.
 
@@ -57,7 +61,7 @@ pub const SOURCE: &str = "embedded-mqtt";
 /// Largest message the embedded broker accepts (bytes).
 pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Size of one segment of a topic filter's in-memory log (bytes)…
-pub const SEGMENT_BYTES: usize = 4 << 20;
+pub const SEGMENT_BYTES: usize = 1 << 20;
 /// …and segments kept per filter.
 pub const SEGMENTS: usize = 8;
 /// Default address of the embedded broker.
