@@ -11,7 +11,7 @@ use crate::chunk::{integral, ChunkDecoder, ChunkEncoder, Values};
 use crate::series::SeriesKey;
 use crate::StoreError;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -87,16 +87,62 @@ pub fn write(
     part_end: i64,
     series: &[(SeriesKey, Vec<Version>)],
 ) -> Result<Block, StoreError> {
-    let name = block_name(part_start, seq);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(&name);
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    buf.extend_from_slice(MAGIC);
-    let mut index: Vec<u8> = Vec::new();
-    let mut entries = Vec::with_capacity(series.len());
-    let mut max_rev = i64::MIN;
-    index.extend_from_slice(&(series.len() as u32).to_be_bytes());
+    let mut w = Writer::create(dir, seq, part_start, part_end)?;
     for (key, versions) in series {
+        w.push(key, versions)?;
+    }
+    w.finish()
+}
+
+/// A block being written, a series at a time: each series' section goes to the file as it is
+/// pushed, and only the index stays in memory, so merging large partitions holds one series'
+/// versions at a time. Dropped unfinished, it removes its temporary file.
+pub struct Writer {
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    file: Option<BufWriter<File>>,
+    pos: u64,
+    section: Vec<u8>,
+    index: Vec<u8>,
+    entries: Vec<Entry>,
+    seq: u64,
+    part_start: i64,
+    part_end: i64,
+    max_rev: i64,
+}
+
+impl Writer {
+    /// Starts block `seq` of the partition `[part_start, part_end)` in `dir`, as `NAME.tmp`.
+    pub fn create(
+        dir: &Path,
+        seq: u64,
+        part_start: i64,
+        part_end: i64,
+    ) -> Result<Writer, StoreError> {
+        let name = block_name(part_start, seq);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let mut file = BufWriter::with_capacity(1 << 16, File::create(&tmp).map_err(io(&tmp))?);
+        file.write_all(MAGIC).map_err(io(&tmp))?;
+        Ok(Writer {
+            path: dir.join(&name),
+            dir: dir.to_path_buf(),
+            file: Some(file),
+            tmp,
+            pos: MAGIC.len() as u64,
+            section: Vec::new(),
+            index: Vec::new(),
+            entries: Vec::new(),
+            seq,
+            part_start,
+            part_end,
+            max_rev: i64::MIN,
+        })
+    }
+
+    /// Appends a series' versions (sorted by `(ts, rev)`, not empty); series are pushed in
+    /// key order.
+    pub fn push(&mut self, key: &SeriesKey, versions: &[Version]) -> Result<(), StoreError> {
         let coding = if versions.iter().all(|v| integral(v.value)) {
             Values::Int
         } else {
@@ -105,7 +151,7 @@ pub fn write(
         let mut tv = ChunkEncoder::with_values(coding);
         for v in versions {
             tv.push(v.ts, v.value);
-            max_rev = max_rev.max(v.rev);
+            self.max_rev = self.max_rev.max(v.rev);
         }
         // Revisions as runs: (revision, how many consecutive versions have it).
         let mut rv = ChunkEncoder::with_values(Values::Int);
@@ -119,22 +165,28 @@ pub fn write(
             i += run;
         }
         let (tv, rv) = (tv.to_bytes(), rv.to_bytes());
-        let offset = buf.len() as u64;
-        buf.extend_from_slice(&(tv.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&tv);
-        buf.extend_from_slice(&rv);
-        let crc = crc32fast::hash(&buf[offset as usize..]);
-        buf.extend_from_slice(&crc.to_be_bytes());
-        let len = (buf.len() as u64 - offset) as u32;
+        let section = &mut self.section;
+        section.clear();
+        section.extend_from_slice(&(tv.len() as u32).to_be_bytes());
+        section.extend_from_slice(&tv);
+        section.extend_from_slice(&rv);
+        let crc = crc32fast::hash(section);
+        section.extend_from_slice(&crc.to_be_bytes());
+        let file = self.file.as_mut().expect("open until finished");
+        file.write_all(section).map_err(io(&self.tmp))?;
+        let offset = self.pos;
+        let len = section.len() as u32;
+        self.pos += len as u64;
         let min_ts = versions.first().map_or(0, |v| v.ts);
         let max_ts = versions.last().map_or(0, |v| v.ts);
-        key.encode(&mut index);
+        let index = &mut self.index;
+        key.encode(index);
         index.extend_from_slice(&min_ts.to_be_bytes());
         index.extend_from_slice(&max_ts.to_be_bytes());
         index.extend_from_slice(&(versions.len() as u32).to_be_bytes());
         index.extend_from_slice(&offset.to_be_bytes());
         index.extend_from_slice(&len.to_be_bytes());
-        entries.push(Entry {
+        self.entries.push(Entry {
             key: key.clone(),
             min_ts,
             max_ts,
@@ -142,34 +194,67 @@ pub fn write(
             offset,
             len,
         });
+        Ok(())
     }
-    let index_offset = buf.len() as u64;
-    let index_crc = crc32fast::hash(&index);
-    buf.extend_from_slice(&index);
-    buf.extend_from_slice(&part_start.to_be_bytes());
-    buf.extend_from_slice(&part_end.to_be_bytes());
-    buf.extend_from_slice(&max_rev.to_be_bytes());
-    buf.extend_from_slice(&index_offset.to_be_bytes());
-    buf.extend_from_slice(&index_crc.to_be_bytes());
-    buf.extend_from_slice(MAGIC);
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&buf).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+
+    /// Series pushed so far.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(dir)?;
-    let file = File::open(&path).map_err(io(&path))?;
-    Ok(Block {
-        path,
-        seq,
-        part_start,
-        part_end,
-        max_rev,
-        entries,
-        bytes: buf.len() as u64,
-        file,
-    })
+
+    /// True if no series was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the index and the footer, fsyncs, renames the file to its name and fsyncs the
+    /// folder: the block then exists whole.
+    pub fn finish(mut self) -> Result<Block, StoreError> {
+        let mut file = self.file.take().expect("open until finished");
+        let count = (self.entries.len() as u32).to_be_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&count);
+        crc.update(&self.index);
+        let index_offset = self.pos;
+        let mut tail = Vec::with_capacity(4 + self.index.len() + FOOTER);
+        tail.extend_from_slice(&count);
+        tail.extend_from_slice(&self.index);
+        tail.extend_from_slice(&self.part_start.to_be_bytes());
+        tail.extend_from_slice(&self.part_end.to_be_bytes());
+        tail.extend_from_slice(&self.max_rev.to_be_bytes());
+        tail.extend_from_slice(&index_offset.to_be_bytes());
+        tail.extend_from_slice(&crc.finalize().to_be_bytes());
+        tail.extend_from_slice(MAGIC);
+        file.write_all(&tail).map_err(io(&self.tmp))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| io(&self.tmp)(e.into_error()))?;
+        file.sync_all().map_err(io(&self.tmp))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        sync_dir(&self.dir)?;
+        let file = File::open(&self.path).map_err(io(&self.path))?;
+        Ok(Block {
+            path: self.path.clone(),
+            seq: self.seq,
+            part_start: self.part_start,
+            part_end: self.part_end,
+            max_rev: self.max_rev,
+            entries: std::mem::take(&mut self.entries),
+            bytes: index_offset + tail.len() as u64,
+            file,
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Unfinished (an error, or abandoned): the temporary file goes. Recovery would remove
+        // it too.
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Fsyncs a folder, so that names created or removed in it survive a crash.
@@ -278,5 +363,48 @@ impl Block {
             return Err(bad("version count differs from the index"));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(ts: i64, rev: i64, value: f64) -> Version {
+        Version { ts, rev, value }
+    }
+
+    #[test]
+    fn a_streamed_block_reads_back_and_an_abandoned_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SeriesKey::new("indicator", &[("zone", "a")], "risk_score");
+        let b = SeriesKey::new("indicator", &[("zone", "b")], "incidents");
+        let va = vec![v(0, 1, 0.5), v(0, 2, 0.75), v(3_600_000, 2, -1.25)];
+        let vb = vec![v(7_200_000, 3, 4.0)];
+        let written = write(
+            dir.path(),
+            7,
+            0,
+            86_400_000,
+            &[(a.clone(), va.clone()), (b.clone(), vb.clone())],
+        )
+        .unwrap();
+        let opened = Block::open(&written.path, 7).unwrap();
+        assert_eq!(opened.bytes, written.bytes);
+        assert_eq!(opened.max_rev, 3);
+        assert_eq!((opened.part_start, opened.part_end), (0, 86_400_000));
+        let keys: Vec<_> = opened.entries.iter().map(|e| e.key.clone()).collect();
+        assert_eq!(keys, vec![a.clone(), b]);
+        assert_eq!(opened.read(0).unwrap(), va);
+        assert_eq!(opened.read(1).unwrap(), vb);
+
+        let mut w = Writer::create(dir.path(), 8, 0, 86_400_000).unwrap();
+        w.push(&a, &va).unwrap();
+        drop(w);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![block_name(0, 7)]);
     }
 }

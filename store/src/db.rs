@@ -453,36 +453,34 @@ impl Store {
         if self.head_versions == 0 {
             return Ok(());
         }
-        let mut parts: BTreeMap<i64, Vec<(SeriesKey, Vec<Version>)>> = BTreeMap::new();
+        // Each partition's block is written a series at a time from the head's own versions.
         let mut head: Vec<(u32, Vec<Version>)> =
             std::mem::take(&mut self.head).into_iter().collect();
-        head.sort_by_key(|(id, _)| self.keys[*id as usize].clone());
-        for (id, mut vs) in head {
-            normalise(&mut vs);
+        head.sort_unstable_by(|(a, _), (b, _)| self.keys[*a as usize].cmp(&self.keys[*b as usize]));
+        let mut parts: BTreeMap<i64, Vec<(usize, std::ops::Range<usize>)>> = BTreeMap::new();
+        for (hi, (_, vs)) in head.iter_mut().enumerate() {
+            normalise(vs);
             let mut start = 0;
             while start < vs.len() {
                 let p = self.part_of(vs[start].ts);
                 let end =
                     start + vs[start..].partition_point(|v| v.ts < p + self.opts.partition_ms);
-                parts
-                    .entry(p)
-                    .or_default()
-                    .push((self.keys[id as usize].clone(), vs[start..end].to_vec()));
+                parts.entry(p).or_default().push((hi, start..end));
                 start = end;
             }
         }
         let dir = self.dir.join("blocks");
         for (p, series) in parts {
-            let b = block::write(
-                &dir,
-                self.next_block_seq,
-                p,
-                p + self.opts.partition_ms,
-                &series,
-            )?;
+            let mut w =
+                block::Writer::create(&dir, self.next_block_seq, p, p + self.opts.partition_ms)?;
+            for (hi, range) in series {
+                let (id, vs) = &head[hi];
+                w.push(&self.keys[*id as usize], &vs[range])?;
+            }
+            self.blocks.push(w.finish()?);
             self.next_block_seq += 1;
-            self.blocks.push(b);
         }
+        drop(head);
         self.wal.checkpoint()?;
         // The log starts with the last revision, so that revisions keep increasing even when
         // every block that held it is dropped later.
@@ -507,22 +505,17 @@ impl Store {
             } else if b.part_start < cutoff && b.entries.iter().any(|e| e.min_ts < cutoff) {
                 // A block written with another partition span straddles the cut: rewrite it
                 // with what lies after (the new block is durable before the old one goes).
-                let mut series = Vec::with_capacity(b.entries.len());
+                let mut w =
+                    block::Writer::create(&dir, self.next_block_seq, b.part_start, b.part_end)?;
                 for (i, e) in b.entries.iter().enumerate() {
                     let vs: Vec<Version> =
                         b.read(i)?.into_iter().filter(|v| v.ts >= cutoff).collect();
                     if !vs.is_empty() {
-                        series.push((e.key.clone(), vs));
+                        w.push(&e.key, &vs)?;
                     }
                 }
-                if !series.is_empty() {
-                    keep.push(block::write(
-                        &dir,
-                        self.next_block_seq,
-                        b.part_start,
-                        b.part_end,
-                        &series,
-                    )?);
+                if !w.is_empty() {
+                    keep.push(w.finish()?);
                     self.next_block_seq += 1;
                 }
                 fs::remove_file(&b.path).map_err(io(&b.path))?;
@@ -582,34 +575,48 @@ impl Store {
             if idx.len() < 2 && prune_before.is_none() {
                 continue;
             }
-            let mut series: BTreeMap<SeriesKey, Vec<Version>> = BTreeMap::new();
+            // Where each series lies in the partition's blocks; the merge then reads, merges
+            // and writes one series at a time.
+            let mut series: BTreeMap<&SeriesKey, Vec<(usize, usize)>> = BTreeMap::new();
             for &bi in &idx {
-                let b = &self.blocks[bi];
-                for (ei, e) in b.entries.iter().enumerate() {
-                    series.entry(e.key.clone()).or_default().extend(b.read(ei)?);
+                for (ei, e) in self.blocks[bi].entries.iter().enumerate() {
+                    series.entry(&e.key).or_default().push((bi, ei));
                 }
             }
-            let mut pruned = 0;
-            let mut merged = Vec::with_capacity(series.len());
-            for (k, mut vs) in series {
+            let merged = |locs: &[(usize, usize)]| -> Result<(Vec<Version>, usize), StoreError> {
+                let mut vs = Vec::new();
+                for &(bi, ei) in locs {
+                    vs.extend(self.blocks[bi].read(ei)?);
+                }
                 normalise(&mut vs);
-                if let Some(before) = prune_before {
-                    let n = vs.len();
-                    let mut kept = Vec::with_capacity(n);
-                    for i in 0..n {
-                        let superseded_early =
-                            i + 1 < n && vs[i + 1].ts == vs[i].ts && vs[i + 1].rev < before;
-                        if !superseded_early {
-                            kept.push(vs[i]);
-                        }
+                let Some(before) = prune_before else {
+                    return Ok((vs, 0));
+                };
+                let n = vs.len();
+                let mut kept = Vec::with_capacity(n);
+                for i in 0..n {
+                    let superseded_early =
+                        i + 1 < n && vs[i + 1].ts == vs[i].ts && vs[i + 1].rev < before;
+                    if !superseded_early {
+                        kept.push(vs[i]);
                     }
-                    pruned += n - kept.len();
-                    vs = kept;
                 }
-                merged.push((k, vs));
-            }
-            if idx.len() < 2 && pruned == 0 {
-                continue;
+                let pruned = n - kept.len();
+                Ok((kept, pruned))
+            };
+            if idx.len() < 2 {
+                // One block: rewritten only if pruning drops something, which a first pass
+                // finds without writing.
+                let mut any = false;
+                for locs in series.values() {
+                    if merged(locs)?.1 > 0 {
+                        any = true;
+                        break;
+                    }
+                }
+                if !any {
+                    continue;
+                }
             }
             // The blocks of one partition start may span differently (written with another
             // partition span): the merged block spans them all.
@@ -618,7 +625,14 @@ impl Store {
                 .map(|&i| self.blocks[i].part_end)
                 .max()
                 .unwrap_or(p);
-            let b = block::write(&dir, self.next_block_seq, p, part_end, &merged)?;
+            let mut w = block::Writer::create(&dir, self.next_block_seq, p, part_end)?;
+            let mut pruned = 0;
+            for (k, locs) in &series {
+                let (vs, n) = merged(locs)?;
+                pruned += n;
+                w.push(k, &vs)?;
+            }
+            let b = w.finish()?;
             self.next_block_seq += 1;
             added.push(b);
             remove.extend(idx.iter().copied());
