@@ -143,6 +143,8 @@ pub struct RecordReader<'c> {
     peers: u64,
     buf: Vec<u8>,
     row: csv::StringRecord,
+    /// Rows of other readers' shares are read past into this, unchecked.
+    skipped: csv::ByteRecord,
 }
 
 impl<'c> RecordReader<'c> {
@@ -163,6 +165,7 @@ impl<'c> RecordReader<'c> {
             peers: peers.max(1) as u64,
             buf: Vec::new(),
             row: csv::StringRecord::new(),
+            skipped: csv::ByteRecord::new(),
         }
     }
 
@@ -273,6 +276,20 @@ impl Iterator for RecordReader<'_> {
                     });
                 }
                 Current::Csv(csv) => {
+                    if !mine(input, csv.next_index(), self.index, self.peers) {
+                        match csv.skip_row(&mut self.skipped) {
+                            None => self.current = None,
+                            Some(Ok(())) => {}
+                            Some(Err(message)) => {
+                                self.current = None;
+                                return Some(Item::Failed(InputError {
+                                    input: label(),
+                                    message,
+                                }));
+                            }
+                        }
+                        continue;
+                    }
                     let (index, line) = match csv.next_row(&mut self.row) {
                         None => {
                             self.current = None;
@@ -290,16 +307,11 @@ impl Iterator for RecordReader<'_> {
                             line,
                             reason,
                         }) => {
-                            if !mine(input, index, self.index, self.peers) {
-                                continue;
-                            }
+                            debug_assert!(mine(input, index, self.index, self.peers));
                             return Some(malformed(label(), line, reason));
                         }
                         Some(CsvRow::Row { index, line }) => (index, line),
                     };
-                    if !mine(input, index, self.index, self.peers) {
-                        continue;
-                    }
                     let seq = ((input as u64) << 40) | index;
                     return Some(
                         match csv.mapping().record(&self.row, &self.config.zones, seq) {
@@ -403,6 +415,25 @@ impl<'m, R: Read> CsvRows<'m, R> {
         match &self.mapping {
             MappingRef::Owned(m) => m,
             MappingRef::Lent(m) => m,
+        }
+    }
+
+    /// The `index` the next row read will have.
+    pub fn next_index(&self) -> u64 {
+        self.count + 1
+    }
+
+    /// Reads past the next row, another reader's share, without checking its text or handing
+    /// out its fields: `None` at the end, `Some(Err)` if reading failed altogether (an I/O
+    /// error); a row the CSV reader cannot read is skipped like any other.
+    pub fn skip_row(&mut self, scratch: &mut csv::ByteRecord) -> Option<Result<(), String>> {
+        let ok = self.rdr.read_byte_record(scratch);
+        self.count += 1;
+        match ok {
+            Ok(false) => None,
+            Ok(true) => Some(Ok(())),
+            Err(e) if e.is_io_error() => Some(Err(e.to_string())),
+            Err(_) => Some(Ok(())),
         }
     }
 

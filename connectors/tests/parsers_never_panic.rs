@@ -116,6 +116,58 @@ fn a_csv_row_that_is_not_utf8_is_rejected_with_its_line() {
     assert!(rejections[1].error.reason.contains("CSV"), "{rejections:?}");
 }
 
+/// Records (sequence number, time) and rejections (line, error), sorted.
+type Shares = (Vec<(u64, i64)>, Vec<(u64, String)>);
+
+/// What the readers of a replay's workers yield together.
+fn read_shared(config: &Config, bytes: &[u8], peers: usize) -> Shares {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    std::fs::write(&path, bytes).unwrap();
+    let spec = InputSpec::parse(&format!("m={}", path.display()), config).unwrap();
+    let mut records = Vec::new();
+    let mut rejections = Vec::new();
+    for index in 0..peers {
+        for item in RecordReader::shared(config, vec![spec.clone()], index, peers) {
+            match item {
+                Item::Record(r) => records.push((r.seq, r.ts)),
+                Item::Rejected(r) => rejections.push((r.line, r.error.to_string())),
+                Item::Failed(e) => panic!("{e}"),
+            }
+        }
+    }
+    records.sort();
+    rejections.sort();
+    (records, rejections)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Workers each read their share of a CSV file (reading past the others' rows unchecked):
+    /// together they yield exactly what one reader does, bad rows and quoted line breaks
+    /// included.
+    #[test]
+    fn the_shares_of_a_csv_file_add_up_to_the_whole(
+        rows in proptest::collection::vec(prop_oneof![
+            (1_700_000_000i64..1_800_000_000, 0usize..3, 1u8..6)
+                .prop_map(|(t, z, s)| format!("{t},{},{s}\n", ["13001", "\"13\n001\"", "13002"][z]).into_bytes()),
+            Just(b"1790000000,13\xff001,2\n".to_vec()),
+            Just(b"NaN,13001,2\n".to_vec()),
+            Just(b"1790000000,\"13001\n".to_vec()),
+        ], 0..30),
+        peers in 2usize..4,
+    ) {
+        let config = unix_time_mapping();
+        let mut bytes = b"t,z,s\n".to_vec();
+        for r in &rows {
+            bytes.extend_from_slice(r);
+        }
+        let whole = read_shared(&config, &bytes, 1);
+        prop_assert_eq!(read_shared(&config, &bytes, peers), whole);
+    }
+}
+
 // Live ingest: request bodies of every format, and the line-protocol reader.
 
 use vigie_connectors::influx::line::encode;
