@@ -18,6 +18,7 @@
 
 use crate::calendar::CachedCalendar;
 use crate::zone::{Fact, ZoneComputer, ZoneInfo};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection as Collection;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -313,13 +314,24 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
         params.zones.clone(),
         CachedCalendar::new(params.calendar),
     );
+    // The zone reduce's output leaves its arrangement straight as rows (they hold their zone):
+    // one copy of each output update fewer than reducing to `(zone, row)` pairs and mapping
+    // them.
     let indicators = facts
         .concat(clock_facts)
         .concat(weather)
-        .reduce_named("Zone", move |z, facts, out| {
-            computer.compute(*z, facts, out)
-        })
-        .map(|(_z, row)| row);
+        .arrange_by_key_named("Arrange: Zone")
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<ZoneIdx, IndicatorRow, u64, isize>, _, _>(
+            "Zone",
+            move |z: &ZoneIdx, facts: &[(&Fact, isize)], out: &mut Vec<(IndicatorRow, isize)>| {
+                computer.compute(*z, facts, out)
+            },
+            |buffer, z, updates| {
+                buffer.clear();
+                buffer.extend(updates.drain(..).map(|(row, t, d)| ((*z, row), t, d)));
+            },
+        )
+        .as_collection(|_z, row| row.clone());
 
     // Clashes, per zone, from the counted events.
     let capacities: Vec<f64> = params.zones.iter().map(|z| z.params.capacity).collect();
