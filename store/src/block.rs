@@ -79,21 +79,6 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes(b[..4].try_into().expect("4 bytes"))
 }
 
-/// Writes a block of `series` (each sorted by `(ts, rev)`, none empty) in `dir`, durably.
-pub fn write(
-    dir: &Path,
-    seq: u64,
-    part_start: i64,
-    part_end: i64,
-    series: &[(SeriesKey, Vec<Version>)],
-) -> Result<Block, StoreError> {
-    let mut w = Writer::create(dir, seq, part_start, part_end)?;
-    for (key, versions) in series {
-        w.push(key, versions)?;
-    }
-    w.finish()
-}
-
 /// A block being written, a series at a time: each series' section goes to the file as it is
 /// pushed, and only the index stays in memory, so merging large partitions holds one series'
 /// versions at a time. Dropped unfinished, it removes its temporary file.
@@ -381,14 +366,11 @@ mod tests {
         let b = SeriesKey::new("indicator", &[("zone", "b")], "incidents");
         let va = vec![v(0, 1, 0.5), v(0, 2, 0.75), v(3_600_000, 2, -1.25)];
         let vb = vec![v(7_200_000, 3, 4.0)];
-        let written = write(
-            dir.path(),
-            7,
-            0,
-            86_400_000,
-            &[(a.clone(), va.clone()), (b.clone(), vb.clone())],
-        )
-        .unwrap();
+        let mut w = Writer::create(dir.path(), 7, 0, 86_400_000).unwrap();
+        w.push(&a, &va).unwrap();
+        w.push(&b, &vb).unwrap();
+        assert_eq!(w.len(), 2);
+        let written = w.finish().unwrap();
         let opened = Block::open(&written.path, 7).unwrap();
         assert_eq!(opened.bytes, written.bytes);
         assert_eq!(opened.max_rev, 3);
