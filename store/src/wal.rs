@@ -324,27 +324,8 @@ impl Wal {
     }
 }
 
-/// A sealed segment: its number, its path and its records.
-pub type SealedSegment = (u64, PathBuf, Vec<Vec<u8>>);
-
-/// The sealed segments of the log in `dir`: those named below `below` (from [`Wal::seal`]),
-/// in order, with their intact records. Damage in one is an error (a sealed segment was
-/// synced whole).
-pub fn read_sealed(dir: &Path, below: u64) -> Result<Vec<SealedSegment>, WalError> {
-    let mut out = Vec::new();
-    for (seq, path) in sealed_segments(dir, below)? {
-        let mut records = Vec::new();
-        for_each_record(std::slice::from_ref(&(seq, path.clone())), |r| {
-            records.push(r);
-            Ok::<(), WalError>(())
-        })?;
-        out.push((seq, path, records));
-    }
-    Ok(out)
-}
-
-/// The sealed segments of the log in `dir` (named below `below`), in order, without reading
-/// them.
+/// The sealed segments of the log in `dir`: those named below `below` (from [`Wal::seal`]), in
+/// order, without reading them.
 pub fn sealed_segments(dir: &Path, below: u64) -> Result<Vec<(u64, PathBuf)>, WalError> {
     Ok(segments(dir)?
         .into_iter()

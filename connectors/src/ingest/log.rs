@@ -931,14 +931,17 @@ mod tests {
         }
         let below = wal.seal().unwrap();
         drop(wal);
-        let sealed = vigie_store::wal::read_sealed(dir.path(), below).unwrap();
-        assert_eq!(sealed.len(), 4);
-        let bytes: Vec<Vec<u8>> = sealed.iter().flat_map(|(_, _, r)| r.clone()).collect();
+        let files = vigie_store::wal::sealed_segments(dir.path(), below).unwrap();
+        assert_eq!(files.len(), 4);
+        let mut bytes = Vec::new();
+        vigie_store::wal::for_each_record(&files, |r| {
+            bytes.push(r);
+            Ok::<(), vigie_store::WalError>(())
+        })
+        .unwrap();
         let (read, _) = read_all(&bytes).unwrap();
         let kept: Vec<Record> = read.into_iter().filter(|r| r.seq % 3 == 0).collect();
         let out = encode_compacted(&kept, Vec::new());
-        let files: Vec<(u64, std::path::PathBuf)> =
-            sealed.iter().map(|(s, p, _)| (*s, p.clone())).collect();
         // The steps of Replacement::finish, one at a time: the new segment over the last sealed
         // one, then the earlier ones deleted newest first.
         let check = |what: &str| {
