@@ -6,19 +6,22 @@
 //! counted incidents ─> reduce by (zone, hour): N, I ─────────────────────┐
 //! counted densities ─> reduce by (zone, hour): observed ─────────────────┤
 //! counted events, deployments, by zone ──────────────────────────────────┤
-//! counted weather ─> reduce by hour: the chosen record's f_w ─> all zones ┼─> zone reduce ─> indicator rows
+//! counted weather ─> reduce by hour: the chosen record's f_w ─> all zones ┼─> zone operator ─> indicator rows
 //! each worker's greatest incident/density hour ─> clock (reduce: max) ───┘   (one zone's horizon)
 //!                                            └─> broadcast: every worker knows the clock
 //! counted events, by zone ─> clash reduce ─> clash rows
 //! ```
 //!
-//! Every stateful operator is a differential `reduce` keyed by zone, zone and hour, hour,
-//! `(feed, id)` or `()`: its state lives in arrangements, partitioned across workers and
-//! processes by key.
+//! Every stateful operator but one is a differential `reduce` keyed by zone, zone and hour,
+//! hour, `(feed, id)` or `()`: its state lives in arrangements, partitioned across workers and
+//! processes by key. The exception is the zone operator ([`zone_rows`]), a timely operator
+//! that does what a reduce by zone would, more cheaply: it holds each zone's facts and current
+//! rows on the worker the zone is exchanged to, and at each complete epoch recomputes the zones
+//! whose facts changed and sends out the rows that differ, found by pairing old and new rows
+//! by hour.
 
 use crate::calendar::CachedCalendar;
-use crate::zone::{Fact, ZoneComputer, ZoneInfo};
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use crate::zone::{zone_rows, Fact, ZoneComputer, ZoneInfo};
 use differential_dataflow::VecCollection as Collection;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -309,29 +312,12 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
     });
     let facts = incidents.concat(observed).concat(agenda);
 
-    let mut computer = ZoneComputer::new(
+    let computer = ZoneComputer::new(
         params.model.clone(),
         params.zones.clone(),
         CachedCalendar::new(params.calendar),
     );
-    // The zone reduce's output leaves its arrangement straight as rows (they hold their zone):
-    // one copy of each output update fewer than reducing to `(zone, row)` pairs and mapping
-    // them.
-    let indicators = facts
-        .concat(clock_facts)
-        .concat(weather)
-        .arrange_by_key_named("Arrange: Zone")
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<ZoneIdx, IndicatorRow, u64, isize>, _, _>(
-            "Zone",
-            move |z: &ZoneIdx, facts: &[(&Fact, isize)], out: &mut Vec<(IndicatorRow, isize)>| {
-                computer.compute(*z, facts, out)
-            },
-            |buffer, z, updates| {
-                buffer.clear();
-                buffer.extend(updates.drain(..).map(|(row, t, d)| ((*z, row), t, d)));
-            },
-        )
-        .as_collection(|_z, row| row.clone());
+    let indicators = zone_rows(facts.concat(clock_facts).concat(weather), computer);
 
     // Clashes, per zone, from the counted events.
     let capacities: Vec<f64> = params.zones.iter().map(|z| z.params.capacity).collect();

@@ -1,9 +1,16 @@
-//! What the dataflow keeps per zone ([`Fact`]s) and the computation of one zone's indicators
-//! over the horizon from them ([`ZoneComputer`]), called by the zone reduce whenever a zone's
-//! facts or the clock change.
+//! What the dataflow keeps per zone ([`Fact`]s), the computation of one zone's indicators
+//! over the horizon from them ([`ZoneComputer`]), and the operator that holds every zone's
+//! facts and rows and recomputes a zone whenever its facts or the clock change
+//! ([`zone_rows`]).
 
 use crate::calendar::CachedCalendar;
+use differential_dataflow::VecCollection as Collection;
 use serde::{Deserialize, Serialize};
+use std::collections::btree_map::Entry as Slot;
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
 use vigie_config::ModelParams;
 use vigie_model::time::overlapped_hours;
 use vigie_model::{EventKind, IndicatorRow, ZoneIdx, F64};
@@ -246,6 +253,196 @@ impl ZoneComputer {
                 },
                 1,
             ));
+        }
+    }
+}
+
+/// One zone's state in [`zone_rows`]: its facts with their counts (none zero), and the rows
+/// last output for it, in increasing hour.
+#[derive(Default)]
+struct ZoneState {
+    facts: BTreeMap<Fact, isize>,
+    rows: Vec<IndicatorRow>,
+}
+
+/// An epoch's fact updates in [`zone_rows`], with the capability to output at that epoch.
+type Epoch = (Capability<u64>, Vec<(ZoneIdx, Fact, isize)>);
+
+/// The zone operator: every zone's indicator rows, as a collection, from the zones' facts.
+///
+/// It does what a differential `reduce` keyed by zone would (and did, up to 2026-11-29): at
+/// each complete epoch, a zone whose facts changed is recomputed from all its facts (sorted, as
+/// a reduce sees them) and the difference with its previous rows goes out. It is written by
+/// hand because one zone's rows are one per hour, already in hour order: the difference is a
+/// single pass pairing old and new rows by hour, where the reduce sorted and consolidated the
+/// old and new rows together, and kept every epoch's rows in an output arrangement until its
+/// merges caught up. The state is each zone's facts and its current rows, on the worker the
+/// zone is exchanged to.
+///
+/// A changed row goes out as its retraction followed by its replacement.
+pub fn zone_rows<'s>(
+    facts: Collection<'s, u64, (ZoneIdx, Fact)>,
+    mut computer: ZoneComputer,
+) -> Collection<'s, u64, IndicatorRow> {
+    let n_zones = computer.zones.len();
+    let exchange = Exchange::new(|((z, _), _, _): &((ZoneIdx, Fact), u64, isize)| *z as u64);
+    let stream = facts
+        .inner
+        .unary_frontier(exchange, "Zone", move |_capability, _info| {
+            let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
+            let mut zones: Vec<ZoneState> = (0..n_zones).map(|_| ZoneState::default()).collect();
+            let mut dirty: Vec<ZoneIdx> = Vec::new();
+            let mut fresh: Vec<(IndicatorRow, isize)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    for ((z, fact), t, d) in data.drain(..) {
+                        pending
+                            .entry(t)
+                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                            .1
+                            .push((z, fact, d));
+                    }
+                });
+                // Complete epochs, in order.
+                while let Some(first) = pending.first_entry() {
+                    let t = *first.key();
+                    if frontier.less_equal(&t) {
+                        break;
+                    }
+                    let (cap, updates) = first.remove();
+                    dirty.clear();
+                    for (z, fact, d) in updates {
+                        match zones[z as usize].facts.entry(fact) {
+                            Slot::Occupied(mut e) => {
+                                *e.get_mut() += d;
+                                if *e.get() == 0 {
+                                    e.remove();
+                                }
+                            }
+                            Slot::Vacant(e) => {
+                                if d != 0 {
+                                    e.insert(d);
+                                }
+                            }
+                        }
+                        dirty.push(z);
+                    }
+                    dirty.sort_unstable();
+                    dirty.dedup();
+                    let mut session = output.session(&cap);
+                    for &z in &dirty {
+                        let state = &mut zones[z as usize];
+                        let view: Vec<(&Fact, isize)> =
+                            state.facts.iter().map(|(f, d)| (f, *d)).collect();
+                        fresh.clear();
+                        computer.compute(z, &view, &mut fresh);
+                        diff_by_hour(&state.rows, &fresh, |row, d| {
+                            session.give((row.clone(), t, d))
+                        });
+                        state.rows.clear();
+                        state.rows.extend(fresh.drain(..).map(|(row, _)| row));
+                    }
+                }
+            }
+        });
+    Collection::new(stream)
+}
+
+/// Calls `emit` with the updates that turn `old` into `new`, both one zone's rows in strictly
+/// increasing hour: a row whose hour is in both and that changed is retracted, then its
+/// replacement inserted; rows of hours in only one are retracted or inserted.
+fn diff_by_hour(
+    old: &[IndicatorRow],
+    new: &[(IndicatorRow, isize)],
+    mut emit: impl FnMut(&IndicatorRow, isize),
+) {
+    debug_assert!(old.windows(2).all(|w| w[0].hour < w[1].hour));
+    debug_assert!(new.windows(2).all(|w| w[0].0.hour < w[1].0.hour));
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (None, None) => return,
+            (Some(o), Some((n, _))) if o.hour == n.hour => {
+                if o != n {
+                    emit(o, -1);
+                    emit(n, 1);
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(o), Some((n, _))) if o.hour < n.hour => {
+                emit(o, -1);
+                i += 1;
+            }
+            (Some(o), None) => {
+                emit(o, -1);
+                i += 1;
+            }
+            (_, Some((n, _))) => {
+                emit(n, 1);
+                j += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn row(hour: i64, score: u8) -> IndicatorRow {
+        IndicatorRow {
+            zone: 0,
+            hour,
+            risk_score: F64(score as f64),
+            risk_level: 0,
+            protection_rate: F64(1.0),
+            required_agents: 0,
+            deployed_agents: 0,
+            trend: vigie_model::Trend::Stable,
+            crowd: F64(0.0),
+            load: F64(0.0),
+            incidents: 0,
+            baseline: F64(0.0),
+            recent: F64(0.0),
+            events: F64(0.0),
+            weather: F64(1.0),
+            demonstration: 0,
+        }
+    }
+
+    /// One zone's rows: distinct hours in increasing order, each with a small score.
+    fn rows() -> impl Strategy<Value = Vec<IndicatorRow>> {
+        proptest::collection::btree_map(0i64..40, 0u8..3, 0..30)
+            .prop_map(|m| m.into_iter().map(|(h, s)| row(h, s)).collect())
+    }
+
+    proptest! {
+        /// The updates turn the old rows into the new ones, touch only what changed, and
+        /// retract a changed row before inserting its replacement.
+        #[test]
+        fn the_difference_by_hour_turns_old_rows_into_new(old in rows(), new in rows()) {
+            let fresh: Vec<(IndicatorRow, isize)> = new.iter().map(|r| (r.clone(), 1)).collect();
+            let mut updates = Vec::new();
+            diff_by_hour(&old, &fresh, |r, d| updates.push((r.clone(), d)));
+
+            let mut acc: BTreeMap<IndicatorRow, isize> = old.iter().map(|r| (r.clone(), 1)).collect();
+            for (r, d) in &updates {
+                *acc.entry(r.clone()).or_default() += d;
+            }
+            acc.retain(|_, d| *d != 0);
+            let expected: BTreeMap<IndicatorRow, isize> = new.iter().map(|r| (r.clone(), 1)).collect();
+            prop_assert_eq!(&acc, &expected);
+
+            let unchanged = old.iter().filter(|r| new.contains(r)).count();
+            prop_assert_eq!(updates.len(), old.len() + new.len() - 2 * unchanged);
+            for w in updates.windows(2) {
+                if w[0].0.hour == w[1].0.hour {
+                    prop_assert_eq!((w[0].1, w[1].1), (-1, 1));
+                }
+            }
         }
     }
 }
