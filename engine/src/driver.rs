@@ -99,13 +99,13 @@ impl Fed {
     }
 }
 
-/// The accumulated output, collected on worker 0. Indicator rows are kept by zone and hour:
-/// a change of a row is a retraction and an insertion under the same key, in either order, so
-/// a key holds one row but for the moment between the two (then the extra row waits in
-/// `overflow`). Each update costs a lookup of two integers and no allocation.
+/// The accumulated output, collected on worker 0. Indicator rows are kept by zone and hour
+/// ([`RowTable`]): a change of a row is a retraction and an insertion under the same key, in
+/// either order, so a key holds one row but for the moment between the two (then the extra row
+/// waits in `overflow`).
 #[derive(Default, Debug)]
 pub struct Collected {
-    indicators: FxHashMap<(ZoneIdx, i64), (IndicatorRow, isize)>,
+    indicators: RowTable,
     overflow: FxHashMap<(ZoneIdx, i64), Vec<(IndicatorRow, isize)>>,
     clashes: FxHashMap<ClashRow, isize>,
     /// Output updates received (each row change is a retraction and an insertion).
@@ -117,6 +117,105 @@ pub struct Collected {
     staged: BTreeMap<u64, Staged>,
     /// Updates are applied as they arrive, not staged ([`Collected::final_only`]).
     final_only: bool,
+}
+
+/// Hours per chunk of a [`RowTable`].
+const CHUNK_HOURS: i64 = 16;
+
+/// Indicator rows with their counts, one slot per zone and hour, in chunks of [`CHUNK_HOURS`]
+/// consecutive hours of a zone, found by hashing `(zone, hour / CHUNK_HOURS)`. A zone's rows
+/// are a run of consecutive hours (its horizon), and the zone operator sends a zone's changes
+/// in hour order, so consecutive updates fall in the same chunk: one hashed lookup per 16
+/// hours, and memory touched in order, where a table keyed by zone and hour scattered every
+/// update. A chunk is dropped when its last slot empties.
+#[derive(Default, Debug)]
+struct RowTable {
+    chunks: FxHashMap<(ZoneIdx, i64), Box<Chunk>>,
+}
+
+#[derive(Debug, Default)]
+struct Chunk {
+    /// Occupied slots.
+    live: usize,
+    slots: [Option<(IndicatorRow, isize)>; CHUNK_HOURS as usize],
+}
+
+/// What [`RowTable::add`] did.
+enum Added {
+    /// The update went to the key's slot; `emptied` when it cancelled the row there.
+    Done { emptied: bool },
+    /// The key's slot holds another row: the update's row is given back.
+    Other(IndicatorRow),
+}
+
+impl RowTable {
+    fn locate(zone: ZoneIdx, hour: i64) -> ((ZoneIdx, i64), usize) {
+        (
+            (zone, hour.div_euclid(CHUNK_HOURS)),
+            hour.rem_euclid(CHUNK_HOURS) as usize,
+        )
+    }
+
+    /// The row in the slot of `(zone, hour)`, with its count.
+    fn get(&self, (zone, hour): (ZoneIdx, i64)) -> Option<&(IndicatorRow, isize)> {
+        let (c, i) = Self::locate(zone, hour);
+        self.chunks.get(&c)?.slots[i].as_ref()
+    }
+
+    /// Adds `d` copies of `row` to its key's slot: fills an empty slot, or counts into the row
+    /// there if it is the same one (and empties the slot when the count reaches zero).
+    fn add(&mut self, row: IndicatorRow, d: isize) -> Added {
+        let (c, i) = Self::locate(row.zone, row.hour);
+        let chunk = self.chunks.entry(c).or_default();
+        match &mut chunk.slots[i] {
+            slot @ None => {
+                *slot = Some((row, d));
+                chunk.live += 1;
+                Added::Done { emptied: false }
+            }
+            Some(main) if main.0 == row => {
+                main.1 += d;
+                if main.1 != 0 {
+                    return Added::Done { emptied: false };
+                }
+                chunk.slots[i] = None;
+                chunk.live -= 1;
+                if chunk.live == 0 {
+                    self.chunks.remove(&c);
+                }
+                Added::Done { emptied: true }
+            }
+            Some(_) => Added::Other(row),
+        }
+    }
+
+    /// Replaces `old` by `new` (same key) when `old` is in its key's slot with count 1: what a
+    /// retraction of `old` then an insertion of `new` would give, in one lookup, provided the
+    /// key has no other row waiting (the caller checks).
+    fn replace(&mut self, old: &IndicatorRow, new: &IndicatorRow) -> bool {
+        if (old.zone, old.hour) != (new.zone, new.hour) {
+            return false;
+        }
+        let (c, i) = Self::locate(old.zone, old.hour);
+        match self
+            .chunks
+            .get_mut(&c)
+            .and_then(|chunk| chunk.slots[i].as_mut())
+        {
+            Some(main) if main.1 == 1 && main.0 == *old => {
+                main.0.clone_from(new);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every row with its count, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = &(IndicatorRow, isize)> {
+        self.chunks
+            .values()
+            .flat_map(|chunk| chunk.slots.iter().flatten())
+    }
 }
 
 /// Updates of one epoch, waiting for it to complete.
@@ -162,8 +261,21 @@ impl Collected {
     fn stage_indicators(&mut self, updates: &[(IndicatorRow, u64, isize)]) {
         self.updates += updates.len() as u64;
         if self.final_only {
-            for (row, _, d) in updates {
+            let mut rest = updates;
+            while let Some(((row, _, d), tail)) = rest.split_first() {
+                // A changed row, as the zone operator sends it: the old row's retraction, then
+                // its replacement, replaced in place when the old row is its key's only one.
+                if let Some(((next, _, 1), after)) = tail.split_first() {
+                    if *d == -1
+                        && !self.overflow.contains_key(&(row.zone, row.hour))
+                        && self.indicators.replace(row, next)
+                    {
+                        rest = after;
+                        continue;
+                    }
+                }
                 self.apply_indicator(row.clone(), *d);
+                rest = tail;
             }
             return;
         }
@@ -216,7 +328,7 @@ impl Collected {
     fn current(&self, key: &(ZoneIdx, i64)) -> Option<&IndicatorRow> {
         let mut present = self
             .indicators
-            .get(key)
+            .get(*key)
             .into_iter()
             .chain(self.overflow.get(key).into_iter().flatten())
             .filter(|(_, d)| *d > 0);
@@ -265,26 +377,22 @@ impl Collected {
 
     fn apply_indicator(&mut self, row: IndicatorRow, d: isize) {
         let key = (row.zone, row.hour);
-        if let Some(main) = self.indicators.get_mut(&key) {
-            if main.0 == row {
-                main.1 += d;
-                if main.1 == 0 {
-                    self.indicators.remove(&key);
-                    // Promote a waiting row, if any.
-                    if let Some(extra) = self.overflow.get_mut(&key) {
-                        let promoted = extra.pop().expect("overflow lists are never empty");
-                        if extra.is_empty() {
-                            self.overflow.remove(&key);
-                        }
-                        self.indicators.insert(key, promoted);
+        let row = match self.indicators.add(row, d) {
+            Added::Done { emptied: false } => return,
+            Added::Done { emptied: true } => {
+                // Promote a waiting row, if any.
+                if let Some(extra) = self.overflow.get_mut(&key) {
+                    let (promoted, n) = extra.pop().expect("overflow lists are never empty");
+                    if extra.is_empty() {
+                        self.overflow.remove(&key);
                     }
+                    let added = self.indicators.add(promoted, n);
+                    debug_assert!(matches!(added, Added::Done { emptied: false }));
                 }
                 return;
             }
-        } else {
-            self.indicators.insert(key, (row, d));
-            return;
-        }
+            Added::Other(row) => row,
+        };
         let extra = self.overflow.entry(key).or_default();
         match extra.iter().position(|(r, _)| *r == row) {
             Some(i) => {
@@ -321,7 +429,7 @@ impl Collected {
         let extra = self.overflow.values().flatten();
         let mut v: Vec<&IndicatorRow> = self
             .indicators
-            .values()
+            .iter()
             .chain(extra)
             .filter(|(_, d)| *d > 0)
             .map(|(r, _)| r)
@@ -395,15 +503,7 @@ impl InputSessions {
 impl Driver {
     /// Builds the graph in `worker`; the output is gathered on worker 0.
     pub fn new(worker: &mut Worker, params: &GraphParams) -> Driver {
-        let mut output = Collected::default();
-        if worker.index() == 0 {
-            // Room for every zone's horizon at once, so the table does not grow by doubling
-            // (which holds the old table and the new at once).
-            let horizon = (params.model.past_hours + params.model.future_hours + 1).max(0);
-            output
-                .indicators
-                .reserve(params.zones.len() * horizon as usize);
-        }
+        let output = Collected::default();
         let collected = Rc::new(RefCell::new(output));
         let sink = collected.clone();
         let sink2 = collected.clone();
@@ -633,5 +733,59 @@ impl Driver {
     /// Counted entries held for retiring.
     pub fn pending(&self) -> usize {
         self.pending.values().map(Fed::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::tests::zone_row;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the order of the updates (a row's insertion before or after the retraction
+        /// of the row it replaces, several rows of a key at once, rows of hours far apart),
+        /// the collected rows are the rows whose updates add up to a positive count.
+        #[test]
+        fn collected_rows_are_the_accumulated_updates(
+            updates in proptest::collection::vec(
+                // (zone, hour, score, count); count 0 stands for a change, as the zone
+                // operator sends one: the row's retraction, then a row of the next score.
+                ((0u32..3), (-40i64..40), (0u8..3), prop_oneof![Just(-1isize), Just(0), Just(1), Just(2)]),
+                0..300,
+            ),
+            final_only in any::<bool>(),
+        ) {
+            let mut c = Collected::default();
+            if final_only {
+                c.final_only();
+            }
+            let mut expected: BTreeMap<IndicatorRow, isize> = BTreeMap::new();
+            let batch: Vec<(IndicatorRow, u64, isize)> = updates
+                .iter()
+                .flat_map(|&(z, h, s, d)| {
+                    let row = |s| zone_row(z as ZoneIdx, h * 5, s);
+                    match d {
+                        0 => vec![(row(s), 0, -1), (row((s + 1) % 3), 0, 1)],
+                        d => vec![(row(s), 0, d)],
+                    }
+                })
+                .collect();
+            for (row, _, d) in &batch {
+                *expected.entry(row.clone()).or_default() += d;
+            }
+            for chunk in batch.chunks(7) {
+                c.stage_indicators(chunk);
+            }
+            c.settle(0);
+            let want: Vec<IndicatorRow> = expected
+                .into_iter()
+                .filter(|(_, d)| *d > 0)
+                .map(|(r, _)| r)
+                .collect();
+            let mut got = c.indicator_rows();
+            got.sort();
+            prop_assert_eq!(got, want);
+        }
     }
 }

@@ -387,14 +387,20 @@ fn diff_by_hour(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    /// A row of zone 0 (other zones: [`zone_row`]).
     fn row(hour: i64, score: u8) -> IndicatorRow {
+        zone_row(0, hour, score)
+    }
+
+    /// A row for tests: a zone, an hour, and a risk score that tells rows of one key apart.
+    pub(crate) fn zone_row(zone: ZoneIdx, hour: i64, score: u8) -> IndicatorRow {
         IndicatorRow {
-            zone: 0,
+            zone,
             hour,
             risk_score: F64(score as f64),
             risk_level: 0,
