@@ -58,7 +58,7 @@ fn hot_paths(c: &mut Criterion) {
         b.iter(|| formula::risk_score(&config.model, &zone, black_box(&inputs)))
     });
 
-    // One zone with a year of hourly aggregates, as the zone reduce sees it.
+    // One zone with a year of hourly aggregates, as the zone operator hands them to the computer.
     let hc = 1_790_812_800 / 3600 + 24 * 365;
     let mut facts = vec![Fact::Clock(hc)];
     for h in hc - 24 * 365..hc {

@@ -37,6 +37,26 @@ pub struct Zone {
 pub struct ZoneSet {
     zones: Vec<Zone>,
     by_id: FxHashMap<String, ZoneIdx>,
+    /// The same for ids of at most [`SHORT_ID`] bytes, packed into an integer ([`pack`]): a
+    /// replay looks up a zone id per record, and hashing and comparing one integer costs a
+    /// fraction of a string's.
+    short_ids: FxHashMap<u128, ZoneIdx>,
+}
+
+/// The longest id [`pack`] takes.
+const SHORT_ID: usize = 15;
+
+/// An id of at most [`SHORT_ID`] bytes as one integer: its bytes, then its length in the last
+/// byte, so that two ids pack alike only if they are equal.
+fn pack(id: &str) -> Option<u128> {
+    let bytes = id.as_bytes();
+    if bytes.len() > SHORT_ID {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[15] = bytes.len() as u8;
+    Some(u128::from_le_bytes(buf))
 }
 
 impl ZoneSet {
@@ -71,8 +91,11 @@ impl ZoneSet {
     }
 
     fn push(&mut self, zone: Zone) {
-        self.by_id
-            .insert(zone.id.clone(), self.zones.len() as ZoneIdx);
+        let idx = self.zones.len() as ZoneIdx;
+        if let Some(key) = pack(&zone.id) {
+            self.short_ids.insert(key, idx);
+        }
+        self.by_id.insert(zone.id.clone(), idx);
         self.zones.push(zone);
     }
 
@@ -98,7 +121,10 @@ impl ZoneSet {
 
     /// The index of the zone with this id.
     pub fn by_id(&self, id: &str) -> Option<ZoneIdx> {
-        self.by_id.get(id).copied()
+        match pack(id) {
+            Some(key) => self.short_ids.get(&key).copied(),
+            None => self.by_id.get(id).copied(),
+        }
     }
 
     /// The zone whose polygon holds the point (WGS84 degrees).
@@ -248,6 +274,49 @@ mod tests {
         assert_eq!(z.locate(0.5, 1.0), Some(0));
         assert_eq!(z.locate(5.0, 5.0), None);
         assert_eq!(z.by_id("7"), Some(2));
+    }
+
+    #[test]
+    fn ids_are_found_exactly_short_or_long() {
+        let ids = [
+            "a",
+            "a\\u0000",
+            "z042",
+            "z0420",
+            "fifteen-bytes-x",
+            "fifteen-bytes-xy",
+            "fifteen-bytes-xyz",
+            "\\u00e9t\\u00e9",
+        ];
+        let features: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                format!(
+                    r#"{{"type":"Feature","geometry":null,"properties":{{"id":"{id}","capacity":1,"scale":1,"min_agents":0,"max_agents":0,"default_density":0}}}}"#
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+            features.join(",")
+        );
+        let z = ZoneSet::from_geojson(&text).unwrap();
+        for (i, zone) in z.iter().enumerate() {
+            assert_eq!(z.by_id(&zone.id), Some(i as ZoneIdx), "{:?}", zone.id);
+        }
+        assert_eq!(z.get(1).id, "a\0");
+        assert_eq!(z.get(7).id, "\u{e9}t\u{e9}");
+        for missing in [
+            "",
+            "b",
+            "a\0\0",
+            "z04",
+            "fifteen-bytes-",
+            "fifteen-bytes-xyzw",
+            "\u{e9}t",
+        ] {
+            assert_eq!(z.by_id(missing), None, "{missing:?}");
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ enum TimeFormat {
 
 struct Field {
     name: &'static str,
+    /// Where its value goes in a [`RawRecord`] ([`RawRecord::slot_at`]); none for a name
+    /// without a slot, evaluated all the same (its errors count).
+    slot: Option<usize>,
     source: Source,
     table: Option<HashMap<String, Scalar<'static>>>,
     default: Option<Scalar<'static>>,
@@ -134,6 +137,7 @@ fn compile_field(
     };
     Ok(Field {
         name,
+        slot: RawRecord::slot_index(name),
         source,
         table: spec
             .table
@@ -232,8 +236,8 @@ impl CompiledMapping {
         let mut raw = RawRecord::default();
         for f in &self.fields {
             let v = f.eval(row)?;
-            if let Some(slot) = raw.slot(f.name) {
-                *slot = v;
+            if let Some(i) = f.slot {
+                *raw.slot_at(i) = v;
             }
         }
         match &self.location {
@@ -337,7 +341,7 @@ impl Field {
             }
         };
         let text: Cow<'r, str> = match text {
-            Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
+            Cow::Borrowed(t) => Cow::Borrowed(crate::raw::trim(t)),
             Cow::Owned(t) => Cow::Owned(t.trim().to_string()),
         };
         if text.is_empty() {

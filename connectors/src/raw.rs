@@ -145,34 +145,86 @@ pub struct RawRecord<'a> {
 }
 
 impl<'a> RawRecord<'a> {
-    /// The slot of a field by its name (for mapped CSV rows).
+    /// The fields that have a slot, in slot order ([`RawRecord::slot_at`]).
+    pub const SLOTS: [&'static str; 23] = [
+        "feed",
+        "ts",
+        "source",
+        "id",
+        "status",
+        "zone",
+        "lat",
+        "lon",
+        "severity",
+        "category",
+        "people",
+        "sensor",
+        "start",
+        "end",
+        "attendance",
+        "kind",
+        "temperature_c",
+        "precip_mm",
+        "wind_kmh",
+        "issued_at",
+        "agents",
+        "volume",
+        "congestion",
+    ];
+
+    /// The slot of a field by its name.
     pub fn slot(&mut self, name: &str) -> Option<&mut Option<Scalar<'a>>> {
-        Some(match name {
-            "feed" => &mut self.feed,
-            "ts" => &mut self.ts,
-            "source" => &mut self.source,
-            "id" => &mut self.id,
-            "status" => &mut self.status,
-            "zone" => &mut self.zone,
-            "lat" => &mut self.lat,
-            "lon" => &mut self.lon,
-            "severity" => &mut self.severity,
-            "category" => &mut self.category,
-            "people" => &mut self.people,
-            "sensor" => &mut self.sensor,
-            "start" => &mut self.start,
-            "end" => &mut self.end,
-            "attendance" => &mut self.attendance,
-            "kind" => &mut self.kind,
-            "temperature_c" => &mut self.temperature_c,
-            "precip_mm" => &mut self.precip_mm,
-            "wind_kmh" => &mut self.wind_kmh,
-            "issued_at" => &mut self.issued_at,
-            "agents" => &mut self.agents,
-            "volume" => &mut self.volume,
-            "congestion" => &mut self.congestion,
-            _ => return None,
-        })
+        Self::slot_index(name).map(|i| self.slot_at(i))
+    }
+
+    /// The index of a field's slot, for [`RawRecord::slot_at`]: a mapped CSV field finds its
+    /// slot once, when the mapping is compiled, not once per row.
+    pub fn slot_index(name: &str) -> Option<usize> {
+        Self::SLOTS.iter().position(|n| *n == name)
+    }
+
+    /// The slot at `index` (from [`RawRecord::slot_index`]).
+    ///
+    /// # Panics
+    /// If `index` is not below the number of slots.
+    pub fn slot_at(&mut self, index: usize) -> &mut Option<Scalar<'a>> {
+        match index {
+            0 => &mut self.feed,
+            1 => &mut self.ts,
+            2 => &mut self.source,
+            3 => &mut self.id,
+            4 => &mut self.status,
+            5 => &mut self.zone,
+            6 => &mut self.lat,
+            7 => &mut self.lon,
+            8 => &mut self.severity,
+            9 => &mut self.category,
+            10 => &mut self.people,
+            11 => &mut self.sensor,
+            12 => &mut self.start,
+            13 => &mut self.end,
+            14 => &mut self.attendance,
+            15 => &mut self.kind,
+            16 => &mut self.temperature_c,
+            17 => &mut self.precip_mm,
+            18 => &mut self.wind_kmh,
+            19 => &mut self.issued_at,
+            20 => &mut self.agents,
+            21 => &mut self.volume,
+            22 => &mut self.congestion,
+            _ => panic!("no field slot {index}"),
+        }
+    }
+}
+
+/// `s` without leading and trailing whitespace, as [`str::trim`] (Unicode's White_Space), but
+/// without looking at any character when `s` starts and ends with printable ASCII, as
+/// nearly every cell and value does: the parsers call it on every field of every record.
+#[inline]
+pub fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => s,
+        _ => s.trim(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Validation at the door: a [`RawRecord`] becomes a typed [`Record`], or an error that names
 //! the field and says what is wrong with it. Nothing past this point can see a bad value.
 
-use crate::raw::{RawRecord, Scalar};
+use crate::raw::{trim, RawRecord, Scalar};
 use std::borrow::Cow;
 use std::fmt;
 use vigie_config::ZoneSet;
@@ -93,7 +93,7 @@ fn invalid(field: &'static str, reason: String) -> RecordError {
 fn present<'s, 'a>(v: &'s Option<Scalar<'a>>) -> Option<&'s Scalar<'a>> {
     match v {
         None | Some(Scalar::Null) => None,
-        Some(Scalar::Str(s)) if s.trim().is_empty() => None,
+        Some(Scalar::Str(s)) if trim(s).is_empty() => None,
         Some(s) => Some(s),
     }
 }
@@ -101,8 +101,7 @@ fn present<'s, 'a>(v: &'s Option<Scalar<'a>>) -> Option<&'s Scalar<'a>> {
 fn number(field: &'static str, v: &Scalar) -> R<f64> {
     let n = match v {
         Scalar::Num(n) => *n,
-        Scalar::Str(s) => s
-            .trim()
+        Scalar::Str(s) => trim(s)
             .parse::<f64>()
             .map_err(|_| invalid(field, format!("{} is not a number", v.describe())))?,
         other => {
@@ -175,7 +174,7 @@ fn required_time(field: &'static str, v: &Option<Scalar>) -> R<i64> {
 fn locate(raw: &RawRecord, zones: &ZoneSet) -> R<ZoneIdx> {
     if let Some(z) = present(&raw.zone) {
         let id = text("zone", z)?;
-        return zones.by_id(id.trim()).ok_or_else(|| {
+        return zones.by_id(trim(&id)).ok_or_else(|| {
             RecordError::field(
                 RejectKind::UnknownZone,
                 "zone",

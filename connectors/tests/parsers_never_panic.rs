@@ -19,6 +19,12 @@ const GOOD: &[&str] = &[
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
+    /// The parsers' trim is `str::trim`, whatever the text (ASCII or not, spaces or not).
+    #[test]
+    fn the_parsers_trim_is_str_trim(s in "[ \t\u{a0}\u{3000}a-z0-9\u{e9}]{0,6}") {
+        prop_assert_eq!(vigie_connectors::raw::trim(&s), s.trim());
+    }
+
     #[test]
     fn ndjson_arbitrary_text_never_panics(line in "\\PC{0,200}") {
         let config = Config::embedded_default();

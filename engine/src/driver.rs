@@ -81,7 +81,46 @@ impl Expiry {
 #[derive(Default)]
 struct StagedEntries {
     incidents: FxHashMap<(ZoneIdx, i64), Tally>,
+    /// The tallies of the hour being read, by zone, moved into `incidents` when a record of
+    /// another hour comes ([`StagedEntries::flush_hour`]). Files and feeds come mostly in time
+    /// order, so this counts most incidents in a small array instead of a table of every
+    /// zone-hour of the epoch.
+    hour: Option<i64>,
+    by_zone: Vec<Tally>,
+    /// Zones with a tally in `by_zone` (a tally of one incident or more is never `(0, 0)`).
+    touched: Vec<ZoneIdx>,
     others: FxHashMap<Entry, isize>,
+}
+
+impl StagedEntries {
+    fn add_incident(&mut self, (zone, hour): (ZoneIdx, i64), severity: u8) {
+        if self.hour != Some(hour) {
+            self.flush_hour();
+            self.hour = Some(hour);
+        }
+        let i = zone as usize;
+        if i >= self.by_zone.len() {
+            self.by_zone.resize(i + 1, (0, 0));
+        }
+        let t = &mut self.by_zone[i];
+        if *t == (0, 0) {
+            self.touched.push(zone);
+        }
+        t.0 += 1;
+        t.1 += severity as isize;
+    }
+
+    /// Moves the current hour's tallies into `incidents`.
+    fn flush_hour(&mut self) {
+        if let Some(hour) = self.hour.take() {
+            for zone in self.touched.drain(..) {
+                let (n, sum) = std::mem::take(&mut self.by_zone[zone as usize]);
+                let t = self.incidents.entry((zone, hour)).or_default();
+                t.0 += n;
+                t.1 += sum;
+            }
+        }
+    }
 }
 
 /// Counted entries as they were fed, to retract when they expire, summed by key: a live feed
@@ -588,11 +627,7 @@ impl Driver {
             }
         }
         match Entry::of(r) {
-            Entry::Incident((zh, severity)) => {
-                let t = self.staged.incidents.entry(zh).or_default();
-                t.0 += 1;
-                t.1 += severity as isize;
-            }
+            Entry::Incident((zh, severity)) => self.staged.add_incident(zh, severity),
             entry => *self.staged.others.entry(entry).or_default() += 1,
         }
     }
@@ -601,6 +636,7 @@ impl Driver {
     /// retracting.
     fn feed_staged(&mut self) {
         let inputs = self.inputs.as_mut().expect("input open");
+        self.staged.flush_hour();
         for (zh, tally) in self.staged.incidents.drain() {
             inputs.incidents.update((zh, ()), tally);
             let at = self.expiry.of_hour(zh.1);
