@@ -1,5 +1,7 @@
 //! Measuring a command as a whole: wall time, the peak of the summed resident memory of its
-//! process tree (a Python peer's engine threads, a JVM started by a child…), the CPU the tree
+//! process tree (a Python peer's engine threads, a JVM started by a child…) sampled every
+//! 50 ms, or the kernel's exact peak for the command's own process (`wait4`) if greater — a run
+//! of a third of a second peaks between two samples as often as not — the CPU the tree
 //! used, and the CPU other processes used meanwhile — the machines are shared, so a run
 //! during which others worked is flagged rather than trusted. Read from `/proc` (Linux).
 
@@ -128,7 +130,8 @@ pub fn wait_quiet(max: Duration) -> bool {
     false
 }
 
-/// Runs `cmd` to its end (output as configured on it), sampling its process tree every 50 ms.
+/// Runs `cmd` to its end (output as configured on it), sampling its process tree every 50 ms;
+/// the peak memory is the greater of the tree's sampled peak and the kernel's peak for `cmd`.
 /// A failed command is an error with its status.
 pub fn run(cmd: &mut Command, quiet_wait: Duration) -> anyhow::Result<Measured> {
     let quiet_start = wait_quiet(quiet_wait);
@@ -137,6 +140,13 @@ pub fn run(cmd: &mut Command, quiet_wait: Duration) -> anyhow::Result<Measured> 
     let t = Instant::now();
     let mut child = cmd.spawn()?;
     let root = child.id();
+    // The child is waited for by `wait4` in a thread of its own, which gives the kernel's
+    // high-water mark of its resident memory (`ru_maxrss`, the process with its own reaped
+    // children), while this thread samples the whole tree every 50 ms.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(wait4::Wait4::wait4(&mut child));
+    });
     let mut peak = 0u64;
     let mut cpu: HashMap<u32, u64> = HashMap::new();
     let status = loop {
@@ -147,10 +157,17 @@ pub fn run(cmd: &mut Command, quiet_wait: Duration) -> anyhow::Result<Measured> 
             let e = cpu.entry(p).or_default();
             *e = (*e).max(procs[&p].1);
         }
-        if let Some(s) = child.try_wait()? {
-            break s;
+        match done.recv_timeout(Duration::from_millis(50)) {
+            // The samples miss what happens between two of them, the end of the run in
+            // particular; the kernel's high-water mark of the root process does not.
+            Ok(ended) => {
+                let ended = ended?;
+                peak = peak.max(ended.rusage.maxrss);
+                break ended.status;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => anyhow::bail!("waiting for {cmd:?}: {e}"),
         }
-        std::thread::sleep(Duration::from_millis(50));
     };
     let wall_s = t.elapsed().as_secs_f64();
     let busy = machine_busy_s() - busy0;
@@ -209,6 +226,13 @@ mod tests {
         .unwrap();
         assert!(m.wall_s >= 0.5, "{m:?}");
         assert!(m.peak_rss_bytes > 64 << 20, "{m:?}");
+        // A peak at the very end, between two samples, is counted too.
+        let m = super::run(
+            std::process::Command::new("python3").args(["-c", "b = bytearray(96 << 20)"]),
+            std::time::Duration::from_secs(0),
+        )
+        .unwrap();
+        assert!(m.peak_rss_bytes > 96 << 20, "{m:?}");
         assert!(super::run(
             &mut std::process::Command::new("false"),
             std::time::Duration::ZERO
