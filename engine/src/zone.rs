@@ -270,8 +270,8 @@ type Epoch = (Capability<u64>, Vec<(ZoneIdx, Fact, isize)>);
 
 /// The zone operator: every zone's indicator rows, as a collection, from the zones' facts.
 ///
-/// It does what a differential `reduce` keyed by zone would (and did, up to 2026-11-29): at
-/// each complete epoch, a zone whose facts changed is recomputed from all its facts (sorted, as
+/// It does what a differential `reduce` keyed by zone would (and did, before it): at each
+/// complete epoch, a zone whose facts changed is recomputed from all its facts (sorted, as
 /// a reduce sees them) and the difference with its previous rows goes out. It is written by
 /// hand because one zone's rows are one per hour, already in hour order: the difference is a
 /// single pass pairing old and new rows by hour, where the reduce sorted and consolidated the
