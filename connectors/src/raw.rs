@@ -5,6 +5,7 @@
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
+use vigie_config::privacy::FIELDS;
 
 /// One JSON scalar (objects and arrays are kept only as their kind, to be reported).
 #[derive(Clone, Debug, PartialEq)]
@@ -145,33 +146,6 @@ pub struct RawRecord<'a> {
 }
 
 impl<'a> RawRecord<'a> {
-    /// The fields that have a slot, in slot order ([`RawRecord::slot_at`]).
-    pub const SLOTS: [&'static str; 23] = [
-        "feed",
-        "ts",
-        "source",
-        "id",
-        "status",
-        "zone",
-        "lat",
-        "lon",
-        "severity",
-        "category",
-        "people",
-        "sensor",
-        "start",
-        "end",
-        "attendance",
-        "kind",
-        "temperature_c",
-        "precip_mm",
-        "wind_kmh",
-        "issued_at",
-        "agents",
-        "volume",
-        "congestion",
-    ];
-
     /// The slot of a field by its name.
     pub fn slot(&mut self, name: &str) -> Option<&mut Option<Scalar<'a>>> {
         Self::slot_index(name).map(|i| self.slot_at(i))
@@ -180,10 +154,10 @@ impl<'a> RawRecord<'a> {
     /// The index of a field's slot, for [`RawRecord::slot_at`]: a mapped CSV field finds its
     /// slot once, when the mapping is compiled, not once per row.
     pub fn slot_index(name: &str) -> Option<usize> {
-        Self::SLOTS.iter().position(|n| *n == name)
+        FIELDS.iter().position(|n| *n == name)
     }
 
-    /// The slot at `index` (from [`RawRecord::slot_index`]).
+    /// The slot at `index` (from [`RawRecord::slot_index`]): the slot of `FIELDS[index]`.
     ///
     /// # Panics
     /// If `index` is not below the number of slots.
@@ -240,4 +214,27 @@ pub fn parse_json_line(line: &str) -> Result<RawRecord<'_>, String> {
     };
     de.end().map_err(|e| format!("malformed JSON: {e}"))?;
     Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `slot_at(slot_index(name))` is the field named `name`, for every field of the format.
+    #[test]
+    fn every_field_name_finds_its_own_slot() {
+        for name in FIELDS {
+            let line = format!("{{\"{name}\": \"x\"}}");
+            let mut raw = parse_json_line(&line).unwrap();
+            let i = RawRecord::slot_index(name).unwrap();
+            for (j, other) in FIELDS.iter().enumerate() {
+                assert_eq!(
+                    raw.slot_at(j).is_some(),
+                    i == j,
+                    "{name} read from JSON, slot of {other}"
+                );
+            }
+        }
+        assert_eq!(RawRecord::slot_index("colour"), None);
+    }
 }
