@@ -1,7 +1,7 @@
 //! Measuring a command as a whole: wall time, the peak of the summed resident memory of its
 //! process tree (a Python peer's engine threads, a JVM started by a child…) sampled every
-//! 50 ms, or the kernel's exact peak for the command's own process (`wait4`) if greater — a run
-//! of a third of a second peaks between two samples as often as not — the CPU the tree
+//! 50 ms, or the high-water mark of the command's own process (`VmHWM`, read every 5 ms) if
+//! greater — a run of a third of a second can peak between two samples — the CPU the tree
 //! used, and the CPU other processes used meanwhile — the machines are shared, so a run
 //! during which others worked is flagged rather than trusted. Read from `/proc` (Linux).
 
@@ -130,9 +130,9 @@ pub fn wait_quiet(max: Duration) -> bool {
     false
 }
 
-/// Runs `cmd` to its end (output as configured on it), sampling its process tree every 50 ms;
-/// the peak memory is the greater of the tree's sampled peak and the kernel's peak for `cmd`.
-/// A failed command is an error with its status.
+/// Runs `cmd` to its end (output as configured on it), sampling its process tree every 50 ms,
+/// and the high-water mark of `cmd`'s own process every 5 ms; the peak memory is the greater of
+/// the two. A failed command is an error with its status.
 pub fn run(cmd: &mut Command, quiet_wait: Duration) -> anyhow::Result<Measured> {
     let quiet_start = wait_quiet(quiet_wait);
     let busy0 = machine_busy_s();
@@ -140,16 +140,9 @@ pub fn run(cmd: &mut Command, quiet_wait: Duration) -> anyhow::Result<Measured> 
     let t = Instant::now();
     let mut child = cmd.spawn()?;
     let root = child.id();
-    // The child is waited for by `wait4` in a thread of its own, which gives the kernel's
-    // high-water mark of its resident memory (`ru_maxrss`, the process with its own reaped
-    // children), while this thread samples the whole tree every 50 ms.
-    let (done_tx, done) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(wait4::Wait4::wait4(&mut child));
-    });
     let mut peak = 0u64;
     let mut cpu: HashMap<u32, u64> = HashMap::new();
-    let status = loop {
+    let status = 'run: loop {
         let procs = processes();
         let members = tree(&procs, root);
         peak = peak.max(members.iter().map(|p| procs[p].2).sum::<u64>() * page_bytes());
@@ -157,16 +150,19 @@ pub fn run(cmd: &mut Command, quiet_wait: Duration) -> anyhow::Result<Measured> 
             let e = cpu.entry(p).or_default();
             *e = (*e).max(procs[&p].1);
         }
-        match done.recv_timeout(Duration::from_millis(50)) {
-            // The samples miss what happens between two of them, the end of the run in
-            // particular; the kernel's high-water mark of the root process does not.
-            Ok(ended) => {
-                let ended = ended?;
-                peak = peak.max(ended.rusage.maxrss);
-                break ended.status;
+        // The tree's samples miss what happens between two of them, the end of a short run in
+        // particular. The root's `VmHWM` is the kernel's high-water mark of its memory since
+        // its exec: read often, it misses only what the last few milliseconds add. (Not
+        // `wait4`'s `ru_maxrss`: it counts the memory of the process that spawned the command,
+        // this harness, as a floor.)
+        for _ in 0..10 {
+            if let Some(hwm) = status_bytes(root, "VmHWM:") {
+                peak = peak.max(hwm);
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(e) => anyhow::bail!("waiting for {cmd:?}: {e}"),
+            if let Some(s) = child.try_wait()? {
+                break 'run s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     };
     let wall_s = t.elapsed().as_secs_f64();

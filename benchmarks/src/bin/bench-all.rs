@@ -587,7 +587,7 @@ fn peers_section(
             let mut m = m;
             if let Some(r) = &s.report {
                 let v: Value = serde_json::from_str(&std::fs::read_to_string(r)?)?;
-                // vigie's own peak (getrusage) catches what a 50 ms sampler may miss.
+                // vigie's own peak (its VmHWM at the end) catches what the samples may miss.
                 let own = v["peak_rss_bytes"].as_u64().unwrap_or(0);
                 m.peak_rss_bytes = m.peak_rss_bytes.max(own);
                 s.own_reports.push(v);
