@@ -162,7 +162,7 @@ pub struct Collected {
 const CHUNK_HOURS: i64 = 16;
 
 /// Indicator rows with their counts, one slot per zone and hour, in chunks of [`CHUNK_HOURS`]
-/// consecutive hours of a zone, found by hashing `(zone, hour / CHUNK_HOURS)`. A zone's rows
+/// consecutive hours of a zone, found by hashing `(zone, hour.div_euclid(CHUNK_HOURS))`. A zone's rows
 /// are a run of consecutive hours (its horizon), and the zone operator sends a zone's changes
 /// in hour order, so consecutive updates fall in the same chunk: one hashed lookup per 16
 /// hours, and memory touched in order, where a table keyed by zone and hour scattered every

@@ -271,7 +271,7 @@ type Epoch = (Capability<u64>, Vec<(ZoneIdx, Fact, isize)>);
 /// The zone operator: every zone's indicator rows, as a collection, from the zones' facts.
 ///
 /// It does what a differential `reduce` keyed by zone would (and did, before it): at each
-/// complete epoch, a zone whose facts changed is recomputed from all its facts (sorted, as
+/// complete epoch, a zone that received fact updates is recomputed from all its facts (sorted, as
 /// a reduce sees them) and the difference with its previous rows goes out. It is written by
 /// hand because one zone's rows are one per hour, already in hour order: the difference is a
 /// single pass pairing old and new rows by hour, where the reduce sorted and consolidated the
@@ -279,7 +279,9 @@ type Epoch = (Capability<u64>, Vec<(ZoneIdx, Fact, isize)>);
 /// merges caught up. The state is each zone's facts and its current rows, on the worker the
 /// zone is exchanged to.
 ///
-/// A changed row goes out as its retraction followed by its replacement.
+/// A changed row goes out as its retraction followed by its replacement, in one output
+/// session; the two may still arrive in different messages, so a consumer may use the order to
+/// go faster but not to be right.
 pub fn zone_rows<'s>(
     facts: Collection<'s, u64, (ZoneIdx, Fact)>,
     mut computer: ZoneComputer,
@@ -358,6 +360,8 @@ fn diff_by_hour(
 ) {
     debug_assert!(old.windows(2).all(|w| w[0].hour < w[1].hour));
     debug_assert!(new.windows(2).all(|w| w[0].0.hour < w[1].0.hour));
+    // A zone's computation gives each row once.
+    debug_assert!(new.iter().all(|(_, n)| *n == 1));
     let (mut i, mut j) = (0, 0);
     loop {
         match (old.get(i), new.get(j)) {
