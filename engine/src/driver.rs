@@ -162,11 +162,11 @@ pub struct Collected {
 const CHUNK_HOURS: i64 = 16;
 
 /// Indicator rows with their counts, one slot per zone and hour, in chunks of [`CHUNK_HOURS`]
-/// consecutive hours of a zone, found by hashing `(zone, hour.div_euclid(CHUNK_HOURS))`. A zone's rows
-/// are a run of consecutive hours (its horizon), and the zone operator sends a zone's changes
-/// in hour order, so consecutive updates fall in the same chunk: one hashed lookup per 16
-/// hours, and memory touched in order, where a table keyed by zone and hour scattered every
-/// update. A chunk is dropped when its last slot empties.
+/// consecutive hours of a zone, found by hashing `(zone, hour.div_euclid(CHUNK_HOURS))`. A
+/// zone's rows are a run of consecutive hours (its horizon), and the zone operator sends a
+/// zone's changes in hour order, so consecutive updates fall in the same chunk: one hashed
+/// lookup per 16 hours, and memory touched in order, where a table keyed by zone and hour
+/// scattered every update. A chunk is dropped when its last slot empties.
 #[derive(Default, Debug)]
 struct RowTable {
     chunks: FxHashMap<(ZoneIdx, i64), Box<Chunk>>,
