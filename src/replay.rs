@@ -191,7 +191,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                         chunk_count = 0;
                     }
                 }
-                Item::Rejected(rej) => {
+                Item::Rejected(mut rej) => {
+                    // A valid record with an id in no zone still wins or loses its id's upsert:
+                    // its cancellation takes its place.
+                    if let Some(tombstone) = rej.error.tombstone.take() {
+                        driver.insert(*tombstone);
+                        in_epoch += 1;
+                    }
                     local_health.reject();
                     *report.rejected.entry(rej.error.kind.name()).or_default() += 1;
                     if report.first_rejections.len() < FIRST_REJECTIONS {
@@ -415,7 +421,7 @@ fn print_report(
         }
     }
     if unused > 0 {
-        println!("  traffic:      {unused} (accepted; not an input of the risk model v1)");
+        println!("  unused:       {unused} calls and traffic (accepted; not inputs of model v1)");
     }
     println!("  retired:      {retired} (left the horizon and the baseline window)");
     println!("  elapsed:      {secs:.3} s");
@@ -489,7 +495,7 @@ fn print_report(
             "rejected_by_kind": rejected,
             "first_rejections": first.iter().map(|r| serde_json::json!({"input": r.input, "line": r.line, "field": r.error.field, "reason": r.error.reason})).collect::<Vec<_>>(),
             "retired": retired,
-            "unused_traffic": unused,
+            "unused": unused,
             "elapsed_s": secs,
             "records_per_s": rate,
             "latency_ms": if latency.is_empty() { serde_json::Value::Null } else { serde_json::json!({"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": latency.max() as f64 / 1000.0}) },

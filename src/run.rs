@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use vigie_config::Config;
 use vigie_connectors::ingest::{IngestLog, Keep};
 use vigie_engine::{timely, Driver, Expiry, GraphParams};
-use vigie_model::time::hour_of;
 use vigie_model::{Feed, Record};
 
 #[derive(clap::Args, Debug)]
@@ -136,8 +135,7 @@ fn wall_hour() -> i64 {
 /// The records of the ingest log that still matter at clock hour `clock_hour`: of each
 /// upserted `(feed, id)`, the version that wins (greatest `ts`, then `seq`; a cancellation
 /// included); of the others, those the engine would not retire at once (the rule of
-/// [`Expiry`]: out of the horizon and of the baseline window). Traffic, which the model does
-/// not use, is kept for the horizon. The order is kept.
+/// [`Expiry`]: out of the horizon and of the baseline window). The order is kept.
 pub fn survivors(params: &GraphParams, clock_hour: i64, all: Vec<Record>) -> Vec<Record> {
     let mut keep = Survivors::new(params, clock_hour);
     all.iter().for_each(|r| keep.observe(r));
@@ -148,7 +146,6 @@ pub fn survivors(params: &GraphParams, clock_hour: i64, all: Vec<Record>) -> Vec
 /// each upserted id is known after the first.
 pub struct Survivors {
     clock_hour: i64,
-    past_hours: i64,
     expiry: Expiry,
     winners: std::collections::HashMap<(Feed, String), (i64, u64)>,
 }
@@ -157,7 +154,6 @@ impl Survivors {
     pub fn new(params: &GraphParams, clock_hour: i64) -> Survivors {
         Survivors {
             clock_hour,
-            past_hours: params.model.past_hours,
             expiry: Expiry::new(params),
             winners: Default::default(),
         }
@@ -183,13 +179,9 @@ impl Keep for Survivors {
                 return false;
             }
         }
-        match r.feed {
-            Feed::Traffic => hour_of(r.ts) + self.past_hours + 6 > self.clock_hour,
-            _ => self
-                .expiry
-                .expires_at(r)
-                .is_none_or(|at| at > self.clock_hour),
-        }
+        self.expiry
+            .expires_at(r)
+            .is_none_or(|at| at > self.clock_hour)
     }
 }
 
@@ -253,7 +245,7 @@ fn engine(
     epoch: Duration,
     metrics: Arc<EngineMetrics>,
 ) -> anyhow::Result<()> {
-    let params = GraphParams::from_config(&config);
+    let params = GraphParams::from_config(&config).live();
     let zone_ids: Vec<String> = config.zones.iter().map(|z| z.id.clone()).collect();
     let result: Arc<Mutex<anyhow::Result<()>>> = Arc::new(Mutex::new(Ok(())));
     let out = result.clone();
@@ -272,7 +264,6 @@ fn engine(
             .take()
             .unwrap_or_default();
         let mut driver = Driver::new(worker, &params);
-        driver.set_live();
         let mut sinks = match Sinks::open(
             Some(&store_dir),
             &config.store,

@@ -20,11 +20,11 @@ use vigie_store::{Options, Stats, Store};
 
 /// Per-feed counts shared by the workers of a process.
 pub struct FeedHealth {
-    accepted: [AtomicU64; 6],
-    last_event_us: [AtomicI64; 6],
+    accepted: [AtomicU64; FEEDS],
+    last_event_us: [AtomicI64; FEEDS],
     rejected: AtomicU64,
     /// Live sources' rejected lines by feed (`vigie run`), as their counters give them.
-    live_rejected: [AtomicU64; 6],
+    live_rejected: [AtomicU64; FEEDS],
 }
 
 impl Default for FeedHealth {
@@ -38,6 +38,9 @@ impl Default for FeedHealth {
     }
 }
 
+/// Number of feeds.
+const FEEDS: usize = Feed::ALL.len();
+
 fn feed_index(f: Feed) -> usize {
     Feed::ALL
         .iter()
@@ -48,16 +51,16 @@ fn feed_index(f: Feed) -> usize {
 /// A worker's own counts, added to the shared [`FeedHealth`] at each epoch, so that workers do
 /// not write to the shared counters for every record.
 pub struct LocalHealth {
-    accepted: [u64; 6],
-    last_event_us: [i64; 6],
+    accepted: [u64; FEEDS],
+    last_event_us: [i64; FEEDS],
     rejected: u64,
 }
 
 impl Default for LocalHealth {
     fn default() -> Self {
         LocalHealth {
-            accepted: [0; 6],
-            last_event_us: [i64::MIN; 6],
+            accepted: [0; FEEDS],
+            last_event_us: [i64::MIN; FEEDS],
             rejected: 0,
         }
     }
@@ -116,7 +119,7 @@ impl FeedHealth {
     /// as `unknown`, count only in the total), replacing the previous figures.
     pub fn set_live_rejections(&self, by_feed: &std::collections::BTreeMap<String, u64>) {
         let mut other = 0;
-        let mut per = [0u64; 6];
+        let mut per = [0u64; FEEDS];
         for (name, n) in by_feed {
             match Feed::parse(name) {
                 Some(f) => per[feed_index(f)] += n,

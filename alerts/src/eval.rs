@@ -953,6 +953,7 @@ mod tests {
             events: F64(0.0),
             weather: F64(1.0),
             demonstration: 0,
+            v2: None,
         }
     }
 

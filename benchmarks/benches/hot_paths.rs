@@ -53,6 +53,9 @@ fn hot_paths(c: &mut Criterion) {
         events: 4_000.0,
         weather: 1.1,
         demonstration: true,
+        exposure: 2.4,
+        spill: 0.3,
+        surge: 0.1,
     };
     c.bench_function("risk score of one zone and hour", |b| {
         b.iter(|| formula::risk_score(&config.model, &zone, black_box(&inputs)))
@@ -66,6 +69,7 @@ fn hot_paths(c: &mut Criterion) {
             hour: h,
             n: 2,
             sum: h % 5 + 1,
+            calls: (h % 3) as u64,
         });
         facts.push(Fact::Observed {
             hour: h,
@@ -78,14 +82,7 @@ fn hot_paths(c: &mut Criterion) {
     }
     facts.sort();
     let weighted: Vec<(&Fact, isize)> = facts.iter().map(|f| (f, 1)).collect();
-    let zones: Vec<ZoneInfo> = config
-        .zones
-        .iter()
-        .map(|z| ZoneInfo {
-            params: z.into(),
-            default_density: z.default_density,
-        })
-        .collect();
+    let zones: Vec<ZoneInfo> = config.zones.iter().map(ZoneInfo::from).collect();
     let mut computer = ZoneComputer::new(
         config.model.clone(),
         zones,
@@ -132,6 +129,7 @@ fn hot_paths(c: &mut Criterion) {
             events: vigie_model::F64(0.0),
             weather: vigie_model::F64(1.0),
             demonstration: 0,
+            v2: None,
         })
     });
     evaluator.observe(rows, [], hc);

@@ -74,11 +74,14 @@ pub mod embedded {
     }
 }
 
-/// Coefficients of the reference indicator model v1 (`indicators.md`); defaults are the
-/// documented ones.
+/// Coefficients of the reference indicator model (`docs/model.md`), v1 and v2; defaults are
+/// the documented ones.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelParams {
+    /// Which model: 1 (incidents, crowd, events, weather) or 2 (the default: adds exposure,
+    /// calls, traffic fluidity, criticality and confidence).
+    pub version: u8,
     /// `W`: weeks of history in the baseline and the typical crowd.
     pub weeks: i64,
     /// Hours of the horizon before the clock's hour.
@@ -109,11 +112,104 @@ pub struct ModelParams {
     pub level_thresholds: [f64; 3],
     /// Difference from the mean of the three previous hours that makes a trend.
     pub trend_threshold: f64,
+    /// v2: weight of a hotline call in `I` beside an incident's severity.
+    pub call_weight: f64,
+    /// v2: exposure per 1000 attendees, by kind of event.
+    pub exposure_rates: ExposureRates,
+    /// v2: share of the neighbours' events' exposure that spills into a zone.
+    pub spill_share: f64,
+    /// v2: exposure per 1000 people observed above the typical crowd.
+    pub surge_rate: f64,
+    /// v2: vehicles per hour an event adds per attendee where traffic is not observed.
+    pub vehicles_per_attendee: f64,
+    /// v2: α of the BPR travel-time curve, `fluidity = 1 / (1 + α·(v/c)^β)`.
+    pub bpr_alpha: f64,
+    /// v2: β of the BPR curve.
+    pub bpr_beta: f64,
+    /// v2: fluidity at or above which the level is 1, 2 and 3 (else 4), descending.
+    pub fluidity_thresholds: [f64; 3],
+    /// v2: difference in load from the mean of the three previous hours that makes a trend.
+    pub load_trend_threshold: f64,
+    /// v2: the same for fluidity.
+    pub fluidity_trend_threshold: f64,
+    /// v2: hours without any incident after which the incident feed counts as missing.
+    pub stale_incident_hours: i64,
+}
+
+impl ModelParams {
+    /// True under model v2.
+    pub fn v2(&self) -> bool {
+        self.version >= 2
+    }
+}
+
+/// v2: exposure per 1000 attendees, by kind of event (`[model.exposure_rates]`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExposureRates {
+    pub market: f64,
+    pub festival: f64,
+    pub sport: f64,
+    pub concert: f64,
+    pub demonstration: f64,
+    pub official_visit: f64,
+    pub filming: f64,
+    pub roadworks: f64,
+    pub other: f64,
+}
+
+impl Default for ExposureRates {
+    fn default() -> Self {
+        ExposureRates {
+            market: 0.03,
+            festival: 0.08,
+            sport: 0.12,
+            concert: 0.08,
+            demonstration: 0.15,
+            official_visit: 0.05,
+            filming: 0.01,
+            roadworks: 0.0,
+            other: 0.05,
+        }
+    }
+}
+
+impl ExposureRates {
+    /// The rate of a kind.
+    pub fn of(&self, kind: vigie_model::EventKind) -> f64 {
+        use vigie_model::EventKind as K;
+        match kind {
+            K::Market => self.market,
+            K::Festival => self.festival,
+            K::Sport => self.sport,
+            K::Concert => self.concert,
+            K::Demonstration => self.demonstration,
+            K::OfficialVisit => self.official_visit,
+            K::Filming => self.filming,
+            K::Roadworks => self.roadworks,
+            K::Other => self.other,
+        }
+    }
+
+    fn all(&self) -> [(&'static str, f64); 9] {
+        [
+            ("market", self.market),
+            ("festival", self.festival),
+            ("sport", self.sport),
+            ("concert", self.concert),
+            ("demonstration", self.demonstration),
+            ("official_visit", self.official_visit),
+            ("filming", self.filming),
+            ("roadworks", self.roadworks),
+            ("other", self.other),
+        ]
+    }
 }
 
 impl Default for ModelParams {
     fn default() -> Self {
         ModelParams {
+            version: 2,
             weeks: 52,
             past_hours: 168,
             future_hours: 720,
@@ -129,6 +225,17 @@ impl Default for ModelParams {
             demonstration_weight: 0.5,
             level_thresholds: [25.0, 50.0, 75.0],
             trend_threshold: 5.0,
+            call_weight: 0.25,
+            exposure_rates: ExposureRates::default(),
+            spill_share: 0.25,
+            surge_rate: 0.05,
+            vehicles_per_attendee: 0.1,
+            bpr_alpha: 0.15,
+            bpr_beta: 4.0,
+            fluidity_thresholds: [0.9, 0.75, 0.5],
+            load_trend_threshold: 0.05,
+            fluidity_trend_threshold: 0.05,
+            stale_incident_hours: 6,
         }
     }
 }
@@ -417,19 +524,26 @@ fn read_relative(base: Option<&Path>, rel: &str, origin: &str) -> Result<String,
     }
 }
 
-fn validate_model(m: &ModelParams) -> Result<(), (&'static str, String)> {
+fn validate_model(m: &ModelParams) -> Result<(), (String, String)> {
+    if !(1..=2).contains(&m.version) {
+        return Err((
+            "version".into(),
+            format!("must be 1 or 2, got {}", m.version),
+        ));
+    }
     // Ten years of baseline or horizon is far beyond any operations room's need, and keeps
     // every week and hour computation within the calendar.
-    let within = |k: &'static str, v: i64, lo: i64, hi: i64| {
+    let within = |k: &str, v: i64, lo: i64, hi: i64| {
         if (lo..=hi).contains(&v) {
             Ok(())
         } else {
-            Err((k, format!("must be from {lo} to {hi}, got {v}")))
+            Err((k.to_string(), format!("must be from {lo} to {hi}, got {v}")))
         }
     };
     within("weeks", m.weeks, 1, 520)?;
     within("future_hours", m.future_hours, 0, 87_600)?;
     within("past_hours", m.past_hours, 0, 87_600)?;
+    within("stale_incident_hours", m.stale_incident_hours, 0, 87_600)?;
     let finite = [
         ("recent_weight", m.recent_weight),
         ("overload_weight", m.overload_weight),
@@ -442,17 +556,40 @@ fn validate_model(m: &ModelParams) -> Result<(), (&'static str, String)> {
         ("rain_weight", m.rain_weight),
         ("demonstration_weight", m.demonstration_weight),
         ("trend_threshold", m.trend_threshold),
+        ("call_weight", m.call_weight),
+        ("spill_share", m.spill_share),
+        ("surge_rate", m.surge_rate),
+        ("vehicles_per_attendee", m.vehicles_per_attendee),
+        ("bpr_alpha", m.bpr_alpha),
+        ("bpr_beta", m.bpr_beta),
+        ("load_trend_threshold", m.load_trend_threshold),
+        ("fluidity_trend_threshold", m.fluidity_trend_threshold),
     ];
     for (k, v) in finite {
         if !v.is_finite() {
-            return Err((k, format!("must be a finite number, got {v}")));
+            return Err((k.into(), format!("must be a finite number, got {v}")));
+        }
+    }
+    for (k, v) in m.exposure_rates.all() {
+        if !v.is_finite() || v < 0.0 {
+            return Err((
+                format!("exposure_rates.{k}"),
+                format!("must be a finite number >= 0, got {v}"),
+            ));
         }
     }
     let t = m.level_thresholds;
     if !(t[0] <= t[1] && t[1] <= t[2]) || t.iter().any(|v| !v.is_finite()) {
         return Err((
-            "level_thresholds",
+            "level_thresholds".into(),
             format!("must be finite and ascending, got {t:?}"),
+        ));
+    }
+    let f = m.fluidity_thresholds;
+    if !(f[0] >= f[1] && f[1] >= f[2]) || f.iter().any(|v| !v.is_finite()) {
+        return Err((
+            "fluidity_thresholds".into(),
+            format!("must be finite and descending, got {f:?}"),
         ));
     }
     Ok(())

@@ -117,7 +117,8 @@ fn allowed_fields(feed: Feed) -> &'static [&'static str] {
             "issued_at",
         ],
         Feed::Deployment => &["id", "status", "source", "start", "end", "agents"],
-        Feed::Traffic => &["id", "status", "source", "volume", "congestion"],
+        Feed::Traffic => &["id", "status", "source", "sensor", "volume"],
+        Feed::Call => &["id", "status", "source", "category"],
     }
 }
 

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use vigie_model::Feed;
 
 /// The fields of the record format (`indicators.md`).
-pub const FIELDS: [&str; 23] = [
+pub const FIELDS: [&str; 22] = [
     "feed",
     "ts",
     "source",
@@ -48,7 +48,6 @@ pub const FIELDS: [&str; 23] = [
     "issued_at",
     "agents",
     "volume",
-    "congestion",
 ];
 
 /// The free-text fields of the record format: dropped unless a feed allows them.

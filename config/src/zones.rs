@@ -8,10 +8,17 @@
 //!                "min_agents":1,"max_agents":9,"default_density":2010}}
 //! ```
 //!
+//! Two optional properties serve model v2: `road_capacity` (vehicles per hour, > 0; a zone
+//! without it has no traffic fluidity) and `neighbours` (a list of zone ids, whose events'
+//! exposure spills into the zone). Without `neighbours`, a zone's neighbours are the zones whose
+//! polygons share at least one boundary point with its own; `[]` means none; duplicates are
+//! ignored; a zone that lists itself or an id that is not a zone makes the file fail to load.
+//! The relation is used as listed: it need not be symmetric.
+//!
 //! A point is located in the first zone, in file order, whose polygon contains it or holds it on
 //! its border.
 
-use geo::{BoundingRect, Intersects, MultiPolygon, Point, Rect};
+use geo::{BoundingRect, Intersects, Line, MultiPolygon, Point, Rect};
 use rustc_hash::FxHashMap;
 use vigie_model::ZoneIdx;
 
@@ -28,6 +35,10 @@ pub struct Zone {
     pub max_agents: u64,
     /// Crowd assumed when no density was ever observed at that hour of the week.
     pub default_density: f64,
+    /// Vehicles per hour the zone's roads carry at ease (> 0); `None`: no fluidity.
+    pub road_capacity: Option<f64>,
+    /// The zones whose events spill into this one (sorted, without duplicates or itself).
+    pub neighbours: Vec<ZoneIdx>,
     pub polygon: Option<MultiPolygon<f64>>,
     bbox: Option<Rect<f64>>,
 }
@@ -68,15 +79,44 @@ impl ZoneSet {
             _ => return Err("a zone file must be a FeatureCollection".into()),
         };
         let mut set = ZoneSet::default();
+        let mut listed = Vec::new();
         for (i, f) in fc.features.into_iter().enumerate() {
-            let zone = parse_feature(f).map_err(|m| format!("feature {i}: {m}"))?;
+            let (zone, neighbours) = parse_feature(f).map_err(|m| format!("feature {i}: {m}"))?;
             if set.by_id.contains_key(&zone.id) {
                 return Err(format!("feature {i}: duplicate zone id {:?}", zone.id));
             }
             set.push(zone);
+            listed.push(neighbours);
         }
         if set.zones.is_empty() {
             return Err("no zone in the file".into());
+        }
+        let adjacent = adjacency(&set.zones);
+        for (i, list) in listed.into_iter().enumerate() {
+            let neighbours = match list {
+                None => adjacent[i].clone(),
+                Some(ids) => {
+                    let mut idx = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let n = set.by_id(&id).ok_or_else(|| {
+                            format!(
+                                "feature {i}: zone {}: neighbour {id:?} is not a zone",
+                                set.zones[i].id
+                            )
+                        })?;
+                        if n as usize == i {
+                            return Err(format!(
+                                "feature {i}: zone {id}: a zone is not its own neighbour"
+                            ));
+                        }
+                        idx.push(n);
+                    }
+                    idx.sort_unstable();
+                    idx.dedup();
+                    idx
+                }
+            };
+            set.zones[i].neighbours = neighbours;
         }
         Ok(set)
     }
@@ -158,13 +198,63 @@ impl Zone {
             min_agents,
             max_agents,
             default_density,
+            road_capacity: None,
+            neighbours: Vec::new(),
             polygon: None,
             bbox: None,
         }
     }
 }
 
-fn parse_feature(f: geojson::Feature) -> Result<Zone, String> {
+/// For each zone, the zones whose polygons share at least one boundary point with its own
+/// (sorted): an exact test of every pair of edges whose boxes meet, between zones whose boxes
+/// meet. A zone without a polygon has none.
+fn adjacency(zones: &[Zone]) -> Vec<Vec<ZoneIdx>> {
+    let edges: Vec<Vec<Line<f64>>> = zones
+        .iter()
+        .map(|z| {
+            z.polygon
+                .iter()
+                .flat_map(|mp| mp.iter())
+                .flat_map(|p| {
+                    std::iter::once(p.exterior())
+                        .chain(p.interiors())
+                        .flat_map(|ring| ring.lines())
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = vec![Vec::new(); zones.len()];
+    for i in 0..zones.len() {
+        for j in i + 1..zones.len() {
+            let (Some(a), Some(b)) = (zones[i].bbox, zones[j].bbox) else {
+                continue;
+            };
+            if !a.intersects(&b) {
+                continue;
+            }
+            let near_b: Vec<&Line<f64>> = edges[i]
+                .iter()
+                .filter(|l| l.bounding_rect().intersects(&b))
+                .collect();
+            let touch = edges[j]
+                .iter()
+                .filter(|l| l.bounding_rect().intersects(&a))
+                .any(|l| near_b.iter().any(|m| l.intersects(*m)));
+            if touch {
+                out[i].push(j as ZoneIdx);
+                out[j].push(i as ZoneIdx);
+            }
+        }
+    }
+    for list in &mut out {
+        list.sort_unstable();
+    }
+    out
+}
+
+/// A zone, and its `neighbours` as listed (`None`: not listed).
+fn parse_feature(f: geojson::Feature) -> Result<(Zone, Option<Vec<String>>), String> {
     let props = f.properties.unwrap_or_default();
     for k in props.keys() {
         if ![
@@ -175,6 +265,8 @@ fn parse_feature(f: geojson::Feature) -> Result<Zone, String> {
             "min_agents",
             "max_agents",
             "default_density",
+            "road_capacity",
+            "neighbours",
         ]
         .contains(&k.as_str())
         {
@@ -222,6 +314,37 @@ fn parse_feature(f: geojson::Feature) -> Result<Zone, String> {
     if default_density < 0.0 {
         return Err(format!("zone {id}: `default_density` must be >= 0"));
     }
+    let road_capacity = match props.get("road_capacity") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(c) if c.is_finite() && c > 0.0 => Some(c),
+            _ => {
+                return Err(format!(
+                    "zone {id}: `road_capacity` must be a number > 0, got {v}"
+                ))
+            }
+        },
+    };
+    let neighbours = match props.get("neighbours") {
+        None => None,
+        Some(serde_json::Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Ok(s.clone()),
+                    serde_json::Value::Number(n) => Ok(n.to_string()),
+                    other => Err(format!(
+                        "zone {id}: `neighbours` holds {other}, not a zone id"
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(other) => {
+            return Err(format!(
+                "zone {id}: `neighbours` must be a list of zone ids, got {other}"
+            ))
+        }
+    };
     let polygon = match f.geometry {
         None => None,
         Some(g) => {
@@ -240,17 +363,22 @@ fn parse_feature(f: geojson::Feature) -> Result<Zone, String> {
         }
     };
     let bbox = polygon.as_ref().and_then(|p| p.bounding_rect());
-    Ok(Zone {
-        id,
-        name,
-        capacity,
-        scale,
-        min_agents,
-        max_agents,
-        default_density,
-        polygon,
-        bbox,
-    })
+    Ok((
+        Zone {
+            id,
+            name,
+            capacity,
+            scale,
+            min_agents,
+            max_agents,
+            default_density,
+            road_capacity,
+            neighbours: Vec::new(),
+            polygon,
+            bbox,
+        },
+        neighbours,
+    ))
 }
 
 #[cfg(test)]
@@ -317,6 +445,59 @@ mod tests {
         ] {
             assert_eq!(z.by_id(missing), None, "{missing:?}");
         }
+    }
+
+    #[test]
+    fn neighbours_come_from_touching_polygons_or_from_their_list() {
+        // a and b share an edge; c touches b at one corner only; d is apart; e has no polygon
+        // and lists its neighbours (one twice); f lists none.
+        let square = |id: &str, x: f64, y: f64, extra: &str| {
+            format!(
+                r#"{{"type":"Feature","geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{x1},{y}],[{x1},{y1}],[{x},{y1}],[{x},{y}]]]}},
+                "properties":{{"id":"{id}","capacity":10,"scale":5,"min_agents":1,"max_agents":4,"default_density":2{extra}}}}}"#,
+                x1 = x + 1.0,
+                y1 = y + 1.0
+            )
+        };
+        let text = format!(
+            r#"{{"type":"FeatureCollection","features":[{},{},{},{},
+            {{"type":"Feature","geometry":null,"properties":{{"id":"e","capacity":10,"scale":5,"min_agents":0,"max_agents":0,"default_density":0,"neighbours":["d","a","d"],"road_capacity":1800}}}},
+            {}]}}"#,
+            square("a", 0.0, 0.0, ""),
+            square("b", 1.0, 0.0, ""),
+            square("c", 2.0, 1.0, ""),
+            square("d", 5.0, 5.0, ""),
+            square("f", 0.0, 1.0, r#","neighbours":[]"#),
+        );
+        let z = ZoneSet::from_geojson(&text).unwrap();
+        let names = |i: ZoneIdx| -> Vec<&str> {
+            z.get(i)
+                .neighbours
+                .iter()
+                .map(|n| z.get(*n).id.as_str())
+                .collect()
+        };
+        assert_eq!(names(0), ["b", "f"]);
+        assert_eq!(names(1), ["a", "c", "f"]);
+        assert_eq!(names(2), ["b"]);
+        assert!(names(3).is_empty());
+        assert_eq!(names(4), ["a", "d"]);
+        assert!(names(5).is_empty(), "an empty list means none");
+        assert_eq!(z.get(4).road_capacity, Some(1800.0));
+        assert_eq!(z.get(0).road_capacity, None);
+        // Listing itself or an unknown id refuses the file.
+        let bad = text.replace(r#"["d","a","d"]"#, r#"["e"]"#);
+        assert!(ZoneSet::from_geojson(&bad)
+            .unwrap_err()
+            .contains("own neighbour"));
+        let bad = text.replace(r#"["d","a","d"]"#, r#"["zz"]"#);
+        assert!(ZoneSet::from_geojson(&bad)
+            .unwrap_err()
+            .contains("not a zone"));
+        let bad = text.replace(r#""road_capacity":1800"#, r#""road_capacity":0"#);
+        assert!(ZoneSet::from_geojson(&bad)
+            .unwrap_err()
+            .contains("road_capacity"));
     }
 
     #[test]

@@ -256,11 +256,11 @@ impl CompiledMapping {
                             raw.lon = Some(Scalar::Num(lon));
                         }
                         Err(_) => {
-                            return Err(RecordError {
-                                kind: RejectKind::InvalidField,
-                                field: Some("lat"),
-                                reason: format!("{cell:?} is not a [lon, lat] pair"),
-                            })
+                            return Err(RecordError::field(
+                                RejectKind::InvalidField,
+                                "lat",
+                                format!("{cell:?} is not a [lon, lat] pair"),
+                            ))
                         }
                     }
                 }
@@ -273,11 +273,11 @@ impl CompiledMapping {
                         raw.lon = Some(Scalar::Num(*lon));
                     }
                     None => {
-                        return Err(RecordError {
-                            kind: RejectKind::OutsideZones,
-                            field: Some("sensor"),
-                            reason: format!("no known position for {cell:?}"),
-                        })
+                        return Err(RecordError::field(
+                            RejectKind::OutsideZones,
+                            "sensor",
+                            format!("no known position for {cell:?}"),
+                        ))
                     }
                 }
             }
@@ -317,11 +317,7 @@ fn load_lookup(l: &Lookup, config: &Config) -> Result<HashMap<String, (f64, f64)
 
 impl Field {
     fn invalid(&self, reason: String) -> RecordError {
-        RecordError {
-            kind: RejectKind::InvalidField,
-            field: Some(self.name),
-            reason,
-        }
+        RecordError::field(RejectKind::InvalidField, self.name, reason)
     }
 
     /// The field's value in `row`; text is borrowed from the row when it comes from one column.

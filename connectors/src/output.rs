@@ -78,12 +78,59 @@ fn indicator_line(
     float(out, br#","load":"#, row.load.0)?;
     out.extend_from_slice(br#","incidents":"#);
     CompactFormatter.write_u64(out, row.incidents)?;
+    if let Some(v) = &row.v2 {
+        out.extend_from_slice(br#","calls":"#);
+        CompactFormatter.write_u64(out, v.calls)?;
+        out.extend_from_slice(br#","criticality":"#);
+        CompactFormatter.write_u8(out, v.criticality)?;
+        match v.traffic {
+            Some(t) => float(out, br#","traffic":"#, t.0)?,
+            None => out.extend_from_slice(br#","traffic":null"#),
+        }
+        match v.fluidity {
+            Some(f) => float(out, br#","fluidity":"#, f.0)?,
+            None => out.extend_from_slice(br#","fluidity":null"#),
+        }
+        out.extend_from_slice(br#","fluidity_level":"#);
+        match v.fluidity_level {
+            Some(l) => CompactFormatter.write_u8(out, l)?,
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(br#","load_trend":""#);
+        out.extend_from_slice(v.load_trend.name().as_bytes());
+        out.extend_from_slice(br#"","fluidity_trend":"#);
+        match v.fluidity_trend {
+            Some(t) => {
+                out.push(b'"');
+                out.extend_from_slice(t.name().as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(br#","confidence":""#);
+        out.extend_from_slice(v.missing.confidence().name().as_bytes());
+        out.extend_from_slice(br#"","missing":["#);
+        for (i, name) in v.missing.names().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+        out.push(b']');
+    }
     float(out, br#","contributions":{"baseline":"#, row.baseline.0)?;
     float(out, br#","recent":"#, row.recent.0)?;
     float(out, br#","events":"#, row.events.0)?;
     float(out, br#","weather":"#, row.weather.0)?;
     out.extend_from_slice(br#","demonstration":"#);
     CompactFormatter.write_u8(out, row.demonstration)?;
+    if let Some(v) = &row.v2 {
+        float(out, br#","exposure":"#, v.exposure.0)?;
+        float(out, br#","spill":"#, v.spill.0)?;
+        float(out, br#","surge":"#, v.surge.0)?;
+    }
     out.extend_from_slice(b"}}\n");
     Ok(())
 }
@@ -91,7 +138,7 @@ fn indicator_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigie_model::{Trend, F64};
+    use vigie_model::{Missing, RowV2, Trend, F64};
 
     fn row(i: u64, x: f64, trend: Trend) -> IndicatorRow {
         IndicatorRow {
@@ -111,6 +158,20 @@ mod tests {
             events: F64(-0.0),
             weather: F64(x.sqrt()),
             demonstration: (i % 2) as u8,
+            // Every other row has v2's figures, with undefined traffic every fourth.
+            v2: (i % 2 == 1).then(|| RowV2 {
+                calls: i * 3,
+                criticality: (i % 4) as u8 + 1,
+                traffic: (i % 4 != 1).then_some(F64(x * 7.0)),
+                fluidity: (i % 4 != 1).then_some(F64(1.0 / (1.0 + x))),
+                fluidity_level: (i % 4 != 1).then_some((i % 4) as u8),
+                load_trend: trend,
+                fluidity_trend: (i % 4 != 1).then_some(Trend::Falling),
+                missing: Missing((i % 8) as u8),
+                exposure: F64(x / 7.0),
+                spill: F64(-x),
+                surge: F64(0.25),
+            }),
         }
     }
 

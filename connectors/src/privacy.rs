@@ -212,11 +212,11 @@ impl Privacy {
         if let Some(Body::Density { sensor, people, .. }) = &mut record.body {
             if let Some(k) = self.rules(Some(f)).min_count {
                 if people.0 < k as f64 {
-                    let e = RecordError {
-                        kind: RejectKind::SuppressedBelowK,
-                        field: Some("people"),
-                        reason: format!("fewer people than the minimum count ({k}): suppressed"),
-                    };
+                    let e = RecordError::field(
+                        RejectKind::SuppressedBelowK,
+                        "people",
+                        format!("fewer people than the minimum count ({k}): suppressed"),
+                    );
                     return Err(refuse(self, &mut raw, e));
                 }
             }

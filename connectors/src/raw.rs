@@ -141,8 +141,6 @@ pub struct RawRecord<'a> {
     pub agents: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub volume: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    pub congestion: Option<Scalar<'a>>,
 }
 
 impl<'a> RawRecord<'a> {
@@ -185,7 +183,6 @@ impl<'a> RawRecord<'a> {
             19 => &mut self.issued_at,
             20 => &mut self.agents,
             21 => &mut self.volume,
-            22 => &mut self.congestion,
             _ => panic!("no field slot {index}"),
         }
     }

@@ -48,6 +48,10 @@ pub struct RecordError {
     pub kind: RejectKind,
     pub field: Option<&'static str>,
     pub reason: String,
+    /// For a valid record with an id that lies in no zone: the cancellation of its id at its
+    /// `ts` and `seq`. The model chooses an id's winner before locating it, so a winner in no
+    /// zone makes the id absent; readers feed this record in the refused one's place.
+    pub tombstone: Option<Box<Record>>,
 }
 
 impl RecordError {
@@ -56,13 +60,15 @@ impl RecordError {
             kind: RejectKind::Malformed,
             field: None,
             reason,
+            tombstone: None,
         }
     }
-    fn field(kind: RejectKind, field: &'static str, reason: String) -> Self {
+    pub(crate) fn field(kind: RejectKind, field: &'static str, reason: String) -> Self {
         RecordError {
             kind,
             field: Some(field),
             reason,
+            tombstone: None,
         }
     }
 }
@@ -209,11 +215,11 @@ fn locate(raw: &RawRecord, zones: &ZoneSet) -> R<ZoneIdx> {
 fn interval(raw: &RawRecord) -> R<(i64, i64)> {
     let start = required_time("start", &raw.start)?;
     let end = required_time("end", &raw.end)?;
-    if end < start {
+    if end <= start {
         return Err(RecordError::field(
             RejectKind::EndBeforeStart,
             "end",
-            "end is before start".to_string(),
+            "end is not after start".to_string(),
         ));
     }
     Ok((start, end))
@@ -248,10 +254,8 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
     if matches!(feed, Feed::Event | Feed::Deployment) && id.is_none() {
         return Err(missing("id"));
     }
-    if cancelled {
-        if id.is_none() {
-            return Err(invalid("status", "a cancellation needs an `id`".into()));
-        }
+    // `status` has no effect on a record without `id`.
+    if cancelled && id.is_some() {
         return Ok(Record {
             feed,
             ts,
@@ -260,9 +264,12 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
             body: None,
         });
     }
+    // Every other field is checked before the location: a record with a bad value is refused
+    // whatever its place, while a valid record in no zone still takes part in its id's upsert
+    // (the model chooses the winner before locating it).
+    let zone = || locate(raw, zones);
     let body = match feed {
         Feed::Incident => {
-            let zone = locate(raw, zones)?;
             let v = number(
                 "severity",
                 present(&raw.severity).ok_or_else(|| missing("severity"))?,
@@ -273,26 +280,21 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
                     format!("{v} is not an integer from 1 to 5"),
                 ));
             }
-            Body::Incident {
+            located(zone(), &id, feed, ts, seq, |zone| Body::Incident {
                 zone,
                 severity: v as u8,
-            }
+            })?
         }
         Feed::Density => {
-            let zone = locate(raw, zones)?;
             let people = non_negative("people", &raw.people)?;
-            let sensor = present(&raw.sensor)
-                .map(|v| text("sensor", v))
-                .transpose()?
-                .map(|s| s.into_owned());
-            Body::Density {
+            let sensor = sensor(raw)?;
+            located(zone(), &id, feed, ts, seq, |zone| Body::Density {
                 zone,
                 sensor,
                 people: F64(people),
-            }
+            })?
         }
         Feed::Event => {
-            let zone = locate(raw, zones)?;
             let (start, end) = interval(raw)?;
             let attendance = non_negative("attendance", &raw.attendance)?;
             let k = text("kind", present(&raw.kind).ok_or_else(|| missing("kind"))?)?;
@@ -305,13 +307,13 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
                     ),
                 )
             })?;
-            Body::Event {
+            located(zone(), &id, feed, ts, seq, |zone| Body::Event {
                 zone,
                 start,
                 end,
                 attendance: F64(attendance),
                 kind,
-            }
+            })?
         }
         Feed::Weather => {
             let k = text("kind", present(&raw.kind).ok_or_else(|| missing("kind"))?)?;
@@ -337,7 +339,6 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
             }
         }
         Feed::Deployment => {
-            let zone = locate(raw, zones)?;
             let (start, end) = interval(raw)?;
             let agents = non_negative("agents", &raw.agents)?;
             if agents.fract() != 0.0 {
@@ -346,33 +347,23 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
                     format!("{agents} is not a whole number of agents"),
                 ));
             }
-            Body::Deployment {
+            located(zone(), &id, feed, ts, seq, |zone| Body::Deployment {
                 zone,
                 start,
                 end,
                 agents: agents as u64,
-            }
+            })?
         }
         Feed::Traffic => {
-            let zone = locate(raw, zones)?;
-            let volume = present(&raw.volume)
-                .map(|_| non_negative("volume", &raw.volume))
-                .transpose()?;
-            let congestion = opt_number("congestion", &raw.congestion)?;
-            if let Some(c) = congestion {
-                if !(0.0..=1.0).contains(&c) {
-                    return Err(invalid("congestion", format!("{c} is outside [0, 1]")));
-                }
-            }
-            if volume.is_none() && congestion.is_none() {
-                return Err(missing("volume"));
-            }
-            Body::Traffic {
+            let volume = non_negative("volume", &raw.volume)?;
+            let sensor = sensor(raw)?;
+            located(zone(), &id, feed, ts, seq, |zone| Body::Traffic {
                 zone,
-                volume: volume.map(F64),
-                congestion: congestion.map(F64),
-            }
+                sensor,
+                volume: F64(volume),
+            })?
         }
+        Feed::Call => located(zone(), &id, feed, ts, seq, |zone| Body::Call { zone })?,
     };
     Ok(Record {
         feed,
@@ -381,6 +372,44 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
         id,
         body: Some(body),
     })
+}
+
+/// `sensor`, when present (null and `""` are the unnamed sensor).
+fn sensor(raw: &RawRecord) -> R<Option<String>> {
+    Ok(present(&raw.sensor)
+        .map(|v| text("sensor", v))
+        .transpose()?
+        .map(|s| s.into_owned()))
+}
+
+/// The body of a valid record once located. A record in no zone (an unknown `zone`, or a point
+/// outside every polygon) is refused; when it has an id, the error carries the cancellation
+/// that stands for it in its id's upsert ([`RecordError::tombstone`]).
+fn located(
+    zone: R<ZoneIdx>,
+    id: &Option<String>,
+    feed: Feed,
+    ts: i64,
+    seq: u64,
+    body: impl FnOnce(ZoneIdx) -> Body,
+) -> R<Body> {
+    match zone {
+        Ok(z) => Ok(body(z)),
+        Err(mut e) => {
+            if matches!(e.kind, RejectKind::UnknownZone | RejectKind::OutsideZones) {
+                e.tombstone = id.as_ref().map(|id| {
+                    Box::new(Record {
+                        feed,
+                        ts,
+                        seq,
+                        id: Some(id.clone()),
+                        body: None,
+                    })
+                });
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Parses and validates one NDJSON line.
@@ -449,14 +478,23 @@ mod tests {
         ));
         let r = parse(r#"{"feed":"deployment","ts":1,"id":"d1","zone":"13001","start":0,"end":7200,"agents":4}"#).unwrap();
         assert!(matches!(r.body, Some(Body::Deployment { agents: 4, .. })));
-        let r = parse(r#"{"feed":"traffic","ts":1,"zone":"13001","volume":5545,"congestion":0.4}"#)
-            .unwrap();
-        assert!(matches!(r.body, Some(Body::Traffic { volume: Some(F64(v)), .. }) if v == 5545.0));
+        let r =
+            parse(r#"{"feed":"traffic","ts":1,"zone":"13001","volume":5545,"sensor":""}"#).unwrap();
         assert_eq!(
-            parse(r#"{"feed":"traffic","ts":1,"zone":"13001","congestion":1.5}"#)
+            r.body,
+            Some(Body::Traffic {
+                zone: 0,
+                sensor: None,
+                volume: F64(5545.0)
+            })
+        );
+        let r = parse(r#"{"feed":"call","ts":1,"zone":"13002","category":"noise"}"#).unwrap();
+        assert_eq!(r.body, Some(Body::Call { zone: 1 }));
+        assert_eq!(
+            parse(r#"{"feed":"traffic","ts":1,"zone":"13001","volume":-1}"#)
                 .unwrap_err()
                 .field,
-            Some("congestion")
+            Some("volume")
         );
         assert_eq!(
             parse(r#"{"feed":"traffic","ts":1,"zone":"13001"}"#)
@@ -470,6 +508,41 @@ mod tests {
 
     fn err(line: &str) -> RecordError {
         parse(line).unwrap_err()
+    }
+
+    #[test]
+    fn status_counts_only_with_an_id() {
+        // Without an id, `status` has no effect: the record counts.
+        let r =
+            parse(r#"{"feed":"incident","ts":1,"zone":"13001","severity":2,"status":"cancelled"}"#)
+                .unwrap();
+        assert!(matches!(r.body, Some(Body::Incident { severity: 2, .. })));
+        let r = parse(r#"{"feed":"call","ts":1,"id":7,"status":"cancelled"}"#).unwrap();
+        assert_eq!((r.id.as_deref(), r.body), (Some("7"), None));
+    }
+
+    #[test]
+    fn a_record_with_an_id_in_no_zone_stands_as_its_ids_cancellation() {
+        let e = err(r#"{"feed":"incident","ts":5,"id":"i1","zone":"13009","severity":2}"#);
+        assert_eq!(e.kind, RejectKind::UnknownZone);
+        let t = e.tombstone.expect("a tombstone");
+        assert_eq!(
+            (t.feed, t.ts, t.seq, t.id.as_deref(), t.body),
+            (Feed::Incident, 5_000_000, 7, Some("i1"), None)
+        );
+        let e = err(
+            r#"{"feed":"event","ts":1,"id":"e","lat":1,"lon":2,"start":1,"end":2,"attendance":1,"kind":"sport"}"#,
+        );
+        assert_eq!(e.kind, RejectKind::OutsideZones);
+        assert!(e.tombstone.is_some());
+        // Without an id, or with a bad value besides, there is no tombstone.
+        assert!(
+            err(r#"{"feed":"incident","ts":1,"zone":"13009","severity":2}"#)
+                .tombstone
+                .is_none()
+        );
+        let e = err(r#"{"feed":"incident","ts":1,"id":"i1","zone":"13009","severity":9}"#);
+        assert_eq!((e.field, e.tombstone), (Some("severity"), None));
     }
 
     #[test]
@@ -507,8 +580,10 @@ mod tests {
             r#"{"feed":"event","ts":1,"id":"e","zone":"13001","start":1,"end":1e300,"attendance":1,"kind":"sport"}"#,
         );
         assert_eq!(e.field, Some("end"));
-        let e = err(r#"{"feed":"incident","ts":1,"severity":2,"status":"cancelled"}"#);
-        assert_eq!(e.field, Some("status"));
+        let e = err(
+            r#"{"feed":"event","ts":1,"id":"e","zone":"13001","start":10,"end":10,"attendance":1,"kind":"sport"}"#,
+        );
+        assert_eq!(e.kind, RejectKind::EndBeforeStart);
         let e = err(r#"{"feed":"riot","ts":1}"#);
         assert_eq!(e.field, Some("feed"));
         let e = err(r#"{"feed":"incident","ts":"noon","zone":"13001","severity":2}"#);

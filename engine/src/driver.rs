@@ -13,7 +13,7 @@
 
 use crate::calendar::CachedCalendar;
 use crate::graph::{
-    build, DensityIn, Entry, GraphParams, Inputs, KeyedIn, TalliedIn, Tally, WeatherIn,
+    build, tally_of, DensityIn, Entry, GraphParams, Inputs, KeyedIn, TalliedIn, Tally, WeatherIn,
 };
 use differential_dataflow::input::{Input, InputSession};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -52,8 +52,10 @@ impl Expiry {
     /// The same for a record of `feed` at `ts`.
     fn of_feed(&mut self, feed: Feed, ts: i64) -> Option<i64> {
         match feed {
-            Feed::Incident | Feed::Density | Feed::Weather => Some(self.of_hour(hour_of(ts))),
-            Feed::Event | Feed::Deployment | Feed::Traffic => None,
+            Feed::Incident | Feed::Density | Feed::Weather | Feed::Traffic | Feed::Call => {
+                Some(self.of_hour(hour_of(ts)))
+            }
+            Feed::Event | Feed::Deployment => None,
         }
     }
 
@@ -68,9 +70,10 @@ impl Expiry {
     /// The same for an entry as it enters the graph (the record it came from gives the same).
     fn of_entry(&mut self, e: &Entry) -> Option<i64> {
         match e {
-            Entry::Incident(((_, g), _)) | Entry::Density(((_, g), _)) | Entry::Weather((g, _)) => {
-                Some(self.of_hour(*g))
-            }
+            Entry::Incident(((_, g), _))
+            | Entry::Density(((_, g), _))
+            | Entry::Traffic(((_, g), _))
+            | Entry::Weather((g, _)) => Some(self.of_hour(*g)),
             Entry::Keyed(((feed, _), (ts, _, _))) => self.of_feed(*feed, *ts),
         }
     }
@@ -87,7 +90,7 @@ struct StagedEntries {
     /// zone-hour of the epoch.
     hour: Option<i64>,
     by_zone: Vec<Tally>,
-    /// Zones with a tally in `by_zone` (a tally of one incident or more is never `(0, 0)`).
+    /// Zones with a tally in `by_zone` (a tally of one incident or call or more is never zero).
     touched: Vec<ZoneIdx>,
     others: FxHashMap<Entry, isize>,
 }
@@ -100,27 +103,31 @@ impl StagedEntries {
         }
         let i = zone as usize;
         if i >= self.by_zone.len() {
-            self.by_zone.resize(i + 1, (0, 0));
+            self.by_zone.resize(i + 1, (0, 0, 0));
         }
         let t = &mut self.by_zone[i];
-        if *t == (0, 0) {
+        if *t == (0, 0, 0) {
             self.touched.push(zone);
         }
-        t.0 += 1;
-        t.1 += severity as isize;
+        add(t, tally_of(severity));
     }
 
     /// Moves the current hour's tallies into `incidents`.
     fn flush_hour(&mut self) {
         if let Some(hour) = self.hour.take() {
             for zone in self.touched.drain(..) {
-                let (n, sum) = std::mem::take(&mut self.by_zone[zone as usize]);
-                let t = self.incidents.entry((zone, hour)).or_default();
-                t.0 += n;
-                t.1 += sum;
+                let tally = std::mem::take(&mut self.by_zone[zone as usize]);
+                add(self.incidents.entry((zone, hour)).or_default(), tally);
             }
         }
     }
+}
+
+/// Adds tally `b` to `a`.
+fn add(a: &mut Tally, b: Tally) {
+    a.0 += b.0;
+    a.1 += b.1;
+    a.2 += b.2;
 }
 
 /// Counted entries as they were fed, to retract when they expire, summed by key: a live feed
@@ -493,13 +500,19 @@ impl Collected {
 /// Feeds one worker's share of the records into the graph.
 pub struct Driver {
     inputs: Option<InputSessions>,
-    /// This worker's greatest incident or density hour, as fed to the clock input.
+    /// This worker's greatest hour of plain incident and density records (live: the wall
+    /// clock's hour), as fed to the clock input.
     local_max: Option<i64>,
+    /// This worker's greatest hour of plain incidents, as fed to the last-incident input.
+    local_last_incident: Option<i64>,
     /// Live mode: the clock is set by [`Driver::set_clock_hour`] (the wall clock), not by the
     /// records.
     live: bool,
+    /// Model v2: calls and traffic are inputs (under v1 they are counted in `unused`).
+    v2: bool,
     probe: ProbeHandle<u64>,
     clock: Rc<Cell<Option<i64>>>,
+    retire_clock: Rc<Cell<Option<i64>>>,
     expiry: Expiry,
     /// This epoch's entries, counted: equal records (an incident of the same zone, hour and
     /// severity) enter the graph once with their count, when the epoch closes.
@@ -511,7 +524,7 @@ pub struct Driver {
     pub collected: Rc<RefCell<Collected>>,
     /// Records retracted because they expired.
     pub retired: u64,
-    /// Records accepted but not used by the model (traffic).
+    /// Records accepted but not used by the model (calls and traffic under model v1).
     pub unused: u64,
 }
 
@@ -520,8 +533,10 @@ struct InputSessions {
     keyed: InputSession<u64, KeyedIn, isize>,
     incidents: InputSession<u64, TalliedIn, Tally>,
     densities: InputSession<u64, DensityIn, isize>,
+    traffic: InputSession<u64, DensityIn, isize>,
     weather: InputSession<u64, WeatherIn, isize>,
     clock: InputSession<u64, ((), i64), isize>,
+    last_incident: InputSession<u64, ((), i64), isize>,
 }
 
 impl InputSessions {
@@ -530,10 +545,13 @@ impl InputSessions {
     fn update(&mut self, entry: Entry, count: isize) {
         match entry {
             Entry::Keyed(k) => self.keyed.update(k, count),
-            Entry::Incident((zh, severity)) => self
-                .incidents
-                .update((zh, ()), (count, count * severity as isize)),
+            Entry::Incident((zh, severity)) => {
+                let (n, sum, calls) = tally_of(severity);
+                self.incidents
+                    .update((zh, ()), (count * n, count * sum, count * calls))
+            }
             Entry::Density(d) => self.densities.update(d, count),
+            Entry::Traffic(t) => self.traffic.update(t, count),
             Entry::Weather(w) => self.weather.update(w, count),
         }
     }
@@ -546,19 +564,23 @@ impl Driver {
         let collected = Rc::new(RefCell::new(output));
         let sink = collected.clone();
         let sink2 = collected.clone();
-        let (inputs, probe, clock) = worker.dataflow::<u64, _, _>(|scope| {
+        let (inputs, probe, clock, retire_clock) = worker.dataflow::<u64, _, _>(|scope| {
             let (keyed_in, keyed) = scope.new_collection();
             let (incidents_in, incidents) = scope.new_collection();
             let (densities_in, densities) = scope.new_collection();
+            let (traffic_in, traffic) = scope.new_collection();
             let (weather_in, weather) = scope.new_collection();
             let (clock_in, clock) = scope.new_collection();
+            let (last_incident_in, last_incident) = scope.new_collection();
             let out = build(
                 Inputs {
                     keyed,
                     incidents,
                     densities,
+                    traffic,
                     weather,
                     clock,
+                    last_incident,
                 },
                 params,
             );
@@ -585,17 +607,22 @@ impl Driver {
                 keyed: keyed_in,
                 incidents: incidents_in,
                 densities: densities_in,
+                traffic: traffic_in,
                 weather: weather_in,
                 clock: clock_in,
+                last_incident: last_incident_in,
             };
-            (sessions, probe, out.clock)
+            (sessions, probe, out.clock, out.retire_clock)
         });
         Driver {
             inputs: Some(inputs),
             local_max: None,
-            live: false,
+            local_last_incident: None,
+            live: params.live,
+            v2: params.model.v2(),
             probe,
             clock,
+            retire_clock,
             expiry: Expiry::new(params),
             staged: StagedEntries::default(),
             pending: BTreeMap::new(),
@@ -605,22 +632,36 @@ impl Driver {
         }
     }
 
-    /// Adds a record in the current epoch. Traffic records are counted in `unused`: they are
-    /// not an input of the risk model v1.
+    /// Adds a record in the current epoch. Under model v1, call and traffic records are
+    /// counted in `unused`: they are not inputs of its risk.
     pub fn insert(&mut self, r: Record) {
-        if r.feed == Feed::Traffic {
+        if !self.v2 && matches!(r.feed, Feed::Traffic | Feed::Call) {
             self.unused += 1;
             return;
         }
-        if !self.live && matches!(r.feed, Feed::Incident | Feed::Density) {
+        // A plain record always counts, so it moves this worker's share of the clock and of
+        // the last incident; a keyed one counts only if it wins its upsert, which the graph
+        // decides.
+        if r.id.is_none() && r.body.is_some() {
             let h = hour_of(r.ts);
-            if self.local_max.is_none_or(|m| h > m) {
+            if !self.live
+                && matches!(r.feed, Feed::Incident | Feed::Density)
+                && self.local_max.is_none_or(|m| h > m)
+            {
                 self.move_clock(h);
+            }
+            if r.feed == Feed::Incident && self.local_last_incident.is_none_or(|m| h > m) {
+                let input = &mut self.inputs.as_mut().expect("input open").last_incident;
+                if let Some(old) = self.local_last_incident {
+                    input.remove(((), old));
+                }
+                input.insert(((), h));
+                self.local_last_incident = Some(h);
             }
         }
         let expires = self.expiry.expires_at(&r);
         if let Some(at) = expires {
-            if self.clock.get().is_some_and(|c| c >= at) {
+            if self.retire_clock.get().is_some_and(|c| c >= at) {
                 // Already irrelevant: it would be retracted at once.
                 self.retired += 1;
                 return;
@@ -641,9 +682,7 @@ impl Driver {
             inputs.incidents.update((zh, ()), tally);
             let at = self.expiry.of_hour(zh.1);
             let fed = self.pending.entry(at).or_default();
-            let sum = fed.incidents.entry(zh).or_insert((0, 0));
-            sum.0 += tally.0;
-            sum.1 += tally.1;
+            add(fed.incidents.entry(zh).or_default(), tally);
         }
         for (entry, count) in self.staged.others.drain() {
             if let Some(at) = self.expiry.of_entry(&entry) {
@@ -663,13 +702,6 @@ impl Driver {
         self.local_max = Some(h);
     }
 
-    /// Switches to live mode: from now on the clock is the hour given to
-    /// [`Driver::set_clock_hour`] (the wall clock, as `indicators.md` defines it live), and
-    /// records no longer move it. Call it on one worker only.
-    pub fn set_live(&mut self) {
-        self.live = true;
-    }
-
     /// Sets the live clock's hour for the current epoch; it only moves forward (what the
     /// clock has retired stays retired).
     pub fn set_clock_hour(&mut self, h: i64) {
@@ -687,7 +719,7 @@ impl Driver {
     /// next epoch. Returns the epoch closed.
     pub fn advance(&mut self) -> u64 {
         self.feed_staged();
-        if let Some(clock) = self.clock.get() {
+        if let Some(clock) = self.retire_clock.get() {
             let inputs = self.inputs.as_mut().expect("input open");
             while self
                 .pending
@@ -695,12 +727,12 @@ impl Driver {
                 .is_some_and(|(at, _)| *at <= clock)
             {
                 let (_, fed) = self.pending.pop_first().expect("non-empty");
-                for (zh, (n, sum)) in fed.incidents {
-                    if (n, sum) == (0, 0) {
+                for (zh, (n, sum, calls)) in fed.incidents {
+                    if (n, sum, calls) == (0, 0, 0) {
                         continue;
                     }
-                    self.retired += n as u64;
-                    inputs.incidents.update((zh, ()), (-n, -sum));
+                    self.retired += (n + calls) as u64;
+                    inputs.incidents.update((zh, ()), (-n, -sum, -calls));
                 }
                 for (entry, count) in fed.others {
                     if count == 0 {
@@ -720,6 +752,10 @@ impl Driver {
         inputs.incidents.flush();
         inputs.densities.advance_to(next);
         inputs.densities.flush();
+        inputs.traffic.advance_to(next);
+        inputs.traffic.flush();
+        inputs.last_incident.advance_to(next);
+        inputs.last_incident.flush();
         inputs.weather.advance_to(next);
         inputs.weather.flush();
         inputs.clock.advance_to(next);

@@ -3,14 +3,21 @@
 //! ```text
 //! keyed records ─> upsert (reduce by feed, id: greatest ts, then seq; cancelled: absent) ─┐
 //! plain records ──────────────────────────────────────────────────────────────────────────┴─> counted
-//! counted incidents ─> reduce by (zone, hour): N, I ─────────────────────┐
-//! counted densities ─> reduce by (zone, hour): observed ─────────────────┤
-//! counted events, deployments, by zone ──────────────────────────────────┤
-//! counted weather ─> reduce by hour: the chosen record's f_w ─> all zones ┼─> zone operator ─> indicator rows
-//! each worker's greatest incident/density hour ─> clock (reduce: max) ───┘   (one zone's horizon)
-//!                                            └─> broadcast: every worker knows the clock
+//! counted incidents and calls ─> reduce by (zone, hour): N, severity sum, C ─────┐
+//! counted densities ─> reduce by (zone, hour): observed ─────────────────────────┤
+//! counted traffic (v2) ─> reduce by (zone, hour): traffic_obs ───────────────────┤
+//! counted events, deployments, by zone ──────────────────────────────────────────┤
+//! counted events (v2) ─> to every zone that lists the event's zone as neighbour ─┤ (spill)
+//! counted weather ─> reduce by hour: the chosen record's f_w ─> all zones ────────┼─> zone operator ─> indicator rows
+//! greatest counted incident/density hour ─> clock (reduce: max) ─> all zones ─────┤   (one zone's horizon)
+//! greatest counted incident hour (v2) ─> last incident (reduce: max) ─> all zones ┘
 //! counted events, by zone ─> clash reduce ─> clash rows
 //! ```
+//!
+//! The clock of a replay is the greatest hour of the *counted* incident and density records:
+//! each worker's greatest plain record (never retracted but by retiring, which the clock has
+//! passed), and every counted keyed record, which a later version or a cancellation may take
+//! back. Live, it is the wall clock's hour alone.
 //!
 //! Every stateful operator but one is a differential `reduce` keyed by zone, zone and hour,
 //! hour, `(feed, id)` or `()`: its state lives in arrangements, partitioned across workers and
@@ -40,23 +47,26 @@ pub struct GraphParams {
     pub model: ModelParams,
     pub zones: Vec<ZoneInfo>,
     pub calendar: Calendar,
+    /// Live mode: the clock is the hour the driver is given (the wall clock), and records do
+    /// not move it.
+    pub live: bool,
 }
 
 impl GraphParams {
-    /// The parameters of a configuration.
+    /// The parameters of a configuration, for a replay.
     pub fn from_config(c: &vigie_config::Config) -> Self {
         GraphParams {
             model: c.model.clone(),
-            zones: c
-                .zones
-                .iter()
-                .map(|z| ZoneInfo {
-                    params: z.into(),
-                    default_density: z.default_density,
-                })
-                .collect(),
+            zones: c.zones.iter().map(ZoneInfo::from).collect(),
             calendar: Calendar::new(c.timezone),
+            live: false,
         }
+    }
+
+    /// The same parameters, in live mode.
+    pub fn live(mut self) -> Self {
+        self.live = true;
+        self
     }
 }
 
@@ -64,23 +74,42 @@ impl GraphParams {
 pub struct Outputs<'s> {
     pub indicators: Collection<'s, u64, IndicatorRow>,
     pub clashes: Collection<'s, u64, ClashRow>,
-    /// The clock's hour, as known on this worker (every worker receives it).
+    /// The clock's hour, as known on this worker (every worker receives it): its value at the
+    /// latest epoch seen. A keyed record taken back can move it back in a replay.
     pub clock: Rc<Cell<Option<i64>>>,
+    /// The greatest clock hour of the plain records fed on any worker (live: the wall clock):
+    /// a lower bound of every later clock, that only moves forward, for retiring.
+    pub retire_clock: Rc<Cell<Option<i64>>>,
 }
 
 /// A record with an id, as it enters: `((feed, id), (ts, seq, body))`; no body for a
 /// cancellation. Ids of all feeds go through the upsert reduce.
 pub type KeyedIn = ((Feed, String), (i64, u64, Option<Body>));
-/// An incident without id: `((zone, hour), severity)`.
+/// An incident or hotline call without id: `((zone, hour), severity)`, severity [`CALL`] for a
+/// call.
 pub type IncidentIn = ((ZoneIdx, i64), u8);
-/// The incidents without id of a zone and hour, as they enter the graph: the record is
-/// `((zone, hour), ())` and its difference is a [`Tally`], so that a million incidents enter
-/// as one update per zone and hour and epoch, and add up in the arrangement.
+/// The severity that stands for a hotline call in an [`IncidentIn`].
+pub const CALL: u8 = 0;
+/// The incidents and calls without id of a zone and hour, as they enter the graph: the record
+/// is `((zone, hour), ())` and its difference is a [`Tally`], so that a million incidents
+/// enter as one update per zone and hour and epoch, and add up in the arrangement.
 pub type TalliedIn = ((ZoneIdx, i64), ());
-/// A difference that counts incidents and sums their severities: `(count, severity sum)`.
-/// Differential adds differences, so the arrangement holds each zone and hour's totals.
-pub type Tally = (isize, isize);
-/// A density record without id: `((zone, hour), (sensor, people))`.
+/// A difference that counts incidents, sums their severities and counts calls:
+/// `(incidents, severity sum, calls)`. Differential adds differences, so the arrangement holds
+/// each zone and hour's totals.
+pub type Tally = (isize, isize, isize);
+
+/// The tally of one incident of `severity`, or of one call.
+pub fn tally_of(severity: u8) -> Tally {
+    if severity == CALL {
+        (0, 0, 1)
+    } else {
+        (1, severity as isize, 0)
+    }
+}
+
+/// A density record without id: `((zone, hour), (sensor, people))`; a traffic record has the
+/// same shape, `((zone, hour), (sensor, volume))`.
 pub type DensityIn = ((ZoneIdx, i64), (Option<String>, F64));
 /// A weather record: `(hour, ((observed, issued_at, seq), (temperature_c, wind_kmh, precip_mm)))`,
 /// ordered so that the greatest is the one the model chooses for the hour: observed beats
@@ -98,6 +127,7 @@ pub enum Entry {
     Keyed(KeyedIn),
     Incident(IncidentIn),
     Density(DensityIn),
+    Traffic(DensityIn),
     Weather(WeatherIn),
 }
 
@@ -111,10 +141,9 @@ impl Entry {
                 match by_feed(hour_of(r.ts), r.seq, body) {
                     ByFeed::Incident(i) => Entry::Incident(i),
                     ByFeed::Density(d) => Entry::Density(d),
+                    ByFeed::Traffic(t) => Entry::Traffic(t),
                     ByFeed::Weather(w) => Entry::Weather(w),
-                    ByFeed::Agenda(..) | ByFeed::Unused => {
-                        unreachable!("the agenda is keyed; the driver keeps traffic out")
-                    }
+                    ByFeed::Agenda(..) => unreachable!("the agenda is keyed"),
                 }
             }
             (id, body) => Entry::Keyed(((r.feed, id.unwrap_or_default()), (r.ts, r.seq, body))),
@@ -124,17 +153,22 @@ impl Entry {
 
 /// A counted body, routed to the aggregate of its feed.
 enum ByFeed {
+    /// Incidents and calls.
     Incident(IncidentIn),
     Density(DensityIn),
+    Traffic(DensityIn),
     Weather(WeatherIn),
     Agenda(ZoneIdx, Fact),
-    /// Not an input of the risk model v1 (traffic).
-    Unused,
 }
 
 fn by_feed(hour: i64, seq: u64, body: Body) -> ByFeed {
     match body {
-        Body::Traffic { .. } => ByFeed::Unused,
+        Body::Traffic {
+            zone,
+            sensor,
+            volume,
+        } => ByFeed::Traffic(((zone, hour), (sensor, volume))),
+        Body::Call { zone } => ByFeed::Incident(((zone, hour), CALL)),
         Body::Incident { zone, severity } => ByFeed::Incident(((zone, hour), severity)),
         Body::Density {
             zone,
@@ -204,9 +238,13 @@ pub struct Inputs<'s> {
     pub keyed: Collection<'s, u64, KeyedIn>,
     pub incidents: Collection<'s, u64, TalliedIn, Tally>,
     pub densities: Collection<'s, u64, DensityIn>,
+    pub traffic: Collection<'s, u64, DensityIn>,
     pub weather: Collection<'s, u64, WeatherIn>,
-    /// Each worker's greatest incident or density hour so far (one value per worker).
+    /// Each worker's greatest hour of plain (id-less) incident and density records so far, one
+    /// value per worker; live, the wall clock's hour.
     pub clock: Collection<'s, u64, ((), i64)>,
+    /// Each worker's greatest hour of plain incidents so far, one value per worker.
+    pub last_incident: Collection<'s, u64, ((), i64)>,
 }
 
 type ClashEvent = (String, i64, i64, F64, EventKind);
@@ -214,6 +252,7 @@ type ClashEvent = (String, i64, i64, F64, EventKind);
 /// Builds the indicator graph.
 pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
     let n_zones = params.zones.len() as ZoneIdx;
+    let v2 = params.model.v2();
 
     // Upserts: for each (feed, id) the version with the greatest (ts, seq) counts, unless it
     // is a cancellation.
@@ -234,26 +273,54 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
         ByFeed::Density(d) => Some(d),
         _ => None,
     });
+    let traffic_in = routed(&counted, |b| match b {
+        ByFeed::Traffic(t) => Some(t),
+        _ => None,
+    });
     let weather_in = routed(&counted, |b| match b {
         ByFeed::Weather(w) => Some(w),
         _ => None,
     });
 
-    // The clock: the greatest of the workers' greatest hours.
-    let candidates = inputs.clock;
-    let clock = candidates.reduce_named("Clock", |_k, hours, out: &mut Vec<(i64, isize)>| {
-        out.push((*hours.last().expect("non-empty").0, 1));
-    });
+    // Every worker learns how far the plain records (or the wall clock) have moved the clock,
+    // to retire the records it fed in once they leave the horizon and the baseline window.
+    let retire_clock = Rc::new(Cell::new(None));
+    let retire_in = retire_clock.clone();
+    inputs
+        .clock
+        .inner
+        .clone()
+        .broadcast()
+        .inspect(move |(((), h), _t, diff)| {
+            if *diff > 0 && retire_in.get().is_none_or(|k| *h > k) {
+                retire_in.set(Some(*h));
+            }
+        });
+
+    // The clock: the greatest hour of the counted incident and density records (live: the
+    // wall clock's).
+    let keyed_hours = |feeds: &'static [Feed]| {
+        counted
+            .clone()
+            .flat_map(move |((feed, _id), (hour, _seq, _body))| {
+                feeds.contains(&feed).then_some(((), hour))
+            })
+    };
+    let mut candidates = inputs.clock;
+    if !params.live {
+        candidates = candidates.concat(keyed_hours(&[Feed::Incident, Feed::Density]));
+    }
+    let clock = greatest(candidates, "Clock");
     let known = Rc::new(Cell::new(None));
     let known_in = known.clone();
-    // Every worker learns the clock, to retire the records it fed in once they leave the
-    // horizon and the baseline window.
+    let latest_epoch = Cell::new(0u64);
     clock
         .clone()
         .inner
         .broadcast()
-        .inspect(move |(((), h), _t, diff)| {
-            if *diff > 0 && known_in.get().is_none_or(|k| *h > k) {
+        .inspect(move |(((), h), t, diff)| {
+            if *diff > 0 && *t >= latest_epoch.get() {
+                latest_epoch.set(*t);
                 known_in.set(Some(*h));
             }
         });
@@ -284,24 +351,35 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
             (0..n_zones).map(move |z| (z, Fact::Weather { hour, factor }))
         });
 
-    // Incidents per zone and hour: N and I, the accumulated tally of the zone and hour.
+    // Incidents and calls per zone and hour: N, the severity sum and C, the accumulated tally
+    // of the zone and hour.
     let incidents = incidents_in
-        .explode(|(zh, sev)| Some(((zh, ()), (1isize, sev as isize))))
+        .explode(|(zh, sev)| Some(((zh, ()), tally_of(sev))))
         .concat(inputs.incidents)
         .reduce_named(
             "Incidents",
-            |_zh, tally: &[(&(), Tally)], out: &mut Vec<((u64, i64), isize)>| {
-                let (n, sum) = tally[0].1;
-                out.push(((n as u64, sum as i64), 1));
+            |_zh, tally: &[(&(), Tally)], out: &mut Vec<((u64, i64, u64), isize)>| {
+                let (n, sum, calls) = tally[0].1;
+                out.push(((n as u64, sum as i64, calls as u64), 1));
             },
         )
-        .map(|((zone, hour), (n, sum))| (zone, Fact::Incidents { hour, n, sum }));
+        .map(|((zone, hour), (n, sum, calls))| {
+            (
+                zone,
+                Fact::Incidents {
+                    hour,
+                    n,
+                    sum,
+                    calls,
+                },
+            )
+        });
 
     // Observed crowd per zone and hour: each sensor's mean, summed over sensors.
     let observed = densities_in
         .concat(inputs.densities)
         .reduce_named("Observed", |_zh, values, out: &mut Vec<(F64, isize)>| {
-            out.push((F64(observed_crowd(values)), 1));
+            out.push((F64(per_sensor_sum(values)), 1));
         })
         .map(|((zone, hour), value)| (zone, Fact::Observed { hour, value }));
 
@@ -310,7 +388,59 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
         ByFeed::Agenda(zone, fact) => Some((zone, fact)),
         _ => None,
     });
-    let facts = incidents.concat(observed).concat(agenda);
+    let mut facts = incidents.concat(observed).concat(agenda.clone());
+
+    if v2 {
+        // Observed traffic per zone and hour: each counter's mean, summed over counters.
+        let traffic = traffic_in
+            .concat(inputs.traffic)
+            .reduce_named("Traffic", |_zh, values, out: &mut Vec<(F64, isize)>| {
+                out.push((F64(per_sensor_sum(values)), 1));
+            })
+            .map(|((zone, hour), value)| (zone, Fact::Traffic { hour, value }));
+        // An event's exposure spills into every zone that lists the event's zone among its
+        // neighbours: the event goes to those zones too, as a spill fact.
+        let mut spills_to: Vec<Vec<ZoneIdx>> = vec![Vec::new(); params.zones.len()];
+        for (z, info) in params.zones.iter().enumerate() {
+            for &n in &info.neighbours {
+                spills_to[n as usize].push(z as ZoneIdx);
+            }
+        }
+        let rates = params.model.exposure_rates.clone();
+        let spill = agenda.flat_map(move |(from, fact)| {
+            let mut out = Vec::new();
+            if let Fact::Event {
+                start,
+                end,
+                attendance,
+                kind,
+            } = fact
+            {
+                let x = formula::event_exposure(&rates, attendance.0, kind);
+                if x != 0.0 {
+                    for &z in &spills_to[from as usize] {
+                        out.push((
+                            z,
+                            Fact::Spill {
+                                from,
+                                start,
+                                end,
+                                x: F64(x),
+                            },
+                        ));
+                    }
+                }
+            }
+            out
+        });
+        // The greatest hour of the counted incidents, for the incident feed's staleness.
+        let last = greatest(
+            inputs.last_incident.concat(keyed_hours(&[Feed::Incident])),
+            "LastIncident",
+        )
+        .flat_map(move |((), h)| (0..n_zones).map(move |z| (z, Fact::LastIncident(h))));
+        facts = facts.concat(traffic).concat(spill).concat(last);
+    }
 
     let computer = ZoneComputer::new(
         params.model.clone(),
@@ -341,12 +471,24 @@ pub fn build<'s>(inputs: Inputs<'s>, params: &GraphParams) -> Outputs<'s> {
         indicators,
         clashes,
         clock: known,
+        retire_clock,
     }
 }
 
-/// `observed(z,h)` from the density values of one zone and hour, sorted by sensor: for each
-/// sensor (records without one form one sensor) the mean of its values, summed over sensors.
-fn observed_crowd(values: &[(&(Option<String>, F64), isize)]) -> f64 {
+/// The greatest value of a collection of hours, as a one-element collection.
+fn greatest<'s>(
+    hours: Collection<'s, u64, ((), i64)>,
+    name: &str,
+) -> Collection<'s, u64, ((), i64)> {
+    hours.reduce_named(name, |_k, hours, out: &mut Vec<(i64, isize)>| {
+        out.push((*hours.last().expect("non-empty").0, 1));
+    })
+}
+
+/// `observed(z,h)` (or `traffic_obs(z,h)`) from the density (traffic) values of one zone and
+/// hour, sorted by sensor: for each sensor (records without one form one sensor) the mean of
+/// its values, summed over sensors.
+fn per_sensor_sum(values: &[(&(Option<String>, F64), isize)]) -> f64 {
     let mut total = 0.0;
     let mut i = 0;
     while i < values.len() {

@@ -13,23 +13,32 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use vigie_config::ModelParams;
 use vigie_model::time::overlapped_hours;
-use vigie_model::{EventKind, IndicatorRow, ZoneIdx, F64};
+use vigie_model::{EventKind, IndicatorRow, Missing, RowV2, ZoneIdx, F64};
 use vigie_queries::formula::{self, HourInputs, ZoneParams};
 
-/// What a zone's indicators are computed from: per-hour aggregates of its incidents and
-/// densities, the hour's weather factor, its counted events and deployments, and the clock.
+/// What a zone's indicators are computed from: per-hour aggregates of its incidents, calls,
+/// densities and traffic, the hour's weather factor, its counted events and deployments, its
+/// neighbours' events, the clock and the hour of the last incident.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Fact {
     /// The hour of the clock.
     Clock(i64),
-    /// `N` and `I` of an hour with counted incidents.
+    /// v2: the hour of the greatest `ts` of the counted incidents (every zone).
+    LastIncident(i64),
+    /// `N`, the severity sum and `C` of an hour with counted incidents or calls.
     Incidents {
         hour: i64,
         n: u64,
         sum: i64,
+        calls: u64,
     },
     /// `observed` of an hour with density records.
     Observed {
+        hour: i64,
+        value: F64,
+    },
+    /// v2: `traffic_obs` of an hour with traffic records.
+    Traffic {
         hour: i64,
         value: F64,
     },
@@ -49,6 +58,14 @@ pub enum Fact {
         end: i64,
         agents: u64,
     },
+    /// v2: an event of neighbour `from`, whose exposure `x` (attendance / 1000 · rate of its
+    /// kind) spills into this zone.
+    Spill {
+        from: ZoneIdx,
+        start: i64,
+        end: i64,
+        x: F64,
+    },
 }
 
 /// A zone's static parameters.
@@ -56,6 +73,70 @@ pub enum Fact {
 pub struct ZoneInfo {
     pub params: ZoneParams,
     pub default_density: f64,
+    /// The zones whose events spill into this one.
+    pub neighbours: Vec<ZoneIdx>,
+}
+
+impl From<&vigie_config::Zone> for ZoneInfo {
+    fn from(z: &vigie_config::Zone) -> Self {
+        ZoneInfo {
+            params: z.into(),
+            default_density: z.default_density,
+            neighbours: z.neighbours.clone(),
+        }
+    }
+}
+
+/// One zone's inputs, hour by hour over the horizon (and the hours before it that the trend
+/// and `recent` read), gathered from its facts; reused across calls.
+#[derive(Default)]
+struct Gathered {
+    /// `(N, severity sum, C)`, from two hours before the first.
+    inc: Vec<(u64, i64, u64)>,
+    obs: Vec<Option<f64>>,
+    traffic: Vec<Option<f64>>,
+    /// `E`: attendance of the overlapping events.
+    events: Vec<f64>,
+    /// `X`: exposure of the overlapping events.
+    exposure: Vec<f64>,
+    /// Σ of the neighbours' events' exposure.
+    spill: Vec<f64>,
+    demo: Vec<bool>,
+    deployed: Vec<u64>,
+    weather: Vec<f64>,
+    /// Whether a weather record describes the hour.
+    weather_known: Vec<bool>,
+}
+
+impl Gathered {
+    fn reset(&mut self, n: usize) {
+        fn fill<T: Clone>(v: &mut Vec<T>, n: usize, x: T) {
+            v.clear();
+            v.resize(n, x);
+        }
+        fill(&mut self.inc, n + 2, (0, 0, 0));
+        fill(&mut self.obs, n, None);
+        fill(&mut self.traffic, n, None);
+        fill(&mut self.events, n, 0.0);
+        fill(&mut self.exposure, n, 0.0);
+        fill(&mut self.spill, n, 0.0);
+        fill(&mut self.demo, n, false);
+        fill(&mut self.deployed, n, 0);
+        fill(&mut self.weather, n, 1.0);
+        fill(&mut self.weather_known, n, false);
+    }
+}
+
+/// Sums over the baseline window, per hour of week.
+struct Windowed {
+    /// Σ severity (v1's `I`).
+    base: [i64; 168],
+    /// Σ `I` with calls (v2).
+    base_v2: [f64; 168],
+    /// Σ and count of `observed`.
+    typ: [(f64, u64); 168],
+    /// Σ and count of `traffic_obs`.
+    traffic_typ: [(f64, u64); 168],
 }
 
 /// Scratch space for one zone's computation, reused across calls.
@@ -63,13 +144,10 @@ pub struct ZoneComputer {
     model: ModelParams,
     zones: Vec<ZoneInfo>,
     cal: CachedCalendar,
-    inc: Vec<(u64, i64)>,
-    obs: Vec<Option<f64>>,
-    events: Vec<f64>,
-    demo: Vec<bool>,
-    deployed: Vec<u64>,
-    weather: Vec<f64>,
+    g: Gathered,
     scores: Vec<f64>,
+    loads: Vec<f64>,
+    fluidity: Vec<Option<f64>>,
     inputs: Vec<HourInputs>,
 }
 
@@ -80,13 +158,10 @@ impl ZoneComputer {
             model,
             zones,
             cal,
-            inc: Vec::new(),
-            obs: Vec::new(),
-            events: Vec::new(),
-            demo: Vec::new(),
-            deployed: Vec::new(),
-            weather: Vec::new(),
+            g: Gathered::default(),
             scores: Vec::new(),
+            loads: Vec::new(),
+            fluidity: Vec::new(),
             inputs: Vec::new(),
         }
     }
@@ -110,6 +185,7 @@ impl ZoneComputer {
             return;
         };
         let p = &self.model;
+        let v2 = p.v2();
         let info = &self.zones[z as usize];
         let first = hc - p.past_hours - 3;
         let last = hc + p.future_hours;
@@ -121,20 +197,19 @@ impl ZoneComputer {
         let win_hi = self.cal.week_start_hour(k);
         let in_window = |g: i64| win_lo <= g && g < win_hi;
 
-        self.inc.clear();
-        self.inc.resize(n + 2, (0, 0));
-        self.obs.clear();
-        self.obs.resize(n, None);
-        self.events.clear();
-        self.events.resize(n, 0.0);
-        self.demo.clear();
-        self.demo.resize(n, false);
-        self.deployed.clear();
-        self.deployed.resize(n, 0);
-        self.weather.clear();
-        self.weather.resize(n, 1.0);
-        let mut base = [0i64; 168];
-        let mut typ = [(0.0f64, 0u64); 168];
+        let g = &mut self.g;
+        g.reset(n);
+        let mut w = Windowed {
+            base: [0; 168],
+            base_v2: [0.0; 168],
+            typ: [(0.0, 0); 168],
+            traffic_typ: [(0.0, 0); 168],
+        };
+        let mut last_incident = None;
+        let span = |start: i64, end: i64| {
+            let (lo, hi) = overlapped_hours(start, end);
+            lo.max(first)..=hi.min(last)
+        };
 
         for &(fact, mult) in facts {
             if mult <= 0 {
@@ -142,27 +217,46 @@ impl ZoneComputer {
             }
             match fact {
                 Fact::Clock(_) => {}
-                Fact::Incidents { hour, n, sum } => {
+                Fact::LastIncident(h) => last_incident = Some(*h),
+                Fact::Incidents {
+                    hour,
+                    n,
+                    sum,
+                    calls,
+                } => {
                     if *hour >= inc_first && *hour <= last {
-                        self.inc[(*hour - inc_first) as usize] = (*n, *sum);
+                        g.inc[(*hour - inc_first) as usize] = (*n, *sum, *calls);
                     }
                     if in_window(*hour) {
-                        base[self.cal.how(*hour) as usize] += sum;
+                        let how = self.cal.how(*hour) as usize;
+                        w.base[how] += sum;
+                        w.base_v2[how] += formula::incident_pressure(p, *sum, *calls);
                     }
                 }
                 Fact::Observed { hour, value } => {
                     if *hour >= first && *hour <= last {
-                        self.obs[(*hour - first) as usize] = Some(value.0);
+                        g.obs[(*hour - first) as usize] = Some(value.0);
                     }
                     if in_window(*hour) {
-                        let e = &mut typ[self.cal.how(*hour) as usize];
+                        let e = &mut w.typ[self.cal.how(*hour) as usize];
+                        e.0 += value.0;
+                        e.1 += 1;
+                    }
+                }
+                Fact::Traffic { hour, value } => {
+                    if *hour >= first && *hour <= last {
+                        g.traffic[(*hour - first) as usize] = Some(value.0);
+                    }
+                    if in_window(*hour) {
+                        let e = &mut w.traffic_typ[self.cal.how(*hour) as usize];
                         e.0 += value.0;
                         e.1 += 1;
                     }
                 }
                 Fact::Weather { hour, factor } => {
                     if *hour >= first && *hour <= last {
-                        self.weather[(*hour - first) as usize] = factor.0;
+                        g.weather[(*hour - first) as usize] = factor.0;
+                        g.weather_known[(*hour - first) as usize] = true;
                     }
                 }
                 Fact::Event {
@@ -171,85 +265,166 @@ impl ZoneComputer {
                     attendance,
                     kind,
                 } => {
-                    let (lo, hi) = overlapped_hours(*start, *end);
-                    for h in lo.max(first)..=hi.min(last) {
+                    let x = formula::event_exposure(&p.exposure_rates, attendance.0, *kind);
+                    for h in span(*start, *end) {
                         let i = (h - first) as usize;
                         for _ in 0..mult {
-                            self.events[i] += attendance.0;
+                            g.events[i] += attendance.0;
+                            g.exposure[i] += x;
                         }
                         if *kind == EventKind::Demonstration {
-                            self.demo[i] = true;
+                            g.demo[i] = true;
                         }
                     }
                 }
                 Fact::Deployment { start, end, agents } => {
-                    let (lo, hi) = overlapped_hours(*start, *end);
-                    for h in lo.max(first)..=hi.min(last) {
-                        self.deployed[(h - first) as usize] += agents * mult as u64;
+                    for h in span(*start, *end) {
+                        g.deployed[(h - first) as usize] += agents * mult as u64;
+                    }
+                }
+                Fact::Spill { start, end, x, .. } => {
+                    for h in span(*start, *end) {
+                        for _ in 0..mult {
+                            g.spill[(h - first) as usize] += x.0;
+                        }
                     }
                 }
             }
         }
         self.inputs.clear();
         self.scores.clear();
+        self.loads.clear();
+        self.fluidity.clear();
+        // I of hour index j of `inc` (offset by two hours: inc[idx + 2] is hour `first + idx`).
+        let i_at = |j: usize| {
+            let (_, sum, calls) = g.inc[j];
+            formula::incident_pressure(p, sum, calls)
+        };
         for idx in 0..n {
             let h = first + idx as i64;
             let how = self.cal.how(h) as usize;
-            let crowd = match self.obs[idx] {
-                Some(v) => v,
-                None => {
-                    let typical = match typ[how] {
-                        (_, 0) => info.default_density,
-                        (s, c) => s / c as f64,
-                    };
-                    typical + self.events[idx]
-                }
+            let typical = match w.typ[how] {
+                (_, 0) => info.default_density,
+                (s, c) => s / c as f64,
             };
-            let i_at = |j: usize| self.inc[j].1;
-            // inc is offset by two hours: inc[idx + 2] is hour h.
-            let weather = self.weather[idx];
+            let crowd = match g.obs[idx] {
+                Some(v) => v,
+                None => typical + g.events[idx],
+            };
+            let (baseline, recent) = if v2 {
+                (
+                    w.base_v2[how] / p.weeks as f64,
+                    i_at(idx + 2) + i_at(idx + 1) + i_at(idx),
+                )
+            } else {
+                let s = |j: usize| g.inc[j].1;
+                (
+                    w.base[how] as f64 / p.weeks as f64,
+                    (s(idx + 2) + s(idx + 1) + s(idx)) as f64,
+                )
+            };
+            let (spill, surge) = if v2 {
+                (
+                    p.spill_share * g.spill[idx],
+                    g.obs[idx].map_or(0.0, |o| formula::surge(p, o, typical)),
+                )
+            } else {
+                (0.0, 0.0)
+            };
             let inputs = HourInputs {
-                baseline: base[how] as f64 / p.weeks as f64,
-                recent: (i_at(idx + 2) + i_at(idx + 1) + i_at(idx)) as f64,
+                baseline,
+                recent,
                 crowd,
-                events: self.events[idx],
-                weather,
-                demonstration: self.demo[idx],
+                events: g.events[idx],
+                weather: g.weather[idx],
+                demonstration: g.demo[idx],
+                exposure: g.exposure[idx] + spill + surge,
+                spill,
+                surge,
             };
             self.scores
                 .push(formula::risk_score(p, &info.params, &inputs));
+            self.loads.push(formula::load(&info.params, crowd));
+            if v2 {
+                let traffic = g.traffic[idx].or_else(|| match w.traffic_typ[how] {
+                    (_, 0) => None,
+                    (s, c) => Some(formula::traffic_estimate(p, s / c as f64, g.events[idx])),
+                });
+                g.traffic[idx] = traffic;
+                self.fluidity
+                    .push(traffic.and_then(|t| formula::fluidity(p, &info.params, t)));
+            }
             self.inputs.push(inputs);
         }
         for idx in 3..n {
+            let h = first + idx as i64;
             let i = &self.inputs[idx];
             let score = self.scores[idx];
+            let level = formula::risk_level(p, score);
             let required = formula::required_agents(&info.params, score);
+            let deployed = g.deployed[idx];
+            let prev = |x: &[f64]| [x[idx - 1], x[idx - 2], x[idx - 3]];
+            let row_v2 = v2.then(|| {
+                let fluidity = self.fluidity[idx];
+                let fluidity_trend = match (
+                    fluidity,
+                    self.fluidity[idx - 1],
+                    self.fluidity[idx - 2],
+                    self.fluidity[idx - 3],
+                ) {
+                    (Some(f), Some(a), Some(b), Some(c)) => {
+                        Some(formula::trend_by(p.fluidity_trend_threshold, f, [a, b, c]))
+                    }
+                    _ => None,
+                };
+                let how = self.cal.how(h) as usize;
+                let missing = Missing::default()
+                    .with(
+                        Missing::DENSITY,
+                        h <= hc && g.obs[idx].is_none() && w.typ[how].1 > 0,
+                    )
+                    .with(
+                        Missing::INCIDENT,
+                        formula::incident_stale(p, h, hc, last_incident),
+                    )
+                    .with(Missing::WEATHER, !g.weather_known[idx]);
+                RowV2 {
+                    calls: g.inc[idx + 2].2,
+                    criticality: formula::criticality(level, required, deployed),
+                    traffic: g.traffic[idx].map(F64),
+                    fluidity: fluidity.map(F64),
+                    fluidity_level: fluidity.map(|f| formula::fluidity_level(p, f)),
+                    load_trend: formula::trend_by(
+                        p.load_trend_threshold,
+                        self.loads[idx],
+                        prev(&self.loads),
+                    ),
+                    fluidity_trend,
+                    missing,
+                    exposure: F64(i.exposure),
+                    spill: F64(i.spill),
+                    surge: F64(i.surge),
+                }
+            });
             out.push((
                 IndicatorRow {
                     zone: z,
-                    hour: first + idx as i64,
+                    hour: h,
                     risk_score: F64(score),
-                    risk_level: formula::risk_level(p, score),
-                    protection_rate: F64(formula::protection_rate(self.deployed[idx], required)),
+                    risk_level: level,
+                    protection_rate: F64(formula::protection_rate(deployed, required)),
                     required_agents: required,
-                    deployed_agents: self.deployed[idx],
-                    trend: formula::trend(
-                        p,
-                        score,
-                        [
-                            self.scores[idx - 1],
-                            self.scores[idx - 2],
-                            self.scores[idx - 3],
-                        ],
-                    ),
+                    deployed_agents: deployed,
+                    trend: formula::trend(p, score, prev(&self.scores)),
                     crowd: F64(i.crowd),
-                    load: F64(formula::load(&info.params, i.crowd)),
-                    incidents: self.inc[idx + 2].0,
+                    load: F64(self.loads[idx]),
+                    incidents: g.inc[idx + 2].0,
                     baseline: F64(i.baseline),
                     recent: F64(i.recent),
                     events: F64(i.events),
                     weather: F64(i.weather),
                     demonstration: i.demonstration as u8,
+                    v2: row_v2,
                 },
                 1,
             ));
@@ -420,6 +595,7 @@ pub(crate) mod tests {
             events: F64(0.0),
             weather: F64(1.0),
             demonstration: 0,
+            v2: None,
         }
     }
 

@@ -14,12 +14,22 @@ use vigie_model::time::{Calendar, HOUR_US};
 use vigie_model::{Body, ClashRow, EventKind, Feed, IndicatorRow, Record, WeatherKind, F64};
 use vigie_queries::reference;
 
+/// Four zones: z3 has no incident history of its own (only events and calls reach it); the
+/// neighbour relation is one-way in places (z3 lists z0, z0 does not list z3); two zones have
+/// a road capacity.
 fn zones() -> ZoneSet {
-    ZoneSet::from_zones(vec![
+    let mut z = vec![
         Zone::without_polygon("z0", 800.0, 6.0, 1, 6, 300.0),
         Zone::without_polygon("z1", 2000.0, 15.0, 0, 10, 0.0),
         Zone::without_polygon("z2", 150.0, 3.0, 2, 4, 50.0),
-    ])
+        Zone::without_polygon("z3", 19_230.0, 10.0, 2, 40, 1000.0),
+    ];
+    z[0].neighbours = vec![1];
+    z[1].neighbours = vec![0, 2, 3];
+    z[3].neighbours = vec![0, 2];
+    z[0].road_capacity = Some(1800.0);
+    z[3].road_capacity = Some(4000.0);
+    ZoneSet::from_zones(z)
 }
 
 /// Short windows, so that a few weeks of records exercise the baseline window, the horizon
@@ -44,6 +54,11 @@ fn long_horizon() -> ModelParams {
     }
 }
 
+/// The same under model v1.
+fn v1(m: ModelParams) -> ModelParams {
+    ModelParams { version: 1, ..m }
+}
+
 fn params() -> GraphParams {
     params_with(model())
 }
@@ -51,14 +66,9 @@ fn params() -> GraphParams {
 fn params_with(model: ModelParams) -> GraphParams {
     GraphParams {
         model,
-        zones: zones()
-            .iter()
-            .map(|z| ZoneInfo {
-                params: z.into(),
-                default_density: z.default_density,
-            })
-            .collect(),
+        zones: zones().iter().map(ZoneInfo::from).collect(),
         calendar: Calendar::new(chrono_tz::Europe::Paris),
+        live: false,
     }
 }
 
@@ -66,6 +76,10 @@ fn params_with(model: ModelParams) -> GraphParams {
 const T0: i64 = 1_773_100_800 * 1_000_000;
 const SPAN_H: i64 = 24 * 35;
 
+/// Every feed, with upserts and cancellations in each: incidents stop 20 hours before the end
+/// of the span (so the incident feed goes stale), zone z3 gets no incident at all, densities
+/// of zone z2 stop a week before the end, weather covers some hours only, and events include
+/// large matches whose exposure spills into the neighbours.
 fn random_records(seed: u64, n: usize) -> Vec<Record> {
     let mut rng = StdRng::seed_from_u64(seed);
     let kinds = [
@@ -74,18 +88,25 @@ fn random_records(seed: u64, n: usize) -> Vec<Record> {
         EventKind::Demonstration,
         EventKind::Roadworks,
         EventKind::Market,
+        EventKind::Festival,
+        EventKind::OfficialVisit,
+        EventKind::Filming,
+        EventKind::Other,
     ];
+    let sensors = [None, Some("a".to_string()), Some("b".to_string())];
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let ts = T0 + rng.gen_range(0..SPAN_H * HOUR_US);
-        let zone = rng.gen_range(0..3u32);
+        let zone = rng.gen_range(0..4u32);
         let pick = rng.gen_range(0..100);
-        let (feed, id, body) = if pick < 45 {
-            let id = if rng.gen_bool(0.3) {
-                Some(format!("i{}", rng.gen_range(0..40)))
-            } else {
-                None
-            };
+        let keyed = |rng: &mut StdRng, p: f64, prefix: &str, n: u32| {
+            rng.gen_bool(p)
+                .then(|| format!("{prefix}{}", rng.gen_range(0..n)))
+        };
+        let (feed, id, body) = if pick < 35 {
+            let ts = T0 + rng.gen_range(0..(SPAN_H - 20) * HOUR_US);
+            let zone = zone % 3;
+            let id = keyed(&mut rng, 0.3, "i", 40);
             let body = if id.is_some() && rng.gen_bool(0.2) {
                 None
             } else {
@@ -94,44 +115,84 @@ fn random_records(seed: u64, n: usize) -> Vec<Record> {
                     severity: rng.gen_range(1..=5),
                 })
             };
-            (Feed::Incident, id, body)
-        } else if pick < 70 {
-            let sensor =
-                [None, Some("a".to_string()), Some("b".to_string())][rng.gen_range(0..3)].clone();
-            let id = if rng.gen_bool(0.1) {
-                Some(format!("d{}", rng.gen_range(0..10)))
-            } else {
-                None
-            };
-            (
-                Feed::Density,
+            out.push(Record {
+                feed: Feed::Incident,
+                ts,
+                seq: i as u64,
                 id,
+                body,
+            });
+            continue;
+        } else if pick < 45 {
+            let id = keyed(&mut rng, 0.3, "c", 30);
+            let body = if id.is_some() && rng.gen_bool(0.2) {
+                None
+            } else {
+                Some(Body::Call { zone })
+            };
+            (Feed::Call, id, body)
+        } else if pick < 62 {
+            let ts = if zone == 2 {
+                T0 + rng.gen_range(0..(SPAN_H - 24 * 7) * HOUR_US)
+            } else {
+                ts
+            };
+            let id = keyed(&mut rng, 0.1, "d", 10);
+            let body = if id.is_some() && rng.gen_bool(0.15) {
+                None
+            } else {
                 Some(Body::Density {
                     zone,
-                    sensor,
-                    people: F64(rng.gen_range(0..40) as f64 * 25.5),
-                }),
-            )
+                    sensor: sensors[rng.gen_range(0..3)].clone(),
+                    people: F64(rng.gen_range(0..40) as f64 * 25.5 * (1 + zone * 10) as f64),
+                })
+            };
+            out.push(Record {
+                feed: Feed::Density,
+                ts,
+                seq: i as u64,
+                id,
+                body,
+            });
+            continue;
+        } else if pick < 72 {
+            let id = keyed(&mut rng, 0.15, "t", 10);
+            let body = if id.is_some() && rng.gen_bool(0.15) {
+                None
+            } else {
+                Some(Body::Traffic {
+                    zone,
+                    sensor: sensors[rng.gen_range(0..3)].clone(),
+                    volume: F64(rng.gen_range(0..100) as f64 * 40.5),
+                })
+            };
+            (Feed::Traffic, id, body)
         } else if pick < 82 {
             let start = T0 + rng.gen_range(0..SPAN_H * HOUR_US);
-            let end = start + rng.gen_range(0..30 * HOUR_US);
+            let end = start + rng.gen_range(1..30 * HOUR_US);
             let body = if rng.gen_bool(0.15) {
                 None
             } else {
+                let kind = kinds[rng.gen_range(0..kinds.len())];
+                let attendance = if kind == EventKind::Sport && rng.gen_bool(0.5) {
+                    rng.gen_range(20_000..80_000)
+                } else {
+                    rng.gen_range(0..1200)
+                };
                 Some(Body::Event {
                     zone,
                     start,
                     end,
-                    attendance: F64(rng.gen_range(0..1200) as f64),
-                    kind: kinds[rng.gen_range(0..kinds.len())],
+                    attendance: F64(attendance as f64),
+                    kind,
                 })
             };
             (
                 Feed::Event,
-                Some(format!("e{}", rng.gen_range(0..25))),
+                Some(format!("e{}", rng.gen_range(0..60))),
                 body,
             )
-        } else if pick < 92 {
+        } else if pick < 90 {
             let kind = if rng.gen_bool(0.5) {
                 WeatherKind::Observed
             } else {
@@ -192,17 +253,35 @@ fn close(a: f64, b: f64) -> bool {
 
 fn same_row(a: &IndicatorRow, b: &IndicatorRow) -> bool {
     let floats = |r: &IndicatorRow| {
+        let v2 = r.v2.as_ref();
+        let opt = |f: Option<F64>| f.map_or(f64::NAN, F64::get);
         [
-            r.risk_score,
-            r.protection_rate,
-            r.crowd,
-            r.load,
-            r.baseline,
-            r.recent,
-            r.events,
-            r.weather,
+            r.risk_score.0,
+            r.protection_rate.0,
+            r.crowd.0,
+            r.load.0,
+            r.baseline.0,
+            r.recent.0,
+            r.events.0,
+            r.weather.0,
+            opt(v2.map(|v| v.exposure)),
+            opt(v2.map(|v| v.spill)),
+            opt(v2.map(|v| v.surge)),
+            opt(v2.and_then(|v| v.traffic)),
+            opt(v2.and_then(|v| v.fluidity)),
         ]
-        .map(|f| f.0)
+    };
+    let discrete = |r: &IndicatorRow| {
+        r.v2.as_ref().map(|v| {
+            (
+                v.calls,
+                v.criticality,
+                v.fluidity_level,
+                v.load_trend,
+                v.fluidity_trend,
+                v.missing,
+            )
+        })
     };
     (
         a.zone,
@@ -222,7 +301,11 @@ fn same_row(a: &IndicatorRow, b: &IndicatorRow) -> bool {
         b.trend,
         b.incidents,
         b.demonstration,
-    ) && floats(a).iter().zip(floats(b)).all(|(x, y)| close(*x, y))
+    ) && discrete(a) == discrete(b)
+        && floats(a)
+            .iter()
+            .zip(floats(b))
+            .all(|(x, y)| close(*x, y) || (x.is_nan() && y.is_nan()))
 }
 
 fn assert_matches(
@@ -330,12 +413,9 @@ fn check_every_epoch(p: GraphParams, seed: u64, n: usize) -> (u64, usize) {
 fn incremental_output_equals_recomputation_at_every_epoch() {
     let mut retired = 0;
     let mut clashes = 0;
-    for seed in 0..10 {
-        let model = if seed % 2 == 0 {
-            model()
-        } else {
-            long_horizon()
-        };
+    for seed in 0..12 {
+        let model =
+            [model(), long_horizon(), v1(model()), v1(long_horizon())][seed as usize % 4].clone();
         let (r, c) = check_every_epoch(params_with(model), seed, 1500);
         retired += r;
         clashes += c;
@@ -408,7 +488,12 @@ fn final_output_is_independent_of_order_batching_and_workers() {
     let reference_run = run(records.clone(), 10_000, 1);
     let mut shuffled = records.clone();
     shuffled.shuffle(&mut StdRng::seed_from_u64(7));
-    assert!(!reference_run.0.is_empty() && !reference_run.1.is_empty());
+    assert!(
+        !reference_run.0.is_empty() && !reference_run.1.is_empty(),
+        "{} rows, {} clashes",
+        reference_run.0.len(),
+        reference_run.1.len()
+    );
     assert_eq!(run(shuffled.clone(), 10_000, 1), reference_run, "shuffled");
     assert_eq!(run(records.clone(), 1, 1), reference_run, "batches of 1");
     assert_eq!(run(shuffled.clone(), 97, 2), reference_run, "two workers");
@@ -418,6 +503,49 @@ fn final_output_is_independent_of_order_batching_and_workers() {
         "two workers, batches of 1"
     );
     assert_matches(&reference_run.0, &reference_run.1, &records, "final");
+    // The stream exercises every part of model v2.
+    let v2: Vec<&vigie_model::RowV2> = reference_run
+        .0
+        .iter()
+        .filter_map(|r| r.v2.as_ref())
+        .collect();
+    let count = |f: &dyn Fn(&vigie_model::RowV2) -> bool| v2.iter().filter(|v| f(v)).count();
+    use vigie_model::Missing;
+    for (what, n) in [
+        ("calls", count(&|v| v.calls > 0)),
+        ("spill", count(&|v| v.spill.0 > 0.0)),
+        ("surge", count(&|v| v.surge.0 > 0.0)),
+        (
+            "exposure beyond spill and surge",
+            count(&|v| v.exposure.0 > v.spill.0 + v.surge.0),
+        ),
+        ("fluidity", count(&|v| v.fluidity.is_some())),
+        (
+            "traffic without fluidity",
+            count(&|v| v.traffic.is_some() && v.fluidity.is_none()),
+        ),
+        ("fluidity trend", count(&|v| v.fluidity_trend.is_some())),
+        ("criticality 4", count(&|v| v.criticality == 4)),
+        ("criticality 1", count(&|v| v.criticality == 1)),
+        (
+            "missing density",
+            count(&|v| v.missing.has(Missing::DENSITY)),
+        ),
+        (
+            "missing incident",
+            count(&|v| v.missing.has(Missing::INCIDENT)),
+        ),
+        (
+            "missing weather",
+            count(&|v| v.missing.has(Missing::WEATHER)),
+        ),
+        (
+            "high confidence",
+            count(&|v| v.missing == Missing::default()),
+        ),
+    ] {
+        assert!(n > 0, "no row with {what}");
+    }
     // Collected as it arrives, without waiting for each epoch: the same once complete.
     assert_eq!(
         run_with(shuffled.clone(), 97, 1, true),

@@ -14,4 +14,4 @@ pub mod time;
 pub use float::F64;
 pub use point::Point;
 pub use record::{Body, EventKind, Feed, Record, WeatherKind, ZoneIdx};
-pub use rows::{ClashReason, ClashRow, IndicatorRow, Trend};
+pub use rows::{ClashReason, ClashRow, Confidence, IndicatorRow, Missing, RowV2, Trend};

@@ -6,6 +6,7 @@
 //! carried as floats: every integer below 2^53 is exact.
 
 use crate::rows::{ClashRow, IndicatorRow, Trend};
+use crate::F64;
 
 /// One measurement at one instant.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,7 +45,7 @@ pub const CLASH: &str = "clash";
 /// The measurement of feed health.
 pub const FEED: &str = "feed";
 
-/// The field names of an indicator point, in order; the values of
+/// The field names of an indicator point under model v1, in order; the values of
 /// [`indicator_values`] come in the same order.
 pub const INDICATOR_FIELDS: [&str; 14] = [
     "risk_score",
@@ -63,6 +64,40 @@ pub const INDICATOR_FIELDS: [&str; 14] = [
     "demonstration",
 ];
 
+/// The fields model v2 adds, after [`INDICATOR_FIELDS`]. An undefined value (traffic,
+/// fluidity, its level and trend where there is no traffic or road capacity) is NaN; trends
+/// are −1, 0, 1; `confidence` 0 low, 1 reduced, 2 high; `missing` a sum of flags: 1 density,
+/// 2 incident, 4 weather.
+pub const V2_FIELDS: [&str; 12] = [
+    "calls",
+    "criticality",
+    "traffic",
+    "fluidity",
+    "fluidity_level",
+    "load_trend",
+    "fluidity_trend",
+    "confidence",
+    "missing",
+    "exposure",
+    "spill",
+    "surge",
+];
+
+/// Every indicator field, v1's then v2's.
+pub const ALL_FIELDS: [&str; 26] = {
+    let mut all = [""; 26];
+    let mut i = 0;
+    while i < 14 {
+        all[i] = INDICATOR_FIELDS[i];
+        i += 1;
+    }
+    while i < 26 {
+        all[i] = V2_FIELDS[i - 14];
+        i += 1;
+    }
+    all
+};
+
 /// The trend as a number: −1 falling, 0 stable, 1 rising.
 pub fn trend_value(t: Trend) -> f64 {
     match t {
@@ -72,8 +107,20 @@ pub fn trend_value(t: Trend) -> f64 {
     }
 }
 
-/// The values of an indicator row, in the order of [`INDICATOR_FIELDS`].
-pub fn indicator_values(r: &IndicatorRow) -> [f64; 14] {
+/// The fields of a row: v1's, and v2's when the row has them.
+pub fn row_fields(r: &IndicatorRow) -> &'static [&'static str] {
+    if r.v2.is_some() {
+        &ALL_FIELDS
+    } else {
+        &INDICATOR_FIELDS
+    }
+}
+
+/// The values of an indicator row, in the order of [`ALL_FIELDS`]; v2's are NaN for a row of
+/// model v1 ([`row_fields`] says how many count).
+pub fn indicator_values(r: &IndicatorRow) -> [f64; 26] {
+    let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    let v2 = r.v2.as_ref();
     [
         r.risk_score.0,
         r.risk_level as f64,
@@ -89,11 +136,24 @@ pub fn indicator_values(r: &IndicatorRow) -> [f64; 14] {
         r.events.0,
         r.weather.0,
         r.demonstration as f64,
+        opt(v2.map(|v| v.calls as f64)),
+        opt(v2.map(|v| v.criticality as f64)),
+        opt(v2.and_then(|v| v.traffic).map(F64::get)),
+        opt(v2.and_then(|v| v.fluidity).map(F64::get)),
+        opt(v2.and_then(|v| v.fluidity_level).map(f64::from)),
+        opt(v2.map(|v| trend_value(v.load_trend))),
+        opt(v2.and_then(|v| v.fluidity_trend).map(trend_value)),
+        opt(v2.map(|v| v.missing.confidence().value() as f64)),
+        opt(v2.map(|v| v.missing.0 as f64)),
+        opt(v2.map(|v| v.exposure.0)),
+        opt(v2.map(|v| v.spill.0)),
+        opt(v2.map(|v| v.surge.0)),
     ]
 }
 
 /// The point of an indicator row that changed from `old` (none: a new row), with only the
-/// fields whose value changed (bit for bit); `None` when nothing did. The timestamp is the
+/// fields whose value changed (bit for bit; a new row leaves out its undefined fields, and a
+/// field that becomes undefined is written as NaN); `None` when nothing did. The timestamp is the
 /// start of the row's hour.
 pub fn indicator_point(
     old: Option<&IndicatorRow>,
@@ -102,11 +162,15 @@ pub fn indicator_point(
 ) -> Option<Point> {
     let values = indicator_values(new);
     let before = old.map(indicator_values);
-    let fields: Vec<(String, f64)> = INDICATOR_FIELDS
+    let fields: Vec<(String, f64)> = row_fields(new)
         .iter()
         .zip(values)
         .enumerate()
-        .filter(|(i, (_, v))| before.is_none_or(|b| b[*i].to_bits() != v.to_bits()))
+        .filter(|(i, (_, v))| match &before {
+            // An undefined value is news only when it was defined before.
+            None => !v.is_nan(),
+            Some(b) => b[*i].to_bits() != v.to_bits(),
+        })
         .map(|(_, (name, v))| (name.to_string(), v))
         .collect();
     if fields.is_empty() {

@@ -14,20 +14,22 @@ pub enum Feed {
     Event,
     Weather,
     Deployment,
-    /// Traffic counts or congestion: validated and counted, kept for the traffic-fluidity
-    /// indicator; not an input of the risk model v1.
+    /// Vehicle counts (vehicles per hour at a counter): traffic fluidity under model v2.
     Traffic,
+    /// Citizen hotline calls (311): part of the incident pressure `I` under model v2.
+    Call,
 }
 
 impl Feed {
     /// All feeds, in a fixed order.
-    pub const ALL: [Feed; 6] = [
+    pub const ALL: [Feed; 7] = [
         Feed::Incident,
         Feed::Density,
         Feed::Event,
         Feed::Weather,
         Feed::Deployment,
         Feed::Traffic,
+        Feed::Call,
     ];
 
     /// The feed's name in records and configuration.
@@ -39,6 +41,7 @@ impl Feed {
             Feed::Weather => "weather",
             Feed::Deployment => "deployment",
             Feed::Traffic => "traffic",
+            Feed::Call => "call",
         }
     }
 
@@ -144,10 +147,13 @@ pub enum Body {
     },
     Traffic {
         zone: ZoneIdx,
-        /// Vehicles counted over the record's period.
-        volume: Option<F64>,
-        /// Congestion from 0 (free flow) to 1 (jammed).
-        congestion: Option<F64>,
+        /// The counter; records without one form one (unnamed) counter.
+        sensor: Option<String>,
+        /// Vehicles per hour at the counter.
+        volume: F64,
+    },
+    Call {
+        zone: ZoneIdx,
     },
 }
 
@@ -159,7 +165,8 @@ impl Body {
             | Body::Density { zone, .. }
             | Body::Event { zone, .. }
             | Body::Deployment { zone, .. }
-            | Body::Traffic { zone, .. } => Some(*zone),
+            | Body::Traffic { zone, .. }
+            | Body::Call { zone } => Some(*zone),
             Body::Weather { .. } => None,
         }
     }

@@ -22,6 +22,111 @@ impl Trend {
     }
 }
 
+/// The inputs an hour lacks (model v2's `missing`), as a set of three flags.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Missing(pub u8);
+
+impl Missing {
+    /// No density record for an hour up to the clock where the typical crowd comes from
+    /// observed values.
+    pub const DENSITY: Missing = Missing(1);
+    /// The incident feed is stale (or silent) at an hour up to the clock.
+    pub const INCIDENT: Missing = Missing(2);
+    /// No weather record, observed or forecast, describes the hour.
+    pub const WEATHER: Missing = Missing(4);
+    /// The inputs in the order the output lists them.
+    const ORDER: [(Missing, &'static str); 3] = [
+        (Missing::DENSITY, "density"),
+        (Missing::INCIDENT, "incident"),
+        (Missing::WEATHER, "weather"),
+    ];
+
+    /// True when `input` is in the set.
+    pub fn has(self, input: Missing) -> bool {
+        self.0 & input.0 != 0
+    }
+
+    /// Adds `input` when `lacking`.
+    pub fn with(self, input: Missing, lacking: bool) -> Missing {
+        if lacking {
+            Missing(self.0 | input.0)
+        } else {
+            self
+        }
+    }
+
+    /// The names of the missing inputs, sorted: `density`, `incident`, `weather`.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Missing::ORDER
+            .into_iter()
+            .filter(move |(m, _)| self.has(*m))
+            .map(|(_, n)| n)
+    }
+
+    /// `high` with nothing missing, `reduced` with one input, `low` with two or three.
+    pub fn confidence(self) -> Confidence {
+        match self.0.count_ones() {
+            0 => Confidence::High,
+            1 => Confidence::Reduced,
+            _ => Confidence::Low,
+        }
+    }
+}
+
+/// How much an hour's figures rest on live data (model v2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Confidence {
+    Low,
+    Reduced,
+    High,
+}
+
+impl Confidence {
+    /// The name written in the output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Reduced => "reduced",
+            Confidence::High => "high",
+        }
+    }
+
+    /// As a number for time-series stores: 0 low, 1 reduced, 2 high.
+    pub fn value(self) -> u8 {
+        match self {
+            Confidence::Low => 0,
+            Confidence::Reduced => 1,
+            Confidence::High => 2,
+        }
+    }
+}
+
+/// What model v2 adds to an indicator row.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowV2 {
+    /// `C`: counted hotline calls in the hour.
+    pub calls: u64,
+    /// 1–4: the risk level against the shortfall of agents.
+    pub criticality: u8,
+    /// Vehicles per hour: observed, else typical plus the events' share; `None` if neither.
+    pub traffic: Option<F64>,
+    /// `1 / (1 + α·(traffic / road_capacity)^β)`; `None` without traffic or road capacity.
+    pub fluidity: Option<F64>,
+    pub fluidity_level: Option<u8>,
+    pub load_trend: Trend,
+    /// `None` when fluidity is undefined at the hour or any of the three before.
+    pub fluidity_trend: Option<Trend>,
+    pub missing: Missing,
+    /// The whole exposure term as it enters `raw`: events' own part + spill + surge.
+    pub exposure: F64,
+    /// Neighbours' events' exposure, shared into the zone.
+    pub spill: F64,
+    /// Crowd observed above its typical level.
+    pub surge: F64,
+}
+
 /// The indicators of one zone and hour, with the contributions that explain them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IndicatorRow {
@@ -41,6 +146,8 @@ pub struct IndicatorRow {
     pub events: F64,
     pub weather: F64,
     pub demonstration: u8,
+    /// The figures of model v2; `None` under model v1.
+    pub v2: Option<RowV2>,
 }
 
 impl IndicatorRow {
@@ -69,12 +176,28 @@ impl IndicatorRow {
             crowd: self.crowd.0,
             load: self.load.0,
             incidents: self.incidents,
+            v2: self.v2.as_ref().map(|v| LineV2 {
+                calls: v.calls,
+                criticality: v.criticality,
+                traffic: v.traffic.map(F64::get),
+                fluidity: v.fluidity.map(F64::get),
+                fluidity_level: v.fluidity_level,
+                load_trend: v.load_trend.name(),
+                fluidity_trend: v.fluidity_trend.map(Trend::name),
+                confidence: v.missing.confidence().name(),
+                missing: v.missing.names().collect(),
+            }),
             contributions: Contributions {
                 baseline: self.baseline.0,
                 recent: self.recent.0,
                 events: self.events.0,
                 weather: self.weather.0,
                 demonstration: self.demonstration,
+                v2: self.v2.as_ref().map(|v| ContributionsV2 {
+                    exposure: v.exposure.0,
+                    spill: v.spill.0,
+                    surge: v.surge.0,
+                }),
             },
         }
     }
@@ -96,7 +219,23 @@ pub struct IndicatorLine<'a> {
     crowd: f64,
     load: f64,
     incidents: u64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    v2: Option<LineV2>,
     contributions: Contributions,
+}
+
+/// The keys model v2 adds to an indicator line.
+#[derive(Serialize)]
+struct LineV2 {
+    calls: u64,
+    criticality: u8,
+    traffic: Option<f64>,
+    fluidity: Option<f64>,
+    fluidity_level: Option<u8>,
+    load_trend: &'static str,
+    fluidity_trend: Option<&'static str>,
+    confidence: &'static str,
+    missing: Vec<&'static str>,
 }
 
 /// The contributions that explain an indicator.
@@ -107,6 +246,16 @@ struct Contributions {
     events: f64,
     weather: f64,
     demonstration: u8,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    v2: Option<ContributionsV2>,
+}
+
+/// The contributions model v2 adds: the exposure term and two of its parts.
+#[derive(Serialize)]
+struct ContributionsV2 {
+    exposure: f64,
+    spill: f64,
+    surge: f64,
 }
 
 /// Why two events clash, in the order the model tests them.
@@ -192,6 +341,7 @@ mod tests {
             events: F64(1200.0),
             weather: F64(1.0),
             demonstration: 0,
+            v2: None,
         };
         assert_eq!(
             serde_json::to_string(&row.to_json("13001")).unwrap(),

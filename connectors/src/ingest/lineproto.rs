@@ -308,12 +308,12 @@ pub fn raw_record(
             precision
                 .to_us(ts)
                 .and_then(vigie_model::time::in_range)
-                .ok_or_else(|| RecordError {
-                    kind: RejectKind::InvalidField,
-                    field: Some("ts"),
-                    reason: format!(
-                        "timestamp {ts} ({precision:?}) is outside the years 1900 to 9999"
-                    ),
+                .ok_or_else(|| {
+                    RecordError::field(
+                        RejectKind::InvalidField,
+                        "ts",
+                        format!("timestamp {ts} ({precision:?}) is outside the years 1900 to 9999"),
+                    )
                 })?,
         ),
         None if raw.ts.is_some() => None,

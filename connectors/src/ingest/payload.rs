@@ -259,7 +259,7 @@ pub fn all_forbidden(rejected: &[Rejected]) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Feed; 6] = Feed::ALL;
+    const ALL: [Feed; 7] = Feed::ALL;
 
     #[test]
     fn ndjson_lines_are_numbered_and_checked() {
