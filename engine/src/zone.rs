@@ -308,8 +308,10 @@ struct View {
 /// What an epoch's fact updates made stale in a zone's [`View`].
 #[derive(Default)]
 struct Stale {
-    /// The clock, the last incident or the first computation: every hour.
+    /// The first computation: every hour.
     all: bool,
+    /// The clock or the last incident moved.
+    frame: bool,
     hours: Vec<i64>,
     /// Hours of week whose window sums changed.
     hows: Vec<u8>,
@@ -550,11 +552,105 @@ impl ZoneComputer {
         mut emit: impl FnMut(&IndicatorRow, isize),
     ) -> bool {
         const MOST_HOWS: usize = 24;
-        let fr = view.frame;
+        let old = view.frame;
+        let fr = if stale.frame {
+            match self.frame(facts.iter().map(|(f, m)| (f, *m))) {
+                Some(fr) => fr,
+                None => return false,
+            }
+        } else {
+            old
+        };
+        let n = fr.len();
+        let shift = fr.first - old.first;
+        // A new week moves the baseline window: every hour of week changes.
+        if fr.k != old.k || fr.len() != old.len() || shift.unsigned_abs() as usize >= n {
+            return false;
+        }
         stale.hows.sort_unstable();
         stale.hows.dedup();
         if stale.hows.len() > MOST_HOWS {
             return false;
+        }
+        if fr != old {
+            // Hours that enter the frame or its rows; and those up to the clock whose missing
+            // inputs depend on where the clock and the last incident are.
+            stale
+                .hours
+                .extend((fr.first..=fr.last).filter(|h| *h < old.first + 3 || *h > old.last));
+            let (lo, hi) = (old.hc.min(fr.hc), old.hc.max(fr.hc));
+            let p = &self.model;
+            stale.hours.extend((fr.first..=hi).filter(|h| {
+                *h > lo
+                    || formula::incident_stale(p, *h, old.hc, old.last_incident)
+                        != formula::incident_stale(p, *h, fr.hc, fr.last_incident)
+            }));
+        }
+        if !stale.hows.is_empty() {
+            for h in fr.first..=fr.last {
+                if stale.hows.binary_search(&self.cal.how(h)).is_ok() {
+                    stale.hours.push(h);
+                }
+            }
+        }
+        stale.hours.retain(|h| (fr.first..=fr.last).contains(h));
+        stale.hours.sort_unstable();
+        stale.hours.dedup();
+        if stale.hours.len() > n / 3 {
+            return false;
+        }
+        // From here on the view changes: the hour-by-hour path is taken.
+        let mut entered = vec![false; n - 3];
+        if fr != old {
+            // Rows that leave the frame go; those that enter are computed below (they are
+            // stale); series and rows move to the new frame's positions.
+            let mut series = view.series.clone();
+            let mut rows = std::mem::take(&mut view.rows);
+            for (j, row) in rows.iter().enumerate() {
+                let h = old.first + 3 + j as i64;
+                if h < fr.first + 3 || h > fr.last {
+                    emit(row, -1);
+                }
+            }
+            let moved = |i: usize| i as i64 + shift;
+            for (i, s) in series.iter_mut().enumerate() {
+                let oi = moved(i);
+                if (0..n as i64).contains(&oi) {
+                    *s = view.series[oi as usize];
+                }
+            }
+            let mut placeholder = None;
+            let mut kept: Vec<IndicatorRow> = Vec::with_capacity(n - 3);
+            for (j, entering) in entered.iter_mut().enumerate() {
+                let oj = moved(j);
+                if (0..(n - 3) as i64).contains(&oj) {
+                    kept.push(rows[oj as usize].clone());
+                } else {
+                    // Computed below: the hour is stale.
+                    *entering = true;
+                    let any = placeholder.get_or_insert_with(|| rows[0].clone());
+                    kept.push(any.clone());
+                }
+            }
+            rows.clear();
+            view.rows = kept;
+            view.series = series;
+            view.frame = fr;
+            // The agenda facts that overlap the new frame, this epoch's updates included.
+            let lowest = Fact::Event {
+                start: i64::MIN,
+                end: i64::MIN,
+                attendance: F64_MIN,
+                kind: EventKind::Market,
+            };
+            view.active = facts
+                .range(lowest..)
+                .filter(|(f, m)| {
+                    **m > 0 && agenda_interval(f).is_some_and(|(s, e)| !fr.span(s, e).is_empty())
+                })
+                .map(|(f, m)| (f.clone(), *m))
+                .collect();
+            stale.agenda.clear();
         }
         for (fact, d) in stale.agenda.drain(..) {
             match view.active.entry(fact) {
@@ -573,19 +669,6 @@ impl ZoneComputer {
         }
         for &how in &stale.hows {
             self.window_how(facts, &fr, how, &mut view.windowed);
-        }
-        if !stale.hows.is_empty() {
-            for h in fr.first..=fr.last {
-                if stale.hows.binary_search(&self.cal.how(h)).is_ok() {
-                    stale.hours.push(h);
-                }
-            }
-        }
-        stale.hours.retain(|h| (fr.first..=fr.last).contains(h));
-        stale.hours.sort_unstable();
-        stale.hours.dedup();
-        if stale.hours.len() > fr.len() / 3 {
-            return false;
         }
         let mut fresh = Vec::with_capacity(stale.hours.len());
         for &h in &stale.hours {
@@ -610,7 +693,10 @@ impl ZoneComputer {
                 Err(_) => view.rows[i - 3].clone(),
             };
             let row = self.with_trends(proto, &view.series[i - 3..=i]);
-            if row != view.rows[i - 3] {
+            if entered[i - 3] {
+                emit(&row, 1);
+                view.rows[i - 3] = row;
+            } else if row != view.rows[i - 3] {
                 emit(&view.rows[i - 3], -1);
                 emit(&row, 1);
                 view.rows[i - 3] = row;
@@ -773,7 +859,8 @@ impl ZoneState {
     /// Applies one fact update and notes what it makes stale in the view.
     fn apply(&mut self, cal: &mut CachedCalendar, fact: Fact, d: isize, stale: &mut Stale) {
         match (&fact, &self.view) {
-            (_, None) | (Fact::Clock(_) | Fact::LastIncident(_), _) => stale.all = true,
+            (_, None) => stale.all = true,
+            (Fact::Clock(_) | Fact::LastIncident(_), _) => stale.frame = true,
             (_, Some(view)) if !stale.all => {
                 let fr = &view.frame;
                 match &fact {
@@ -898,6 +985,7 @@ pub fn zone_rows<'s>(
                         }
                         // Keep the allocations of the stale lists.
                         s.all = false;
+                        s.frame = false;
                         s.hours.clear();
                         s.hows.clear();
                         s.agenda.clear();
@@ -1161,6 +1249,67 @@ mod update_tests {
             }
         }
         out
+    }
+
+    /// The clock moving by an hour within its week, back or forth, or the last incident
+    /// moving, is done hour by hour and gives the whole computation's rows.
+    #[test]
+    fn a_clock_hour_shifts_the_frame_without_the_whole_computation() {
+        for version in [1, 2] {
+            let mut c = computer(version);
+            let mut state = ZoneState::default();
+            let mut stale = Stale::default();
+            let mut clock = H0 + 490;
+            state.apply(&mut c.cal, Fact::Clock(clock), 1, &mut stale);
+            for ch in [
+                Change::Point(0, H0 + 470, 3),
+                Change::Point(0, H0 + 330, 2),
+                Change::Point(1, H0 + 489, 4),
+                Change::Point(1, H0 + 489 - 168, 2),
+                Change::Point(2, H0 + 488, 5),
+                Change::Point(2, H0 + 488 - 168, 5),
+                Change::Point(3, H0 + 491, 1),
+                Change::Agenda(0, H0 + 485, 10, 3, true),
+                Change::Agenda(1, H0 + 500, 30, 2, true),
+                Change::Agenda(2, H0 + 440, 3, 4, true),
+            ] {
+                for (f, d) in updates(&state.facts, &ch) {
+                    state.apply(&mut c.cal, f, d, &mut stale);
+                }
+            }
+            state.view = c.full(0, state.facts.iter().map(|(f, m)| (f, *m)));
+            for change in [
+                Change::Clock(H0 + 491),
+                Change::Clock(H0 + 492),
+                Change::Clock(H0 + 489),
+                Change::LastIncident(H0 + 470),
+                Change::LastIncident(H0 + 488),
+                Change::Clock(H0 + 497),
+            ] {
+                if let Change::Clock(h) = change {
+                    clock = h;
+                }
+                let mut stale = Stale::default();
+                for (f, d) in updates(&state.facts, &change) {
+                    state.apply(&mut c.cal, f, d, &mut stale);
+                }
+                assert!(!stale.all && stale.frame);
+                let mut emitted = 0;
+                let view = state.view.as_mut().unwrap();
+                assert!(
+                    c.update(0, &state.facts, view, &mut stale, |_, _| emitted += 1),
+                    "v{version}: {change:?} at clock {clock} took the whole computation"
+                );
+                let whole = c.full(0, state.facts.iter().map(|(f, m)| (f, *m))).unwrap();
+                let view = state.view.as_ref().unwrap();
+                assert_eq!(view.frame, whole.frame, "v{version}: {change:?}");
+                assert_eq!(view.rows, whole.rows, "v{version}: {change:?}");
+                assert_eq!(view.series, whole.series, "v{version}: {change:?}");
+                assert_eq!(view.active, whole.active, "v{version}: {change:?}");
+                // A clock hour moves rows in and out of the horizon.
+                assert!(emitted > 0 || matches!(change, Change::LastIncident(_)));
+            }
+        }
     }
 
     proptest! {
