@@ -23,9 +23,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shared data folder beside the repository.
-fn shared_data() -> PathBuf {
-    repo().join("../shared/data")
+/// The real data shipped in the repository (`data/README.md`).
+fn data() -> PathBuf {
+    repo().join("data")
 }
 
 fn run(cmd: &mut Command) -> (Output, String) {
@@ -411,28 +411,31 @@ fn the_same_output_for_any_order_batching_workers_and_processes() {
 
 #[test]
 fn the_shipped_mappings_replay_the_real_data() {
-    let data = shared_data();
-    if !data.exists() {
-        panic!("the shared data folder is missing at {}", data.display());
-    }
+    let data = data();
     let cases = [
         (
             "vancouver.toml",
             "vancouver_crime",
-            "vancouver_vpd_crime_2020.csv",
+            "vancouver_vpd_crime_2020.zip",
             37_000u64,
         ),
         (
             "chicago.toml",
             "chicago_events",
-            "chicago_events_predicthq_2019-01_2021-03.csv",
+            "chicago_events_predicthq_2019-01_2021-03.zip",
             3_000,
         ),
         (
             "i94.toml",
             "i94_weather",
-            "metro_interstate_traffic_volume_i94.csv",
+            "metro_interstate_traffic_volume_i94.zip",
             48_000,
+        ),
+        (
+            "melbourne.toml",
+            "melbourne_counts",
+            "melbourne_pedestrian_counts_hourly_2013-12_2014-02.zip",
+            66_960,
         ),
     ];
     for (cfg, mapping, file, min_accepted) in cases {
@@ -481,6 +484,29 @@ fn the_shipped_mappings_replay_the_real_data() {
             assert_eq!(report_value(&report, "missing_field:"), 5, "{report}");
             let rows = lines(&out_path);
             assert_eq!(rows.len(), 24 * 889);
+        }
+        if cfg == "melbourne.toml" {
+            // Every count of the three months is placed by its sensor's position; the
+            // horizon (the week before the last count, and 30 days on) holds White Night.
+            assert_eq!(report_value(&report, "rejected:"), 0, "{report}");
+            let rows: Vec<serde_json::Value> = lines(&out_path)
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(rows.len(), 9 * 889);
+            // The busiest zone and hour: White Night, 22 February 2014 at 10 pm in Melbourne,
+            // 39,667 people counted by the sensors of cell mel-12, over its capacity of 30,000.
+            let busiest = rows
+                .iter()
+                .max_by(|a, b| a["crowd"].as_f64().unwrap().total_cmp(&b["crowd"].as_f64().unwrap()))
+                .unwrap();
+            assert_eq!(
+                (busiest["zone"].as_str(), busiest["hour"].as_str()),
+                (Some("mel-12"), Some("2014-02-22T11:00:00Z")),
+                "{busiest}"
+            );
+            assert_eq!(busiest["crowd"].as_f64(), Some(39_667.0), "{busiest}");
+            assert!(busiest["load"].as_f64().unwrap() > 1.0, "{busiest}");
         }
     }
 }

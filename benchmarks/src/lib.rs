@@ -6,7 +6,7 @@
 //! its checks, [`measure`] the process-tree measurements; `bench-all` runs every benchmark.
 //!
 //! `replay-bench` (in `src/bin`) runs both on a generated million records and on the real files
-//! of `../shared/data`; `benches/hot_paths.rs` holds the criterion micro-benchmarks.
+//! of the repository's `data/`; `benches/hot_paths.rs` holds the criterion micro-benchmarks.
 
 pub mod live;
 pub mod measure;

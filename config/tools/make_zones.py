@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Builds the shipped zone files from the real data in ../shared/data (run from config/).
+"""Builds the shipped zone files from the real data of the repository's data/ (run from config/).
 
-    python3 tools/make_zones.py ../../shared/data
+    python3 tools/make_zones.py            # or: python3 tools/make_zones.py DATA_DIR
 
 Marseille: the 16 arrondissements with their polygons. Parameters derived from population:
   capacity        = 25 % of residents (people the public space holds at ease),
@@ -12,9 +12,9 @@ Melbourne: a 3 x 3 grid over the bounding box of the pedestrian sensors (padded 
 Chicago: a 4 x 4 grid of 0.08 deg cells around the Loop (PredictHQ events within 16 km).
 I-94: one zone, the monitored corridor, for the weather and traffic feeds.
 """
-import csv, json, math, sys, os
+import csv, io, json, math, sys, os, zipfile
 
-data = sys.argv[1] if len(sys.argv) > 1 else "../../shared/data"
+data = sys.argv[1] if len(sys.argv) > 1 else "../data"
 
 def feature(props, geometry=None):
     return {"type": "Feature", "geometry": geometry, "properties": props}
@@ -44,7 +44,9 @@ for f in sorted(src["features"], key=lambda f: f["properties"]["arrondissement"]
 write("marseille.geojson", feats)
 
 # Vancouver
-hoods = sorted({r["NEIGHBOURHOOD"] for r in csv.DictReader(open(os.path.join(data, "vancouver_vpd_crime_2020.csv"))) if r["NEIGHBOURHOOD"]})
+with zipfile.ZipFile(os.path.join(data, "vancouver_vpd_crime_2020.zip")) as z:
+    crimes = io.TextIOWrapper(z.open(z.namelist()[0]), encoding="utf-8")
+    hoods = sorted({r["NEIGHBOURHOOD"] for r in csv.DictReader(crimes) if r["NEIGHBOURHOOD"]})
 write("vancouver.geojson", [feature({
     "id": h, "name": h, "capacity": 20000, "scale": 10, "min_agents": 1, "max_agents": 8,
     "default_density": 1000}) for h in hoods])
