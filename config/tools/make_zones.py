@@ -11,6 +11,10 @@ Vancouver: the 24 VPD neighbourhoods, no polygon (records name them); equal para
 Melbourne: a 3 x 3 grid over the bounding box of the pedestrian sensors (padded 0.002 deg).
 Chicago: a 4 x 4 grid of 0.08 deg cells around the Loop (PredictHQ events within 16 km).
 I-94: one zone, the monitored corridor, for the weather and traffic feeds.
+Milan: the four squares of the Telecom Italia grid in the telecom file, by id, no polygon (the
+  file has no coordinates; records name their square). A square is about 235 m a side (5.5 ha):
+  capacity 5,000 (about a third of it streets and squares, at some 3.5 m2 a person),
+  default_density 500, max_agents 4; min_agents = 1; scale = 10. See milan.toml.
 """
 import csv, io, json, math, sys, os, zipfile
 
@@ -75,3 +79,10 @@ write("chicago.geojson", grid("chi", 41.72, -87.79, 42.04, -87.47, 4,
 # I-94
 write("i94.geojson", [feature({"id": "i94", "name": "I-94 Minneapolis-St Paul", "capacity": 100000, "scale": 10,
                                "min_agents": 1, "max_agents": 10, "default_density": 5000})])
+
+# Milan
+with open(os.path.join(data, "milan_telecom_4squares_hourly_2013-11-03_week.csv")) as f:
+    squares = sorted({r["square_id"] for r in csv.DictReader(f)}, key=int)
+write("milan.geojson", [feature({
+    "id": sq, "name": "Milan grid square %s" % sq, "capacity": 5000, "scale": 10, "min_agents": 1,
+    "max_agents": 4, "default_density": 500}) for sq in squares])
