@@ -577,7 +577,7 @@ fn the_milan_telecom_mapping_gives_crowds_from_real_activity() {
     assert!((row["load"].as_f64().unwrap() - crowd / 5000.0).abs() < 1e-12, "{row}");
 }
 
-/// The binary against an independent implementation of `indicators.md` in Python
+/// The binary against an independent implementation of `docs/model.md` in Python
 /// (`tests/tools/indicators_reference.py`, written from the text alone), on generated records
 /// with every feed, upserts, ties broken by arrival, cancellations and a change of clock time.
 #[test]

@@ -472,7 +472,7 @@ async fn the_query_api_answers_every_route_and_refuses_bad_requests() {
         "before the horizon",
     );
     let row = v.row("13001", hour).await;
-    // indicators.md: with no history, raw = 0.5·recent·(crowd factors)·f_w; 9 of severity.
+    // docs/model.md: with no history, raw = 0.5·recent·(crowd factors)·f_w; 9 of severity.
     assert_eq!(row["contributions"]["recent"], 9.0);
     assert_eq!(row["contributions"]["baseline"], 0.0);
 

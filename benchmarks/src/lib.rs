@@ -1,4 +1,4 @@
-//! Benchmark workloads for vigie: a seeded generator of records in the `indicators.md` format,
+//! Benchmark workloads for vigie: a seeded generator of records in the `docs/model.md` format,
 //! and the plain single-threaded loop that computes the same final figures without a dataflow,
 //! the baseline every replay figure is compared with in the same run.
 //!

@@ -74,7 +74,7 @@ pub mod embedded {
     }
 }
 
-/// Coefficients of the reference indicator model v1 (`indicators.md`); defaults are the
+/// Coefficients of the reference indicator model v1 (`docs/model.md`); defaults are the
 /// documented ones.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -664,7 +664,7 @@ impl Driver {
     }
 
     /// Switches to live mode: from now on the clock is the hour given to
-    /// [`Driver::set_clock_hour`] (the wall clock, as `indicators.md` defines it live), and
+    /// [`Driver::set_clock_hour`] (the wall clock, as `docs/model.md` defines it live), and
     /// records no longer move it. Call it on one worker only.
     pub fn set_live(&mut self) {
         self.live = true;

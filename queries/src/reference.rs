@@ -1,5 +1,5 @@
 //! The reference indicator model v1 recomputed from scratch, in plain Rust, straight from the
-//! text of `indicators.md`: no dataflow, no incremental state. It is the oracle the engine's
+//! text of `docs/model.md`: no dataflow, no incremental state. It is the oracle the engine's
 //! tests compare against, and the single-threaded baseline its benchmarks measure.
 
 use crate::formula::{self, HourInputs, ZoneParams};

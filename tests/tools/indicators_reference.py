@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of the indicator model v1 (docs/indicators.md).
+"""Independent reference implementation of the indicator model v1 (docs/model.md).
 
 Written from the specification text only, to cross-check the engine's `replay` output.
 
