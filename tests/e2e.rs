@@ -498,7 +498,12 @@ fn the_shipped_mappings_replay_the_real_data() {
             // 39,667 people counted by the sensors of cell mel-12, over its capacity of 30,000.
             let busiest = rows
                 .iter()
-                .max_by(|a, b| a["crowd"].as_f64().unwrap().total_cmp(&b["crowd"].as_f64().unwrap()))
+                .max_by(|a, b| {
+                    a["crowd"]
+                        .as_f64()
+                        .unwrap()
+                        .total_cmp(&b["crowd"].as_f64().unwrap())
+                })
                 .unwrap();
             assert_eq!(
                 (busiest["zone"].as_str(), busiest["hour"].as_str()),
@@ -574,7 +579,10 @@ fn the_milan_telecom_mapping_gives_crowds_from_real_activity() {
     assert_eq!(busiest.1, ms("2013-11-05T12:00:00Z"), "{row}");
     let crowd = row["crowd"].as_f64().unwrap();
     assert!((crowd - 7_552.608_189_77 * 0.5).abs() < 1e-6, "{row}");
-    assert!((row["load"].as_f64().unwrap() - crowd / 5000.0).abs() < 1e-12, "{row}");
+    assert!(
+        (row["load"].as_f64().unwrap() - crowd / 5000.0).abs() < 1e-12,
+        "{row}"
+    );
 }
 
 /// The binary against an independent implementation of `docs/model.md` in Python
