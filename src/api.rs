@@ -359,7 +359,7 @@ async fn explain(
     let v = |f: &str| stored.values.get(f).copied().unwrap_or(0.0);
     let m = &wall.config.model;
     let zc = wall.config.zones.get(z);
-    // The formula of `indicators.md`, step by step, from the stored contributions.
+    // The formula of `docs/model.md`, step by step, from the stored contributions.
     let base = v("baseline") + m.recent_weight * v("recent");
     let crowd_factor = 1.0
         + m.overload_weight * (v("load") - 1.0).max(0.0)

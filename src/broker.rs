@@ -13,7 +13,7 @@
 //!
 //! - **Topics**: for every feed, `vigie/<feed>` (records carry their zone) and
 //!   `vigie/<feed>/+`, where the last level is the zone of records that have none (weather is
-//!   city-wide: `vigie/weather` only). Payloads are NDJSON records of `indicators.md`.
+//!   city-wide: `vigie/weather` only). Payloads are NDJSON records of `docs/model.md`.
 //! - **Who writes**: every message is attributed to the built-in source [`SOURCE`]
 //!   (`embedded-mqtt`), allowed every feed. A `[[sources]]` entry of that name narrows it: only
 //!   the feeds it lists get topics. Other `[[sources]]` entries (tokens) govern HTTP only.

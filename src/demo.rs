@@ -41,7 +41,7 @@ use vigie_model::{Body, Feed};
 /// The name of the HTTP source the demo adds.
 pub const SOURCE: &str = "demo";
 const HOUR_US: i64 = 3_600_000_000;
-/// Horizon of the engine into the past (hours): `indicators.md`.
+/// Horizon of the engine into the past (hours): `docs/model.md`.
 const PAST_HOURS: i64 = 168;
 /// How often the feeder wakes to send what is due, and how often it prints.
 const TICK: Duration = Duration::from_millis(100);

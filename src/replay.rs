@@ -31,7 +31,7 @@ pub struct ReplayArgs {
     /// Default: the embedded sample (VPD incidents, December 2020).
     #[arg(long = "input", num_args = 1..)]
     inputs: Vec<String>,
-    /// Where to write the final indicators and clashes (NDJSON, as in indicators.md).
+    /// Where to write the final indicators and clashes (NDJSON, as in docs/model.md).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Also write the report as JSON.

@@ -3,7 +3,7 @@
 //! Live sources commit accepted records to the durable ingest log
 //! ([`vigie_connectors::ingest::IngestLog`]), which passes them on, in log order, to the engine
 //! thread. The engine closes an epoch every `ingest.epoch_ms` with the clock at the wall
-//! clock's hour (`indicators.md`: live, the clock is the wall clock), and writes what changed
+//! clock's hour (`docs/model.md`: live, the clock is the wall clock), and writes what changed
 //! to the store (and InfluxDB when configured), as `vigie replay --store` does. On start it
 //! first reads back everything the log holds, so a restart — even after `kill -9` — rebuilds
 //! the same state: every acknowledged record counted, once. Before that it compacts the log

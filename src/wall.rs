@@ -11,7 +11,7 @@
 //!   reconnects with `Last-Event-ID` gets every event it missed; one that missed more (or
 //!   comes back after a restart) gets a `reset` event and refetches.
 //!
-//! Event kinds: `indicators` (the rows that changed, as the output lines of `indicators.md`),
+//! Event kinds: `indicators` (the rows that changed, as the output lines of `docs/model.md`),
 //! `clashes` (clashes that appeared or ended), `feeds` (feed health), `clock` (the clock hour
 //! moved: every row of the horizon shifts, refetch), `alert` (from the alerting), `reset`.
 
@@ -87,7 +87,7 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// An indicator row as the API writes it: the output line of `indicators.md`.
+/// An indicator row as the API writes it: the output line of `docs/model.md`.
 pub fn row_json(row: &IndicatorRow, zone_id: &str) -> Value {
     serde_json::to_value(row.to_json(zone_id)).unwrap_or(Value::Null)
 }

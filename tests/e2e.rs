@@ -23,9 +23,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shared data folder beside the repository.
-fn shared_data() -> PathBuf {
-    repo().join("../shared/data")
+/// The real data shipped in the repository (`data/README.md`).
+fn data() -> PathBuf {
+    repo().join("data")
 }
 
 fn run(cmd: &mut Command) -> (Output, String) {
@@ -411,28 +411,31 @@ fn the_same_output_for_any_order_batching_workers_and_processes() {
 
 #[test]
 fn the_shipped_mappings_replay_the_real_data() {
-    let data = shared_data();
-    if !data.exists() {
-        panic!("the shared data folder is missing at {}", data.display());
-    }
+    let data = data();
     let cases = [
         (
             "vancouver.toml",
             "vancouver_crime",
-            "vancouver_vpd_crime_2020.csv",
+            "vancouver_vpd_crime_2020.zip",
             37_000u64,
         ),
         (
             "chicago.toml",
             "chicago_events",
-            "chicago_events_predicthq_2019-01_2021-03.csv",
+            "chicago_events_predicthq_2019-01_2021-03.zip",
             3_000,
         ),
         (
             "i94.toml",
             "i94_weather",
-            "metro_interstate_traffic_volume_i94.csv",
+            "metro_interstate_traffic_volume_i94.zip",
             48_000,
+        ),
+        (
+            "melbourne.toml",
+            "melbourne_counts",
+            "melbourne_pedestrian_counts_hourly_2013-12_2014-02.zip",
+            66_960,
         ),
     ];
     for (cfg, mapping, file, min_accepted) in cases {
@@ -482,7 +485,104 @@ fn the_shipped_mappings_replay_the_real_data() {
             let rows = lines(&out_path);
             assert_eq!(rows.len(), 24 * 889);
         }
+        if cfg == "melbourne.toml" {
+            // Every count of the three months is placed by its sensor's position; the
+            // horizon (the week before the last count, and 30 days on) holds White Night.
+            assert_eq!(report_value(&report, "rejected:"), 0, "{report}");
+            let rows: Vec<serde_json::Value> = lines(&out_path)
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(rows.len(), 9 * 889);
+            // The busiest zone and hour: White Night, 22 February 2014 at 10 pm in Melbourne,
+            // 39,667 people counted by the sensors of cell mel-12, over its capacity of 30,000.
+            let busiest = rows
+                .iter()
+                .max_by(|a, b| {
+                    a["crowd"]
+                        .as_f64()
+                        .unwrap()
+                        .total_cmp(&b["crowd"].as_f64().unwrap())
+                })
+                .unwrap();
+            assert_eq!(
+                (busiest["zone"].as_str(), busiest["hour"].as_str()),
+                (Some("mel-12"), Some("2014-02-22T11:00:00Z")),
+                "{busiest}"
+            );
+            assert_eq!(busiest["crowd"].as_f64(), Some(39_667.0), "{busiest}");
+            assert!(busiest["load"].as_f64().unwrap() > 1.0, "{busiest}");
+        }
     }
+}
+
+/// The Milan telecom activity as crowd densities (`config/milan.toml`): every hour of the week
+/// in the four grid squares becomes that square's observed crowd, `internet_traffic × 0.5`.
+#[test]
+fn the_milan_telecom_mapping_gives_crowds_from_real_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.ndjson");
+    let file = data().join("milan_telecom_4squares_hourly_2013-11-03_week.csv");
+    let (out, report) = run(vigie()
+        .arg("replay")
+        .arg("--config")
+        .arg(repo().join("config/milan.toml"))
+        .arg("--input")
+        .arg(format!("milan_telecom={}", file.display()))
+        .arg("--output")
+        .arg(&out_path));
+    assert!(out.status.success(), "{report}");
+    // 4 squares × 168 hours, every one accepted.
+    assert_eq!(report_value(&report, "records read:"), 672, "{report}");
+    assert_eq!(report_value(&report, "accepted:"), 672, "{report}");
+    assert_eq!(report_value(&report, "rejected:"), 0, "{report}");
+    let rows: std::collections::BTreeMap<(String, i64), serde_json::Value> = lines(&out_path)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| {
+            let key = (
+                r["zone"].as_str().unwrap().to_string(),
+                ms(r["hour"].as_str().unwrap()),
+            );
+            (key, r)
+        })
+        .collect();
+    // The clock is the last hour of the week; the horizon, 168 hours back and 720 on, covers it.
+    assert_eq!(rows.len(), 4 * 889);
+    // Each row of the file: square_id, time, time_interval (Unix ms), internet_traffic, …
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut checked = 0;
+    for line in text.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let (square, hour_ms) = (cells[0].to_string(), cells[2].parse::<i64>().unwrap());
+        let activity: f64 = cells[3].parse().unwrap();
+        let row = &rows[&(square.clone(), hour_ms)];
+        let crowd = row["crowd"].as_f64().unwrap();
+        assert!(
+            (crowd - activity * 0.5).abs() <= 1e-9 * crowd.abs(),
+            "square {square} at {}: crowd {crowd}, activity {activity}",
+            cells[1]
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 672);
+    // The busiest hour of square 5060: Tuesday 5 November 2013, 1 pm in Milan, 7,552.6 units of
+    // internet activity, so 3,776.3 people, three quarters of the square's capacity of 5,000.
+    let (busiest, row) = rows
+        .iter()
+        .filter(|((zone, _), _)| zone == "5060")
+        .max_by(|a, b| {
+            let crowd = |r: &serde_json::Value| r["crowd"].as_f64().unwrap();
+            crowd(a.1).total_cmp(&crowd(b.1))
+        })
+        .unwrap();
+    assert_eq!(busiest.1, ms("2013-11-05T12:00:00Z"), "{row}");
+    let crowd = row["crowd"].as_f64().unwrap();
+    assert!((crowd - 7_552.608_189_77 * 0.5).abs() < 1e-6, "{row}");
+    assert!(
+        (row["load"].as_f64().unwrap() - crowd / 5000.0).abs() < 1e-12,
+        "{row}"
+    );
 }
 
 /// The binary against an independent implementation of the model in Python

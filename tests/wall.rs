@@ -472,7 +472,7 @@ async fn the_query_api_answers_every_route_and_refuses_bad_requests() {
         "before the horizon",
     );
     let row = v.row("13001", hour).await;
-    // indicators.md: with no history, raw = 0.5·recent·(crowd factors)·f_w; 9 of severity.
+    // docs/model.md: with no history, raw = 0.5·recent·(crowd factors)·f_w; 9 of severity.
     assert_eq!(row["contributions"]["recent"], 9.0);
     assert_eq!(row["contributions"]["baseline"], 0.0);
 
@@ -785,7 +785,7 @@ impl Driver {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect(
-                "chromedriver (Debian's chromium-driver) must be installed: .ci/run installs it",
+                "chromedriver (Debian's chromium-driver) must be installed: tests/run installs it",
             );
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -802,7 +802,7 @@ impl Driver {
         let chromium = ["/usr/bin/chromium", "/usr/lib/chromium/chromium"]
             .into_iter()
             .find(|p| Path::new(p).exists())
-            .expect("Debian's chromium must be installed: .ci/run installs it");
+            .expect("Debian's chromium must be installed: tests/run installs it");
         let caps = json!({
             "goog:chromeOptions": {
                 "binary": chromium,

@@ -888,7 +888,7 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-/// The contributions of a row (`indicators.md`), with `top`: the terms of the risk formula
+/// The contributions of a row (`docs/model.md`), with `top`: the terms of the risk formula
 /// ranked by their weight — the additive terms (baseline, 0.5·recent) and the multiplier
 /// terms (0.8·overload, 0.3·E/capacity, weather f_w − 1, 0.5·demonstration), with the
 /// default coefficients.

@@ -1,4 +1,4 @@
-//! Benchmark workloads for vigie: a seeded generator of records in the `indicators.md` format,
+//! Benchmark workloads for vigie: a seeded generator of records in the `docs/model.md` format,
 //! and the plain single-threaded loop that computes the same final figures without a dataflow,
 //! the baseline every replay figure is compared with in the same run.
 //!
@@ -6,7 +6,7 @@
 //! its checks, [`measure`] the process-tree measurements; `bench-all` runs every benchmark.
 //!
 //! `replay-bench` (in `src/bin`) runs both on a generated million records and on the real files
-//! of `../shared/data`; `benches/hot_paths.rs` holds the criterion micro-benchmarks.
+//! of the repository's `data/`; `benches/hot_paths.rs` holds the criterion micro-benchmarks.
 
 pub mod live;
 pub mod measure;

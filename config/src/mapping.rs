@@ -1,5 +1,5 @@
 //! Mappings: how the columns of a foreign CSV file become records of a feed, by configuration
-//! rather than code. A row is turned into a JSON record of `indicators.md` and validated by the
+//! rather than code. A row is turned into a JSON record of `docs/model.md` and validated by the
 //! same code as NDJSON records, so a mapped row obeys exactly the same rules.
 //!
 //! ```toml
@@ -36,7 +36,7 @@ pub struct Mapping {
     /// Where the record is: a zone id, a point, or a sensor whose position a lookup file gives.
     #[serde(default)]
     pub location: Option<LocationSpec>,
-    /// The other fields of the record, by their name in `indicators.md`.
+    /// The other fields of the record, by their name in `docs/model.md`.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
 }

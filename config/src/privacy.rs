@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use vigie_model::Feed;
 
-/// The fields of the record format (`indicators.md`).
+/// The fields of the record format (`docs/model.md`).
 pub const FIELDS: [&str; 22] = [
     "feed",
     "ts",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Builds the shipped zone files from the real data in ../shared/data (run from config/).
+"""Builds the shipped zone files from the real data of the repository's data/ (run from config/).
 
-    python3 tools/make_zones.py ../../shared/data
+    python3 tools/make_zones.py            # or: python3 tools/make_zones.py DATA_DIR
 
 Marseille: the 16 arrondissements with their polygons. Parameters derived from population:
   capacity        = 25 % of residents (people the public space holds at ease),
@@ -11,10 +11,14 @@ Vancouver: the 24 VPD neighbourhoods, no polygon (records name them); equal para
 Melbourne: a 3 x 3 grid over the bounding box of the pedestrian sensors (padded 0.002 deg).
 Chicago: a 4 x 4 grid of 0.08 deg cells around the Loop (PredictHQ events within 16 km).
 I-94: one zone, the monitored corridor, for the weather and traffic feeds.
+Milan: the four squares of the Telecom Italia grid in the telecom file, by id, no polygon (the
+  file has no coordinates; records name their square). A square is about 235 m a side (5.5 ha):
+  capacity 5,000 (about a third of it streets and squares, at some 3.5 m2 a person),
+  default_density 500, max_agents 4; min_agents = 1; scale = 10. See milan.toml.
 """
-import csv, json, math, sys, os
+import csv, io, json, math, sys, os, zipfile
 
-data = sys.argv[1] if len(sys.argv) > 1 else "../../shared/data"
+data = sys.argv[1] if len(sys.argv) > 1 else "../data"
 
 def feature(props, geometry=None):
     return {"type": "Feature", "geometry": geometry, "properties": props}
@@ -44,7 +48,9 @@ for f in sorted(src["features"], key=lambda f: f["properties"]["arrondissement"]
 write("marseille.geojson", feats)
 
 # Vancouver
-hoods = sorted({r["NEIGHBOURHOOD"] for r in csv.DictReader(open(os.path.join(data, "vancouver_vpd_crime_2020.csv"))) if r["NEIGHBOURHOOD"]})
+with zipfile.ZipFile(os.path.join(data, "vancouver_vpd_crime_2020.zip")) as z:
+    crimes = io.TextIOWrapper(z.open(z.namelist()[0]), encoding="utf-8")
+    hoods = sorted({r["NEIGHBOURHOOD"] for r in csv.DictReader(crimes) if r["NEIGHBOURHOOD"]})
 write("vancouver.geojson", [feature({
     "id": h, "name": h, "capacity": 20000, "scale": 10, "min_agents": 1, "max_agents": 8,
     "default_density": 1000}) for h in hoods])
@@ -73,3 +79,10 @@ write("chicago.geojson", grid("chi", 41.72, -87.79, 42.04, -87.47, 4,
 # I-94
 write("i94.geojson", [feature({"id": "i94", "name": "I-94 Minneapolis-St Paul", "capacity": 100000, "scale": 10,
                                "min_agents": 1, "max_agents": 10, "default_density": 5000})])
+
+# Milan
+with open(os.path.join(data, "milan_telecom_4squares_hourly_2013-11-03_week.csv")) as f:
+    squares = sorted({r["square_id"] for r in csv.DictReader(f)}, key=int)
+write("milan.geojson", [feature({
+    "id": sq, "name": "Milan grid square %s" % sq, "capacity": 5000, "scale": 10, "min_agents": 1,
+    "max_agents": 4, "default_density": 500}) for sq in squares])

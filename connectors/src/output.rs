@@ -1,4 +1,4 @@
-//! The output file of a replay: NDJSON lines as `indicators.md` shows them, indicators then
+//! The output file of a replay: NDJSON lines as `docs/model.md` shows them, indicators then
 //! clashes, zones written by their ids.
 
 use serde_json::ser::{CompactFormatter, Formatter};

@@ -1,8 +1,9 @@
 //! HTTP ingest end to end: the real router on a loopback port, a real ingest log in a temporary
 //! folder, and the engine's side of the log (the channel given to `IngestLog::open`), which
 //! must receive exactly the accepted records, with their sequence numbers, before the answer.
-//! A real InfluxDB client library (Python `influxdb-client`, installed by `.ci/run`) writes
-//! through the InfluxDB 2 write API.
+//! A real InfluxDB client library (Python `influxdb-client`) writes through the InfluxDB 2 write
+//! API, run by the interpreter `VIGIE_TEST_PYTHON` names (`tests/run` creates a virtual
+//! environment with the client in `target/test-env/venv` and sets it), else `python3`.
 
 use serde_json::Value;
 use std::path::Path;
@@ -513,15 +514,16 @@ async fn line_protocol_through_the_influxdb_write_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_influxdb_client_library_writes_records() {
     let s = start(100).await;
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("VIGIE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let has = std::process::Command::new(&python)
         .args(["-c", "import influxdb_client"])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     assert!(
         has.status.success(),
-        "the Python package influxdb-client is missing ({}); .ci/run installs it \
-         (pip install influxdb-client)",
+        "the Python package influxdb-client is missing for {python} ({}): run the tests with \
+         tests/run, which installs it in target/test-env/venv, or set VIGIE_TEST_PYTHON to a \
+         Python that has it",
         String::from_utf8_lossy(&has.stderr)
             .lines()
             .last()

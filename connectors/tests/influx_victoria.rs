@@ -26,7 +26,7 @@
 //!   about a second), so a SIGKILL can lose acknowledged samples, which no client can resend.
 //!   The outage tests stop it with SIGTERM, on which it writes that buffer out.
 //!
-//! If the binary is missing the tests fail: `.ci/run` installs it.
+//! If the binary is missing the tests fail: `tests/run` installs it.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -13,7 +13,7 @@
 //!   and delivers what was queued or in flight; in flight messages come again flagged `dup`.
 //! - A new broker (lost persistence) answers with no session, and vigie subscribes again.
 //!
-//! If the binaries are missing the tests fail: `.ci/run` installs them.
+//! If the binaries are missing the tests fail: `tests/run` installs them.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The engine against the reference: random streams of records with upserts, cancellations,
 //! late arrivals, expiring history and every feed; after every epoch, the incremental output
-//! must equal the from-scratch recomputation of `indicators.md` over the records so far. Then
+//! must equal the from-scratch recomputation of `docs/model.md` over the records so far. Then
 //! the same final output for any order, batch size and number of workers.
 
 use rand::rngs::StdRng;

@@ -151,7 +151,7 @@ pub struct IndicatorRow {
 }
 
 impl IndicatorRow {
-    /// The output line of `indicators.md`, with the zone written as its id; serializes
+    /// The output line of `docs/model.md`, with the zone written as its id; serializes
     /// straight to JSON, fields in the documented order.
     pub fn to_json<'a>(&'a self, zone_id: &'a str) -> IndicatorLine<'a> {
         self.to_json_at(zone_id, Cow::Owned(format_hour(self.hour)))
@@ -291,7 +291,7 @@ pub struct ClashRow {
 }
 
 impl ClashRow {
-    /// The output line of `indicators.md`, with the zone written as its id.
+    /// The output line of `docs/model.md`, with the zone written as its id.
     pub fn to_json<'a>(&'a self, zone_id: &'a str) -> ClashLine<'a> {
         ClashLine {
             kind: "clash",

@@ -1,5 +1,5 @@
 //! Why a zone has its figures at an hour: the records behind each contribution, found with
-//! the windows of `indicators.md` in the records that count (upserts resolved, cancellations
+//! the windows of `docs/model.md` in the records that count (upserts resolved, cancellations
 //! removed), and the contributions recomputed from them so they can be set beside the stored
 //! ones.
 

@@ -1,6 +1,6 @@
 //! The indicator definitions and the read side: the arithmetic of the reference model
 //! ([`formula`]), shared by the engine and the reference; the from-scratch recomputation
-//! of `indicators.md` ([`reference`]) that the engine is checked against; the reads of the
+//! of `docs/model.md` ([`reference`]) that the engine is checked against; the reads of the
 //! indicator series in the store ([`read`]: the city now, a range with a step, one zone and
 //! hour, revisions); and the records behind a zone's figures ([`explain`]).
 

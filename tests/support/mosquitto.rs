@@ -15,7 +15,7 @@ pub fn binary(name: &str, dir: &str) -> PathBuf {
     }
     panic!(
         "{} is not installed: these tests need a real Mosquitto broker and its clients. \
-         .ci/run installs them (apt-get install mosquitto mosquitto-clients)",
+         tests/run installs them (apt-get install mosquitto mosquitto-clients)",
         p.display()
     );
 }

@@ -29,7 +29,7 @@ pub fn binary() -> PathBuf {
     }
     panic!(
         "victoria-metrics is not installed: these tests need a real VictoriaMetrics server. \
-         .ci/run installs it (apt-get install victoria-metrics); or set VIGIE_VICTORIA_METRICS \
+         tests/run installs it (apt-get install victoria-metrics); or set VIGIE_VICTORIA_METRICS \
          to its binary"
     );
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compares two replay outputs (NDJSON, as in docs/indicators.md), lines in any order.
+"""Compares two replay outputs (NDJSON, as in docs/model.md), lines in any order.
 
 Usage: python3 compare_outputs.py EXPECTED.ndjson ACTUAL.ndjson
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of the indicator models v1 and v2 (docs/indicators.md).
+"""Independent reference implementation of the indicator models v1 and v2 (docs/model.md).
 
 Written from the specification text only, to cross-check the engine's `replay` output.
 
@@ -521,7 +521,7 @@ def run_v1(args):
 
 
 # ---------------------------------------------------------------------------------------------
-# Model v2 ("Reference indicator model v2" and "Precise readings" of docs/indicators.md).
+# Model v2 ("Reference indicator model v2" and "Precise readings" of docs/model.md).
 # ---------------------------------------------------------------------------------------------
 
 RATE_KINDS = ("sport", "concert", "festival", "demonstration", "market", "official_visit",

@@ -5,8 +5,8 @@ InfluxDB client (as Telegraf or a sensor gateway would use) can push records. Us
 
     python3 influx_client_write.py URL TOKEN
 
-Exits with 3 when the influxdb-client package is missing (.ci/run installs it), with 1 when a
-write fails.
+Exits with 3 when the influxdb-client package is missing (tests/run installs it in a virtual
+environment, target/test-env/venv), with 1 when a write fails.
 """
 
 import sys
@@ -16,8 +16,8 @@ try:
     from influxdb_client import InfluxDBClient, Point
     from influxdb_client.client.write_api import SYNCHRONOUS
 except ImportError as e:
-    print(f"the Python package influxdb-client is missing ({e}); .ci/run installs it "
-          "(pip install influxdb-client)", file=sys.stderr)
+    print(f"the Python package influxdb-client is missing ({e}); tests/run installs it "
+          "in target/test-env/venv", file=sys.stderr)
     sys.exit(3)
 
 url, token = sys.argv[1], sys.argv[2]

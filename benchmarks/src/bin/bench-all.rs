@@ -15,7 +15,7 @@
 //!    exactly, vigie's `incidents` (and severity sums through `recent`) wherever vigie reports
 //!    the zone and hour. Ratios are vigie / peer and vigie / plain loop, from the same run.
 //! 2. `replay-bench`, `store-bench` and `ingest-bench` as they are (real files of
-//!    `../shared/data`, store bytes per point, live latency over HTTP and MQTT).
+//!    the repository's `data/`, store bytes per point, live latency over HTTP and MQTT).
 //! 3. **Soak**: `vigie run` fed at a fixed rate over HTTP and MQTT for a while, its memory and
 //!    latencies sampled every few seconds; the slope of memory over the second half says
 //!    whether it stays flat.

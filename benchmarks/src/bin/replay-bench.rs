@@ -5,8 +5,8 @@
 //!     --records 1000000 --out benchmarks/results
 //! ```
 //!
-//! For a generated workload of `--records` records (seeded) and for the real files of
-//! `../shared/data`, it runs the plain loop (`replay-bench plain`, in a process of its own so its
+//! For a generated workload of `--records` records (seeded) and for the real files of the
+//! repository's `data/`, it runs the plain loop (`replay-bench plain`, in a process of its own so its
 //! memory is its own) and `vigie replay` on 1 and 2 workers, checks that vigie's output equals
 //! the loop's figures, and reports throughput, latency and peak memory as ratios to the loop.
 
@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         generate(cli.seed, cli.records, &mut w)?;
     }
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let data = repo.join("../shared/data");
+    let data = repo.join("data");
     let mut workloads: Vec<(String, PathBuf, String)> = vec![(
         format!("generated, {} records (seed {})", cli.records, cli.seed),
         config.clone(),
@@ -145,22 +145,22 @@ fn main() -> anyhow::Result<()> {
             (
                 "Vancouver crime 2020 (incidents)",
                 "vancouver.toml",
-                "vancouver_crime=vancouver_vpd_crime_2020.csv",
+                "vancouver_crime=vancouver_vpd_crime_2020.zip",
             ),
             (
-                "Melbourne pedestrians 2012-2015 (densities)",
+                "Melbourne pedestrians 2013-12..2014-02 (densities)",
                 "melbourne.toml",
-                "melbourne_counts=melbourne_pedestrian_counts_hourly_2012-01_2015-02.zip",
+                "melbourne_counts=melbourne_pedestrian_counts_hourly_2013-12_2014-02.zip",
             ),
             (
                 "Chicago events 2019-2021 (events)",
                 "chicago.toml",
-                "chicago_events=chicago_events_predicthq_2019-01_2021-03.csv",
+                "chicago_events=chicago_events_predicthq_2019-01_2021-03.zip",
             ),
             (
                 "I-94 weather 2012-2018 (weather)",
                 "i94.toml",
-                "i94_weather=metro_interstate_traffic_volume_i94.csv",
+                "i94_weather=metro_interstate_traffic_volume_i94.zip",
             ),
         ] {
             let (m, f) = spec.split_once('=').expect("spec");

@@ -74,7 +74,7 @@ fn melbourne_points() -> anyhow::Result<Vec<Point>> {
         &format!(
             "melbourne_counts={}",
             repo()
-                .join("../shared/data/melbourne_pedestrian_counts_hourly_2012-01_2015-02.zip")
+                .join("data/melbourne_pedestrian_counts_hourly_2013-12_2014-02.zip")
                 .display()
         ),
         &config,
@@ -151,7 +151,7 @@ fn indicator_store(
     dir: &Path,
 ) -> anyhow::Result<Value> {
     let (m, f) = input.split_once('=').expect("MAPPING=FILE");
-    let input = format!("{m}={}", repo().join("../shared/data").join(f).display());
+    let input = format!("{m}={}", repo().join("data").join(f).display());
     eprintln!("indicator series: replaying {name}");
     let t = Instant::now();
     let out = Command::new(vigie)
@@ -345,14 +345,14 @@ fn main() -> anyhow::Result<()> {
             &vigie,
             "Vancouver crime 2020",
             "vancouver.toml",
-            "vancouver_crime=vancouver_vpd_crime_2020.csv",
+            "vancouver_crime=vancouver_vpd_crime_2020.zip",
             &vancouver,
         )?,
         indicator_store(
             &vigie,
-            "Melbourne pedestrians 2012-2015",
+            "Melbourne pedestrians 2013-12..2014-02",
             "melbourne.toml",
-            "melbourne_counts=melbourne_pedestrian_counts_hourly_2012-01_2015-02.zip",
+            "melbourne_counts=melbourne_pedestrian_counts_hourly_2013-12_2014-02.zip",
             &tmp.path().join("melbourne"),
         )?,
     ];
