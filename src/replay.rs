@@ -67,6 +67,8 @@ pub struct ReplayArgs {
 /// What one worker measured.
 struct WorkerReport {
     accepted: u64,
+    /// Accepted events that took their mapping's default duration.
+    defaulted_ends: u64,
     rejected: BTreeMap<&'static str, u64>,
     first_rejections: Vec<Rejection>,
     failures: Vec<String>,
@@ -157,6 +159,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         let mut report = WorkerReport {
             accepted: 0,
+            defaulted_ends: 0,
             rejected: BTreeMap::new(),
             first_rejections: Vec::new(),
             failures: Vec::new(),
@@ -174,8 +177,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut chunk_count = 0u64;
         let mut chunk_start = Instant::now();
         let mut local_health = LocalHealth::default();
-        let reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
-        for item in reader {
+        let mut reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
+        for item in reader.by_ref() {
             match item {
                 Item::Record(r) => {
                     if chunk_count == 0 {
@@ -227,6 +230,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        report.defaulted_ends = reader.defaulted_ends();
         health.add(&mut local_health);
         if chunk_count > 0 {
             chunks.push((chunk_start, chunk_count));
@@ -354,6 +358,7 @@ fn print_report(
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     let mut accepted = 0;
+    let mut defaulted_ends = 0;
     let mut retired = 0;
     let mut unused = 0;
     let mut rejected: BTreeMap<&str, u64> = BTreeMap::new();
@@ -365,6 +370,7 @@ fn print_report(
     for r in reports {
         sinks = sinks.or(r.sinks);
         accepted += r.accepted;
+        defaulted_ends += r.defaulted_ends;
         retired += r.retired;
         unused += r.unused;
         for (k, v) in r.rejected {
@@ -410,6 +416,11 @@ fn print_report(
     );
     println!("  records read: {read}");
     println!("  accepted:     {accepted}");
+    if defaulted_ends > 0 {
+        println!(
+            "  defaulted:    {defaulted_ends} events without an end after their start took their kind's default duration (accepted; default_duration_h)"
+        );
+    }
     println!("  rejected:     {n_rejected}");
     for (k, v) in &rejected {
         println!("    {k}: {v}");
@@ -491,6 +502,7 @@ fn print_report(
         let json = serde_json::json!({
             "records_read": read,
             "accepted": accepted,
+            "events_default_duration": defaulted_ends,
             "rejected": n_rejected,
             "rejected_by_kind": rejected,
             "first_rejections": first.iter().map(|r| serde_json::json!({"input": r.input, "line": r.line, "field": r.error.field, "reason": r.error.reason})).collect::<Vec<_>>(),
