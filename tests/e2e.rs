@@ -409,43 +409,61 @@ fn the_same_output_for_any_order_batching_workers_and_processes() {
     assert_same(&lines(&out0), &baseline, "two processes");
 }
 
+/// The indicator line of `zone` at `hour` (RFC 3339) in an output file.
+fn indicator_at(path: &Path, zone: &str, hour: &str) -> serde_json::Value {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "indicator" && v["zone"] == zone && v["hour"] == hour)
+        .unwrap_or_else(|| panic!("no row for {zone} at {hour} in {}", path.display()))
+}
+
 #[test]
 fn the_shipped_mappings_replay_the_real_data() {
     let data = shared_data();
     if !data.exists() {
         panic!("the shared data folder is missing at {}", data.display());
     }
+    // Events, weather and traffic do not move the clock: those replays are given one.
     let cases = [
         (
             "vancouver.toml",
             "vancouver_crime",
             "vancouver_vpd_crime_2020.csv",
             37_000u64,
+            None,
         ),
         (
             "chicago.toml",
             "chicago_events",
             "chicago_events_predicthq_2019-01_2021-03.csv",
             3_000,
+            Some("2021-03-31T00:00:00Z"),
         ),
         (
             "i94.toml",
             "i94_weather",
             "metro_interstate_traffic_volume_i94.csv",
             48_000,
+            Some("2018-09-30T23:00:00Z"),
         ),
     ];
-    for (cfg, mapping, file, min_accepted) in cases {
+    for (cfg, mapping, file, min_accepted, clock) in cases {
         let dir = tempfile::tempdir().unwrap();
         let out_path = dir.path().join("out.ndjson");
-        let (out, report) = run(vigie()
-            .arg("replay")
+        let mut cmd = vigie();
+        cmd.arg("replay")
             .arg("--config")
             .arg(repo().join("config").join(cfg))
             .arg("--input")
             .arg(format!("{mapping}={}", data.join(file).display()))
             .arg("--output")
-            .arg(&out_path));
+            .arg(&out_path);
+        if let Some(c) = clock {
+            cmd.args(["--clock", c]);
+        }
+        let (out, report) = run(&mut cmd);
         assert!(out.status.success(), "{cfg}: {report}");
         let accepted = report_value(&report, "accepted:");
         assert!(
@@ -453,17 +471,44 @@ fn the_shipped_mappings_replay_the_real_data() {
             "{cfg}: accepted {accepted}\n{report}"
         );
         if cfg == "chicago.toml" {
-            // Events far from the Loop fall outside the grid and are reported as such.
-            assert!(
-                report.contains("outside every zone") || report_value(&report, "rejected:") == 0,
-                "{report}"
-            );
-            assert!(
-                lines(&out_path)
-                    .iter()
-                    .any(|l| l.contains("\"type\":\"clash\"")),
-                "Chicago has clashing events"
-            );
+            // 3,282 events of the file have end == start: those in a zone (all but 12) take
+            // their kind's default duration (chicago.toml) instead of being refused, as they
+            // were before (1,106 accepted, 230 clashes). The 12 refused are outside the grid.
+            assert_eq!(report_value(&report, "defaulted:"), 3_270, "{report}");
+            assert_eq!(accepted, 4_376, "{report}");
+            assert_eq!(report_value(&report, "rejected:"), 12, "{report}");
+            assert_eq!(report_value(&report, "outside_zones:"), 12, "{report}");
+            let clashes = lines(&out_path)
+                .iter()
+                .filter(|l| l.contains("\"type\":\"clash\""))
+                .count();
+            assert_eq!(clashes, 815, "Chicago's clashes, defaulted events included");
+            // The Bulls against the Cavaliers, 2021-03-25 00:00Z, 2,409 people at the United
+            // Center (chi-21), given in the file with end == start: a sport lasts 3 hours.
+            let x = 2409.0 / 1000.0 * 0.12;
+            for h in 0..4 {
+                let hour = format!("2021-03-25T0{h}:00:00Z");
+                let row = indicator_at(&out_path, "chi-21", &hour);
+                let c = &row["contributions"];
+                let (events, exposure) = if h < 3 { (2409.0, x) } else { (0.0, 0.0) };
+                assert_eq!(c["events"].as_f64(), Some(events), "{row}");
+                assert!(
+                    (c["exposure"].as_f64().unwrap() - exposure).abs() < 1e-12,
+                    "{row}"
+                );
+                // Its neighbours (the grid's touching cells) get a quarter of it.
+                let n = indicator_at(&out_path, "chi-22", &hour);
+                let spill = n["contributions"]["spill"].as_f64().unwrap();
+                assert!((spill - 0.25 * exposure).abs() < 1e-12, "{n}");
+            }
+            // Without --clock, the same replay is refused: no incident or density moves it.
+            let (out, text) = run(vigie()
+                .arg("replay")
+                .arg("--config")
+                .arg(repo().join("config").join(cfg))
+                .arg("--input")
+                .arg(format!("{mapping}={}", data.join(file).display())));
+            assert!(!out.status.success() && text.contains("--clock"), "{text}");
         }
         if cfg == "i94.toml" {
             // The same file as traffic: every hour's volume accepted.
@@ -472,7 +517,8 @@ fn the_shipped_mappings_replay_the_real_data() {
                 .arg("--config")
                 .arg(repo().join("config").join(cfg))
                 .arg("--input")
-                .arg(format!("i94_traffic={}", data.join(file).display())));
+                .arg(format!("i94_traffic={}", data.join(file).display()))
+                .args(["--clock", "2018-09-30T23:00:00Z"]));
             assert!(out.status.success(), "{report}");
             assert_eq!(report_value(&report, "accepted:"), 48_204, "{report}");
         }
@@ -483,6 +529,138 @@ fn the_shipped_mappings_replay_the_real_data() {
             assert_eq!(rows.len(), 24 * 889);
         }
     }
+}
+
+/// Hourly volumes of the I-94 file by local time (`YYYY-MM-DD HH:MM:SS`, America/Chicago):
+/// every row's volume, duplicated hours included.
+fn i94_volumes() -> std::collections::BTreeMap<chrono::NaiveDateTime, Vec<f64>> {
+    let text =
+        std::fs::read_to_string(shared_data().join("metro_interstate_traffic_volume_i94.csv"))
+            .unwrap();
+    let mut out = std::collections::BTreeMap::<_, Vec<f64>>::new();
+    for line in text.lines().skip(1) {
+        // No cell of the file is quoted: the time and the volume are the last two cells.
+        let mut cells = line.rsplit(',');
+        let volume: f64 = cells.next().unwrap().parse().unwrap();
+        let t = chrono::NaiveDateTime::parse_from_str(cells.next().unwrap(), "%Y-%m-%d %H:%M:%S")
+            .unwrap();
+        out.entry(t).or_default().push(volume);
+    }
+    out
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// A replay whose records do not move the clock is refused, and `--clock` gives it one: the
+/// I-94 traffic alone, with the corridor's road capacity, gives the fluidity of each hour from
+/// the file's own volumes (BPR: `1 / (1 + 0.15 · (v/c)^4)`), and ahead of the file the
+/// typical volume of the hour of the week.
+#[test]
+fn a_replay_needs_a_clock_and_takes_one_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.ndjson");
+    let input = format!(
+        "i94_traffic={}",
+        shared_data()
+            .join("metro_interstate_traffic_volume_i94.csv")
+            .display()
+    );
+    let replay = |clock: Option<&str>| {
+        let mut cmd = vigie();
+        cmd.arg("replay")
+            .arg("--config")
+            .arg(repo().join("config/i94.toml"))
+            .args(["--input", &input])
+            .arg("--output")
+            .arg(&out_path);
+        if let Some(c) = clock {
+            cmd.args(["--clock", c]);
+        }
+        run(&mut cmd)
+    };
+    let (out, text) = replay(None);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("no clock") && text.contains("--clock TIME"),
+        "{text}"
+    );
+    assert!(!out_path.exists(), "a refused replay writes no output");
+    let (out, text) = replay(Some("yesterday"));
+    assert!(
+        !out.status.success() && text.contains("`yesterday` is not an RFC 3339 time"),
+        "{text}"
+    );
+
+    let (out, text) = replay(Some("2018-09-30T23:00:00Z"));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("clock hour:   2018-09-30T23:00:00Z (--clock)"),
+        "{text}"
+    );
+    let zones: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/zones/i94.geojson")).unwrap(),
+    )
+    .unwrap();
+    let c = zones["features"][0]["properties"]["road_capacity"]
+        .as_f64()
+        .expect("the corridor has a road capacity");
+    let bpr = |v: f64| 1.0 / (1.0 + 0.15 * (v / c).powi(4));
+    let level = |f: f64| match f {
+        f if f >= 0.9 => 1,
+        f if f >= 0.75 => 2,
+        f if f >= 0.5 => 3,
+        _ => 4,
+    };
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 168 + 1 + 720, "one zone over the horizon");
+    let check = |row: &serde_json::Value, traffic: f64| {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(close(row["traffic"].as_f64().unwrap(), traffic), "{row}");
+        let f = bpr(traffic);
+        assert!(close(row["fluidity"].as_f64().unwrap(), f), "{row}");
+        assert_eq!(row["fluidity_level"].as_u64(), Some(level(f)), "{row}");
+    };
+    // The week before the clock, in daylight saving time (UTC−5): each hour's traffic is the
+    // file's volume at that hour (the mean of a duplicated hour's rows).
+    let volumes = i94_volumes();
+    let mut checked = 0;
+    let mut levels = BTreeSet::new();
+    for row in &rows {
+        let utc = chrono::DateTime::parse_from_rfc3339(row["hour"].as_str().unwrap()).unwrap();
+        let local = utc.naive_utc() - chrono::Duration::hours(5);
+        if let Some(v) = volumes.get(&local) {
+            check(row, mean(v));
+            levels.insert(row["fluidity_level"].as_u64().unwrap());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 160, "{checked} hours of the file in the horizon");
+    assert!(
+        levels.len() >= 2,
+        "rush hours and nights differ: levels {levels:?}"
+    );
+    // A day after the clock, beyond the file (Monday 2018-10-01, 18:00 local): the typical
+    // traffic, the mean of the Mondays at 18:00 of the 52 weeks before the clock's week.
+    let monday = chrono::NaiveDate::from_ymd_opt(2018, 10, 1)
+        .unwrap()
+        .and_hms_opt(18, 0, 0)
+        .unwrap();
+    let seen: Vec<f64> = (2..=53)
+        .filter_map(|w| volumes.get(&(monday - chrono::Duration::weeks(w))))
+        .map(|v| mean(v))
+        .collect();
+    assert!(seen.len() >= 40, "{} Mondays", seen.len());
+    let row = rows
+        .iter()
+        .find(|r| r["hour"] == "2018-10-01T23:00:00Z")
+        .unwrap();
+    check(row, mean(&seen));
 }
 
 /// The binary against an independent implementation of the model in Python
