@@ -974,6 +974,202 @@ fn an_explanation_names_the_records_behind_a_figure_and_agrees_with_it() {
     );
 }
 
+/// Model v2's explanation: a match in the stadium zone spills into the zone that lists it as
+/// a neighbour, cited by neighbour with its kind, rate and X; a crowd above its typical level
+/// (from densities of the same hour in earlier weeks) makes a surge; calls count in `I`; a
+/// zone's traffic counts give its fluidity; and every recomputed figure agrees with the store.
+#[test]
+fn an_explanation_under_model_v2_cites_the_events_densities_calls_and_traffic_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones.geojson");
+    std::fs::write(
+        &zones,
+        r#"{"type":"FeatureCollection","features":[
+{"type":"Feature","geometry":null,"properties":{"id":"stadium","capacity":19230,"scale":10,"min_agents":2,"max_agents":40,"default_density":1000,"road_capacity":4000,"neighbours":[]}},
+{"type":"Feature","geometry":null,"properties":{"id":"north","capacity":5000,"scale":10,"min_agents":1,"max_agents":8,"default_density":500,"neighbours":["stadium"]}},
+{"type":"Feature","geometry":null,"properties":{"id":"east","capacity":5000,"scale":10,"min_agents":1,"max_agents":8,"default_density":500,"road_capacity":2000,"neighbours":["stadium"]}}
+]}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("city.toml");
+    std::fs::write(
+        &config,
+        format!("zones = {:?}\n", zones.display().to_string()),
+    )
+    .unwrap();
+    // H0: Sunday 2026-11-22 18:00Z; the match from H0 + 2 to H0 + 5.
+    let h0 = 1_795_370_400 / 3600;
+    let at = |h: i64, min: i64| (h * 3600 + min * 60).to_string();
+    let week = 168;
+    let lines = [
+        format!(
+            r#"{{"feed":"event","ts":{},"id":"m1","zone":"stadium","start":{},"end":{},"attendance":80000,"kind":"sport"}}"#,
+            at(h0 - 48, 0),
+            at(h0 + 2, 0),
+            at(h0 + 5, 0)
+        ),
+        // North: densities at H0 (two sensors) and at the same hour one and two weeks before.
+        format!(
+            r#"{{"feed":"density","ts":{},"zone":"north","sensor":"a","people":3000}}"#,
+            at(h0, 5)
+        ),
+        format!(
+            r#"{{"feed":"density","ts":{},"zone":"north","sensor":"b","people":1000}}"#,
+            at(h0, 10)
+        ),
+        format!(
+            r#"{{"feed":"density","ts":{},"zone":"north","people":600}}"#,
+            at(h0 - week, 5)
+        ),
+        format!(
+            r#"{{"feed":"density","ts":{},"zone":"north","people":1000}}"#,
+            at(h0 - 2 * week, 5)
+        ),
+        format!(r#"{{"feed":"call","ts":{},"zone":"north"}}"#, at(h0, 1)),
+        format!(r#"{{"feed":"call","ts":{},"zone":"north"}}"#, at(h0, 2)),
+        format!(
+            r#"{{"feed":"call","ts":{},"zone":"north","id":"c7"}}"#,
+            at(h0 - 1, 2)
+        ),
+        format!(
+            r#"{{"feed":"incident","ts":{},"zone":"north","severity":3}}"#,
+            at(h0, 30)
+        ),
+        // East: two counts of one counter at H0, one of another; one a week before.
+        format!(
+            r#"{{"feed":"traffic","ts":{},"zone":"east","sensor":"s1","volume":1000}}"#,
+            at(h0, 0)
+        ),
+        format!(
+            r#"{{"feed":"traffic","ts":{},"zone":"east","sensor":"s1","volume":1400}}"#,
+            at(h0, 30)
+        ),
+        format!(
+            r#"{{"feed":"traffic","ts":{},"zone":"east","sensor":"s2","volume":500}}"#,
+            at(h0, 40)
+        ),
+        format!(
+            r#"{{"feed":"traffic","ts":{},"zone":"east","volume":900}}"#,
+            at(h0 - week, 0)
+        ),
+        format!(
+            r#"{{"feed":"weather","ts":{},"kind":"observed","temperature_c":12}}"#,
+            at(h0, 0)
+        ),
+    ];
+    let records = dir.path().join("records.ndjson");
+    std::fs::write(&records, lines.join("\n")).unwrap();
+    let store_dir = dir.path().join("store");
+    let (out, text) = run(vigie()
+        .arg("replay")
+        .arg("--config")
+        .arg(&config)
+        .arg("--input")
+        .arg(&records)
+        .arg("--store")
+        .arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    let explain = |zone: &str, hour: i64| -> serde_json::Value {
+        let (out, text) = run(vigie()
+            .args(["query", "explain", "--zone", zone, "--hour", &at(hour, 0)])
+            .arg("--store")
+            .arg(&store_dir)
+            .arg("--config")
+            .arg(&config)
+            .arg("--input")
+            .arg(&records));
+        assert!(out.status.success(), "{zone} at {hour}: {text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["agree"], true, "{v}");
+        v
+    };
+    let x = 80_000.0 / 1000.0 * 0.12;
+    // The stadium during the match: its own event, with kind, rate and X.
+    let v = explain("stadium", h0 + 3);
+    let e = &v["v2"]["exposure"]["events"][0];
+    assert_eq!(
+        (&e["record"]["id"], &e["kind"], &e["rate"]),
+        (
+            &serde_json::json!("m1"),
+            &serde_json::json!("sport"),
+            &serde_json::json!(0.12)
+        ),
+        "{v}"
+    );
+    assert!((e["x"].as_f64().unwrap() - x).abs() < 1e-12, "{v}");
+    assert!(
+        (v["stored"]["exposure"].as_f64().unwrap() - x).abs() < 1e-12,
+        "{v}"
+    );
+    // North at that hour: the spill, by neighbour, the match cited.
+    let v = explain("north", h0 + 3);
+    let spill = &v["v2"]["spill"];
+    assert_eq!(spill["neighbours"][0]["zone"], "stadium", "{v}");
+    assert_eq!(
+        spill["neighbours"][0]["events"][0]["record"]["id"], "m1",
+        "{v}"
+    );
+    assert!(
+        (spill["spill"].as_f64().unwrap() - 0.25 * x).abs() < 1e-12,
+        "{v}"
+    );
+    assert!(
+        (v["stored"]["spill"].as_f64().unwrap() - 2.4).abs() < 1e-12,
+        "{v}"
+    );
+    // North at H0: observed 4000 against a typical 800 (two earlier weeks): surge 0.16; the
+    // two calls of the hour and the one before count in I (recent = 3 + 0.25 · 3).
+    let v = explain("north", h0);
+    let surge = &v["v2"]["surge"];
+    assert_eq!(surge["densities"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(surge["observed"], 4000.0, "{v}");
+    assert_eq!(surge["typical"]["origin"], "observed", "{v}");
+    assert_eq!(
+        surge["typical"]["hours"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+    assert!(
+        (surge["surge"].as_f64().unwrap() - 0.05 * 3.2).abs() < 1e-12,
+        "{v}"
+    );
+    let calls = &v["v2"]["calls"];
+    assert_eq!(
+        (
+            calls["hour"].as_array().unwrap().len(),
+            calls["recent"].as_array().unwrap().len()
+        ),
+        (2, 3),
+        "{v}"
+    );
+    assert_eq!(v["recomputed"]["recent"], 3.75, "{v}");
+    assert_eq!(v["v2"]["weather"]["present"], true, "{v}");
+    // East at H0: counter s1's mean (1200) plus s2 (500); fluidity by BPR on 2000 vehicles/h.
+    let v = explain("east", h0);
+    let t = &v["v2"]["traffic"];
+    assert_eq!(t["records"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(t["traffic"], 1700.0, "{v}");
+    let f = 1.0 / (1.0 + 0.15 * (1700.0f64 / 2000.0).powi(4));
+    assert!((t["fluidity"].as_f64().unwrap() - f).abs() < 1e-12, "{v}");
+    assert_eq!(t["fluidity_level"], 1, "{v}");
+    // East a day later, no count: the typical traffic of that hour of the week is unknown
+    // (the week before had none at that hour), so no fluidity; no weather either.
+    let v = explain("east", h0 + 24);
+    assert_eq!(
+        v["v2"]["traffic"]["traffic"],
+        serde_json::Value::Null,
+        "{v}"
+    );
+    assert_eq!(v["v2"]["weather"]["present"], false, "{v}");
+    assert!(
+        v["recomputed"]["missing"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("weather")),
+        "{v}"
+    );
+}
+
 #[test]
 fn a_replay_killed_while_writing_loses_no_acknowledged_point() {
     let dir = tempfile::tempdir().unwrap();
