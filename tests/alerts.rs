@@ -534,13 +534,7 @@ fn row_at(port: u16, zone: &str, hour: i64) -> Value {
         "",
     );
     assert_eq!(code, 200, "{v}");
-    v["indicators"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["zone"] == zone)
-        .cloned()
-        .unwrap_or_else(|| panic!("no row for {zone} at {hour}: {v}"))
+    client::zone_row(&v, zone).unwrap_or_else(|| panic!("no row for {zone} at {hour}: {v}"))
 }
 
 /// A square zone with its lower-left corner at (x, y) degrees, and no `neighbours` key: its

@@ -802,19 +802,42 @@ fn output_figures(path: &Path) -> Figures {
             continue;
         }
         let mut fields = std::collections::BTreeMap::new();
-        for f in vigie_model::point::INDICATOR_FIELDS {
-            let x = match f {
-                "trend" => match v["trend"].as_str().unwrap() {
-                    "falling" => -1.0,
-                    "rising" => 1.0,
-                    _ => 0.0,
+        // As the store writes them (vigie_model::point): trends −1, 0, 1; confidence 0, 1,
+        // 2; missing a sum of flags; an undefined v2 figure (null) has no value.
+        let v2 = v.get("criticality").is_some();
+        let all = vigie_model::point::ALL_FIELDS;
+        let fields_of = if v2 { &all[..] } else { &all[..14] };
+        for f in fields_of {
+            let x = match *f {
+                "trend" | "load_trend" | "fluidity_trend" => match v[*f].as_str() {
+                    Some("falling") => Some(-1.0),
+                    Some("rising") => Some(1.0),
+                    Some(_) => Some(0.0),
+                    None => None,
                 },
-                "baseline" | "recent" | "events" | "weather" | "demonstration" => {
-                    v["contributions"][f].as_f64().unwrap()
-                }
-                _ => v[f].as_f64().unwrap(),
+                "confidence" => ["low", "reduced", "high"]
+                    .iter()
+                    .position(|c| v["confidence"] == *c)
+                    .map(|i| i as f64),
+                "missing" => Some(
+                    v["missing"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| match m.as_str().unwrap() {
+                            "density" => 1.0,
+                            "incident" => 2.0,
+                            _ => 4.0,
+                        })
+                        .sum(),
+                ),
+                "baseline" | "recent" | "events" | "weather" | "demonstration" | "exposure"
+                | "spill" | "surge" => v["contributions"][*f].as_f64(),
+                _ => v[*f].as_f64(),
             };
-            fields.insert(f.to_string(), x);
+            if let Some(x) = x {
+                fields.insert(f.to_string(), x);
+            }
         }
         rows.insert((s("zone"), ms(&s("hour"))), fields);
     }
@@ -1001,62 +1024,46 @@ fn an_explanation_under_model_v2_cites_the_events_densities_calls_and_traffic_be
     let h0 = 1_795_370_400 / 3600;
     let at = |h: i64, min: i64| (h * 3600 + min * 60).to_string();
     let week = 168;
-    let lines = [
-        format!(
-            r#"{{"feed":"event","ts":{},"id":"m1","zone":"stadium","start":{},"end":{},"attendance":80000,"kind":"sport"}}"#,
-            at(h0 - 48, 0),
-            at(h0 + 2, 0),
-            at(h0 + 5, 0)
-        ),
+    let m1 = format!(
+        r#","id":"m1","start":{},"end":{},"attendance":80000,"kind":"sport""#,
+        at(h0 + 2, 0),
+        at(h0 + 5, 0)
+    );
+    // (feed, zone (none: city-wide), hour, minute, the other fields).
+    let table: [(&str, &str, i64, i64, &str); 14] = [
+        ("event", "stadium", h0 - 48, 0, &m1),
         // North: densities at H0 (two sensors) and at the same hour one and two weeks before.
-        format!(
-            r#"{{"feed":"density","ts":{},"zone":"north","sensor":"a","people":3000}}"#,
-            at(h0, 5)
-        ),
-        format!(
-            r#"{{"feed":"density","ts":{},"zone":"north","sensor":"b","people":1000}}"#,
-            at(h0, 10)
-        ),
-        format!(
-            r#"{{"feed":"density","ts":{},"zone":"north","people":600}}"#,
-            at(h0 - week, 5)
-        ),
-        format!(
-            r#"{{"feed":"density","ts":{},"zone":"north","people":1000}}"#,
-            at(h0 - 2 * week, 5)
-        ),
-        format!(r#"{{"feed":"call","ts":{},"zone":"north"}}"#, at(h0, 1)),
-        format!(r#"{{"feed":"call","ts":{},"zone":"north"}}"#, at(h0, 2)),
-        format!(
-            r#"{{"feed":"call","ts":{},"zone":"north","id":"c7"}}"#,
-            at(h0 - 1, 2)
-        ),
-        format!(
-            r#"{{"feed":"incident","ts":{},"zone":"north","severity":3}}"#,
-            at(h0, 30)
-        ),
+        ("density", "north", h0, 5, r#","sensor":"a","people":3000"#),
+        ("density", "north", h0, 10, r#","sensor":"b","people":1000"#),
+        ("density", "north", h0 - week, 5, r#","people":600"#),
+        ("density", "north", h0 - 2 * week, 5, r#","people":1000"#),
+        ("call", "north", h0, 1, ""),
+        ("call", "north", h0, 2, ""),
+        ("call", "north", h0 - 1, 2, r#","id":"c7""#),
+        ("incident", "north", h0, 30, r#","severity":3"#),
         // East: two counts of one counter at H0, one of another; one a week before.
-        format!(
-            r#"{{"feed":"traffic","ts":{},"zone":"east","sensor":"s1","volume":1000}}"#,
-            at(h0, 0)
-        ),
-        format!(
-            r#"{{"feed":"traffic","ts":{},"zone":"east","sensor":"s1","volume":1400}}"#,
-            at(h0, 30)
-        ),
-        format!(
-            r#"{{"feed":"traffic","ts":{},"zone":"east","sensor":"s2","volume":500}}"#,
-            at(h0, 40)
-        ),
-        format!(
-            r#"{{"feed":"traffic","ts":{},"zone":"east","volume":900}}"#,
-            at(h0 - week, 0)
-        ),
-        format!(
-            r#"{{"feed":"weather","ts":{},"kind":"observed","temperature_c":12}}"#,
-            at(h0, 0)
+        ("traffic", "east", h0, 0, r#","sensor":"s1","volume":1000"#),
+        ("traffic", "east", h0, 30, r#","sensor":"s1","volume":1400"#),
+        ("traffic", "east", h0, 40, r#","sensor":"s2","volume":500"#),
+        ("traffic", "east", h0 - week, 0, r#","volume":900"#),
+        (
+            "weather",
+            "",
+            h0,
+            0,
+            r#","kind":"observed","temperature_c":12"#,
         ),
     ];
+    let lines: Vec<String> = table
+        .iter()
+        .map(|(feed, zone, h, min, more)| {
+            let zone = match *zone {
+                "" => String::new(),
+                z => format!(r#","zone":"{z}""#),
+            };
+            format!(r#"{{"feed":"{feed}","ts":{}{zone}{more}}}"#, at(*h, *min))
+        })
+        .collect();
     let records = dir.path().join("records.ndjson");
     std::fs::write(&records, lines.join("\n")).unwrap();
     let store_dir = dir.path().join("store");

@@ -1400,6 +1400,28 @@ mod tests {
         out
     }
 
+    /// Notifications as `(firing, at s)`: true for a firing, false for a resolution.
+    type Notified = Vec<(bool, i64)>;
+
+    /// The notifications of `rule` over `rows`, played straight, and played with the state
+    /// saved and restored after `cut` of them.
+    fn played(rule: &AlertRule, rows: &[(i64, IndicatorRow)], cut: usize) -> (Notified, Notified) {
+        let firings = |n: Vec<(EventKind, u64, i64)>| -> Notified {
+            n.into_iter()
+                .map(|(k, _, t)| (k == EventKind::Firing, t))
+                .collect()
+        };
+        let mut e = evaluator(vec![rule.clone()], Persisted::default());
+        let straight = firings(play_rows(&mut e, rows));
+        let cut = cut.min(rows.len());
+        let mut a = evaluator(vec![rule.clone()], Persisted::default());
+        let mut both = play_rows(&mut a, &rows[..cut]);
+        let saved = serde_json::to_string(&a.state).unwrap();
+        let mut b = evaluator(vec![rule.clone()], serde_json::from_str(&saved).unwrap());
+        both.extend(play_rows(&mut b, &rows[cut..]));
+        (straight, firings(both))
+    }
+
     fn v2_rule(indicator: Indicator, op: Op, threshold: f64, reset: f64) -> AlertRule {
         let mut r = rule(threshold, reset, 0, 0);
         r.name = indicator.name().into();
@@ -1554,22 +1576,12 @@ mod tests {
             let mut t = 0;
             let samples: Vec<(i64, f64)> = steps.iter().map(|(dt, v)| { t += dt; (t, *v) }).collect();
             let r = rule(th, reset, for_s, res_s);
-            let mut e = evaluator(vec![r.clone()], Persisted::default());
-            let got: Vec<(bool, i64)> = play(&mut e, &samples)
-                .into_iter()
-                .map(|(k, _, t)| (k == EventKind::Firing, t))
-                .collect();
+            let rows: Vec<(i64, IndicatorRow)> = samples.iter().map(|(t, v)| (*t, row(0, H, *v))).collect();
+            let (got, restarted) = played(&r, &rows, cut);
             let given: Vec<(i64, Option<f64>)> = samples.iter().map(|(t, v)| (*t, Some(*v))).collect();
             prop_assert_eq!(&got, &oracle(&given, Op::Above, th, reset, for_s as i64, res_s as i64));
             // Cut anywhere, saved and restored: the same notifications.
-            let cut = cut.min(samples.len());
-            let mut a = evaluator(vec![r.clone()], Persisted::default());
-            let mut both = play(&mut a, &samples[..cut]);
-            let saved = serde_json::to_string(&a.state).unwrap();
-            let mut b = evaluator(vec![r], serde_json::from_str(&saved).unwrap());
-            both.extend(play(&mut b, &samples[cut..]));
-            let both: Vec<(bool, i64)> = both.into_iter().map(|(k, _, t)| (k == EventKind::Firing, t)).collect();
-            prop_assert_eq!(both, got);
+            prop_assert_eq!(restarted, got);
         }
 
         /// Fluidity below a threshold, where an hour may have no fluidity at all: the same
@@ -1593,20 +1605,9 @@ mod tests {
                 .iter()
                 .map(|(t, f)| (*t, row_v2(0, H, *f, Missing::default())))
                 .collect();
-            let mut e = evaluator(vec![r.clone()], Persisted::default());
-            let got: Vec<(bool, i64)> = play_rows(&mut e, &rows)
-                .into_iter()
-                .map(|(k, _, t)| (k == EventKind::Firing, t))
-                .collect();
+            let (got, restarted) = played(&r, &rows, cut);
             prop_assert_eq!(&got, &oracle(&samples, Op::Below, th, reset, for_s as i64, res_s as i64));
-            let cut = cut.min(rows.len());
-            let mut a = evaluator(vec![r.clone()], Persisted::default());
-            let mut both = play_rows(&mut a, &rows[..cut]);
-            let saved = serde_json::to_string(&a.state).unwrap();
-            let mut b = evaluator(vec![r], serde_json::from_str(&saved).unwrap());
-            both.extend(play_rows(&mut b, &rows[cut..]));
-            let both: Vec<(bool, i64)> = both.into_iter().map(|(k, _, t)| (k == EventKind::Firing, t)).collect();
-            prop_assert_eq!(both, got);
+            prop_assert_eq!(restarted, got);
         }
 
         /// Confidence below a level, from the inputs an hour lacks: the rule reads
@@ -1628,12 +1629,7 @@ mod tests {
                 .zip(&rows)
                 .map(|((_, m), (t, _))| (*t, Some(match m.count_ones() { 0 => 2.0, 1 => 1.0, _ => 0.0 })))
                 .collect();
-            let mut e = evaluator(vec![r], Persisted::default());
-            let got: Vec<(bool, i64)> = play_rows(&mut e, &rows)
-                .into_iter()
-                .map(|(k, _, t)| (k == EventKind::Firing, t))
-                .collect();
-            prop_assert_eq!(got, oracle(&values, Op::Below, th, th, 0, 0));
+            prop_assert_eq!(played(&r, &rows, 0).0, oracle(&values, Op::Below, th, th, 0, 0));
         }
     }
 }
