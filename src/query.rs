@@ -5,7 +5,9 @@
 //! - `revisions`: every version of one zone's field at one hour;
 //! - `explain`: one zone and hour, its stored figures, and — given the configuration and the
 //!   inputs of the replay — the records behind each contribution and the contributions
-//!   recomputed from them.
+//!   recomputed from them (under model v2 also the exposure's events, the spill by neighbour,
+//!   the surge's densities and typical crowd, the calls, the traffic and fluidity, and the
+//!   weather's presence; [`vigie_queries::explain`]).
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader};
-use vigie_model::time::{format_ts, hour_of, parse_ts_str, Calendar};
+use vigie_model::time::{format_ts, hour_of, parse_ts_str};
 use vigie_model::Record;
 use vigie_queries::explain::records_behind;
 use vigie_queries::read::{self, HOUR_MS};
@@ -84,6 +86,9 @@ enum What {
         /// The replay's inputs, as given to `vigie replay` (default: the embedded sample).
         #[arg(long = "input", num_args = 1..)]
         inputs: Vec<String>,
+        /// The replay's `--clock`, if it was given one (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        clock: Option<String>,
     },
 }
 
@@ -176,6 +181,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             hour,
             config,
             inputs,
+            clock,
         } => {
             let h = time_ms(&hour, "--hour")?.div_euclid(HOUR_MS) * HOUR_MS;
             let stored = read::zone_hour(&store, &zone, h, as_of)?.with_context(|| {
@@ -209,63 +215,40 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             let records: Vec<Record> = RecordReader::shared(&config, specs, 0, 1)
                 .filter_map(|i| match i {
                     Item::Record(r) => Some(r),
-                    _ => None,
+                    // A valid record with an id in no zone cancels its id, as in the replay.
+                    Item::Rejected(mut rej) => rej.error.tombstone.take().map(|t| *t),
+                    Item::Failed(_) => None,
                 })
                 .collect();
-            let clock = replay_clock(&records)
-                .context("the inputs hold no incident or density: no clock")?;
-            let calendar = Calendar::new(config.timezone);
+            let clock = match clock {
+                Some(c) => parse_ts_str(&c)
+                    .with_context(|| format!("--clock: `{c}` is not RFC 3339 or Unix seconds"))?,
+                None => replay_clock(&records).context(
+                    "no clock: the inputs hold no counted incident or density; give the replay's --clock",
+                )?,
+            };
             let counted = counted(&records);
             let hour = h.div_euclid(HOUR_MS);
-            let ev = records_behind(
-                &counted,
-                zone_idx as u32,
-                hour,
-                hour_of(clock),
-                &config.model,
-                &calendar,
-            );
-            let re = ev.recompute(hour, &config.model);
-            let cite = |rs: &[&Record]| -> Vec<Value> {
-                rs.iter()
-                    .map(|r| {
-                        let input = labels.get((r.seq >> 40) as usize).cloned().unwrap_or_default();
-                        json!({"feed": r.feed.name(), "ts": format_ts(r.ts), "id": r.id, "input": input, "line": r.seq & ((1 << 40) - 1)})
-                    })
-                    .collect()
+            let ev = records_behind(&counted, zone_idx as u32, hour, hour_of(clock), &config);
+            let re = ev.recompute(&config);
+            let cite = |r: &Record| -> Value {
+                let input = labels
+                    .get((r.seq >> 40) as usize)
+                    .cloned()
+                    .unwrap_or_default();
+                json!({"feed": r.feed.name(), "ts": format_ts(r.ts), "id": r.id, "input": input, "line": r.seq & ((1 << 40) - 1)})
             };
-            answer["recomputed"] = json!({
-                "incidents": re.incidents, "recent": re.recent, "baseline": re.baseline,
-                "events": re.events, "demonstration": re.demonstration,
-                "deployed_agents": re.deployed_agents, "weather": re.weather,
-            });
-            answer["records"] = json!({
-                "recent": cite(&ev.recent),
-                "baseline": cite(&ev.baseline),
-                "densities": cite(&ev.densities),
-                "events": cite(&ev.events),
-                "deployments": cite(&ev.deployments),
-                "weather": cite(&ev.weather.into_iter().collect::<Vec<_>>()),
-            });
-            let agree = [
-                ("incidents", re.incidents as f64),
-                ("recent", re.recent),
-                ("baseline", re.baseline),
-                ("events", re.events),
-                ("demonstration", re.demonstration as f64),
-                ("deployed_agents", re.deployed_agents as f64),
-                ("weather", re.weather),
-            ]
-            .iter()
-            .all(|(f, v)| {
-                stored
-                    .values
-                    .get(f)
-                    .is_some_and(|s| (s - v).abs() <= 1e-9 * s.abs().max(1.0))
-            });
-            answer["agree"] = json!(agree);
+            if let Value::Object(m) = ev.to_json(&re, &config, &cite) {
+                answer.as_object_mut().expect("an object").extend(m);
+            }
+            let differ = re.differences(&stored.values);
+            answer["agree"] = json!(differ.is_empty());
+            answer["differ"] = differ
+                .iter()
+                .map(|(f, mine, stored)| json!({"field": f, "recomputed": mine, "stored": stored}))
+                .collect();
             writeln!(out, "{answer}")?;
-            if !agree {
+            if !differ.is_empty() {
                 eprintln!("vigie: the stored figures differ from the records given: another replay, or other inputs?");
                 return Ok(ExitCode::from(1));
             }

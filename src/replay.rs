@@ -62,11 +62,30 @@ pub struct ReplayArgs {
     /// configuration's `store.flush_versions`).
     #[arg(long)]
     store_flush_versions: Option<usize>,
+    /// The clock (RFC 3339): the figures are those known at TIME, whatever the records say.
+    /// Without it the clock is the greatest `ts` of the counted incident and density records,
+    /// and a replay with none is refused: give the clock for feeds that do not move it
+    /// (traffic, weather, events, calls, deployments).
+    #[arg(long, value_name = "TIME", value_parser = clock_arg)]
+    clock: Option<i64>,
 }
+
+/// `--clock`: an RFC 3339 time with its offset, as microseconds.
+fn clock_arg(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .and_then(|t| vigie_model::time::in_range(t.timestamp_micros()))
+        .ok_or_else(|| format!("`{s}` is not an RFC 3339 time such as 2018-09-30T23:00:00Z"))
+}
+
+/// Why a replay without a clock is refused.
+const NO_CLOCK: &str = "no clock: the inputs hold no counted incident or density record, the only ones that move it (indicators.md, precise readings); give it with --clock TIME (RFC 3339)";
 
 /// What one worker measured.
 struct WorkerReport {
     accepted: u64,
+    /// Accepted events that took their mapping's default duration.
+    defaulted_ends: u64,
     rejected: BTreeMap<&'static str, u64>,
     first_rejections: Vec<Rejection>,
     failures: Vec<String>,
@@ -104,7 +123,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let workers = args.workers.unwrap_or(config.engine.workers).max(1);
     let batch = args.batch.unwrap_or(config.engine.batch).max(1);
     let timely_config = timely_config(&args, workers)?;
-    let params = GraphParams::from_config(&config);
+    let mut params = GraphParams::from_config(&config);
+    // An explicit clock is held as the live one is: the records do not move it.
+    let fixed_clock = args.clock.map(vigie_model::time::hour_of);
+    if fixed_clock.is_some() {
+        params = params.live();
+    }
     let config = Arc::new(config);
     let zone_ids: Arc<Vec<String>> = Arc::new(config.zones.iter().map(|z| z.id.clone()).collect());
     let output = args.output.clone();
@@ -128,6 +152,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let guards = timely::execute(timely_config, move |worker| {
         let (config, inputs) = (&shared.0, shared.1.clone());
         let mut driver = Driver::new(worker, &params);
+        if let (Some(h), 0) = (fixed_clock, worker.index()) {
+            driver.set_clock_hour(h);
+        }
         let mut sinks = None;
         let mut failures = Vec::new();
         if worker.index() == 0 {
@@ -157,6 +184,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         let mut report = WorkerReport {
             accepted: 0,
+            defaulted_ends: 0,
             rejected: BTreeMap::new(),
             first_rejections: Vec::new(),
             failures: Vec::new(),
@@ -174,8 +202,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut chunk_count = 0u64;
         let mut chunk_start = Instant::now();
         let mut local_health = LocalHealth::default();
-        let reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
-        for item in reader {
+        let mut reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
+        for item in reader.by_ref() {
             match item {
                 Item::Record(r) => {
                     if chunk_count == 0 {
@@ -227,6 +255,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        report.defaulted_ends = reader.defaulted_ends();
         health.add(&mut local_health);
         if chunk_count > 0 {
             chunks.push((chunk_start, chunk_count));
@@ -250,7 +279,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             let (rows, clashes) = (c.indicator_refs(), c.clash_rows());
             report.rows = Some((rows.len(), clashes.len(), driver.clock()));
             report.updates = c.updates;
-            if let Some(path) = &output {
+            if driver.clock().is_none() {
+                report.failures.push(NO_CLOCK.to_string());
+            } else if let Some(path) = &output {
                 if let Err(e) =
                     vigie_connectors::output::write_ndjson(path, rows, &clashes, &zone_ids)
                 {
@@ -354,6 +385,7 @@ fn print_report(
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     let mut accepted = 0;
+    let mut defaulted_ends = 0;
     let mut retired = 0;
     let mut unused = 0;
     let mut rejected: BTreeMap<&str, u64> = BTreeMap::new();
@@ -365,6 +397,7 @@ fn print_report(
     for r in reports {
         sinks = sinks.or(r.sinks);
         accepted += r.accepted;
+        defaulted_ends += r.defaulted_ends;
         retired += r.retired;
         unused += r.unused;
         for (k, v) in r.rejected {
@@ -410,6 +443,11 @@ fn print_report(
     );
     println!("  records read: {read}");
     println!("  accepted:     {accepted}");
+    if defaulted_ends > 0 {
+        println!(
+            "  defaulted:    {defaulted_ends} events without an end after their start took their kind's default duration (accepted; default_duration_h)"
+        );
+    }
     println!("  rejected:     {n_rejected}");
     for (k, v) in &rejected {
         println!("    {k}: {v}");
@@ -441,17 +479,20 @@ fn print_report(
     if let Some(p) = peak {
         println!("  peak memory:  {:.1} MiB", p as f64 / 1048576.0);
     }
-    if let Some((ind, cl, clock)) = rows {
-        let clock = clock
-            .map(vigie_model::time::format_hour)
-            .unwrap_or_else(|| "none (no incident or density record)".into());
+    if let Some((ind, cl, clock_hour)) = rows {
+        let clock = match (clock_hour, args.clock) {
+            (Some(h), Some(_)) => format!("{} (--clock)", vigie_model::time::format_hour(h)),
+            (Some(h), None) => vigie_model::time::format_hour(h),
+            (None, _) => "none (no incident or density record)".into(),
+        };
         println!("  clock hour:   {clock}");
         println!(
             "  output:       {ind} indicator rows, {cl} clashes{}",
-            args.output
-                .as_ref()
-                .map(|p| format!(" -> {}", p.display()))
-                .unwrap_or_default()
+            match (&args.output, clock_hour) {
+                (Some(p), Some(_)) => format!(" -> {}", p.display()),
+                (Some(p), None) => format!(" ({} not written)", p.display()),
+                (None, _) => String::new(),
+            }
         );
         println!("  updates:      {updates} indicator row changes emitted on the way");
     }
@@ -487,10 +528,14 @@ fn print_report(
     for f in &failures {
         println!("  error: {f}");
     }
+    if failures.iter().any(|f| f == NO_CLOCK) {
+        eprintln!("vigie replay: refused: {NO_CLOCK}");
+    }
     if let Some(path) = &args.report_json {
         let json = serde_json::json!({
             "records_read": read,
             "accepted": accepted,
+            "events_default_duration": defaulted_ends,
             "rejected": n_rejected,
             "rejected_by_kind": rejected,
             "first_rejections": first.iter().map(|r| serde_json::json!({"input": r.input, "line": r.line, "field": r.error.field, "reason": r.error.reason})).collect::<Vec<_>>(),

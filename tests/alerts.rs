@@ -71,6 +71,11 @@ struct Running {
 impl Running {
     /// `alerts` may name the embedded broker's port as `MQTT_PORT`.
     fn start(dir: &Path, alerts: &str) -> Running {
+        Running::start_on(dir, &repo().join("config/zones/marseille.geojson"), alerts)
+    }
+
+    /// The same on the zone file `zones`.
+    fn start_on(dir: &Path, zones: &Path, alerts: &str) -> Running {
         let config = dir.join("run.toml");
         let (port, mqtt) = (free_port(), free_port());
         let alerts = alerts.replace("MQTT_PORT", &mqtt.to_string());
@@ -82,7 +87,7 @@ impl Running {
                  [[api.tokens]]\nname = \"duty\"\nrole = \"operator\"\ntoken_env = \"VIGIE_TEST_OPERATOR\"\n\
                  [[api.tokens]]\nname = \"wall\"\nrole = \"viewer\"\ntoken_env = \"VIGIE_TEST_VIEWER\"\n\
                  [alerts]\ntick_ms = 200\n{alerts}",
-                repo().join("config/zones/marseille.geojson").display().to_string()
+                zones.display().to_string()
             ),
         )
         .unwrap();
@@ -516,5 +521,172 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
     let got = on_topic();
     let want = ["firing", "resolved", "firing", "resolved"].map(String::from);
     assert!(want.ends_with(&got), "{got:?}");
+    run.stop();
+}
+
+/// The indicator row of `zone` at `hour` (hours since the epoch) through the query API.
+fn row_at(port: u16, zone: &str, hour: i64) -> Value {
+    let (code, v) = json(
+        port,
+        "GET",
+        &format!("/api/v1/indicators?hour={}", hour * 3600),
+        Some(VIEWER),
+        "",
+    );
+    assert_eq!(code, 200, "{v}");
+    client::zone_row(&v, zone).unwrap_or_else(|| panic!("no row for {zone} at {hour}: {v}"))
+}
+
+/// A square zone with its lower-left corner at (x, y) degrees, and no `neighbours` key: its
+/// neighbours are the zones whose squares touch it.
+fn square(id: &str, x: f64, y: f64, capacity: u32, default_density: u32) -> String {
+    format!(
+        r#"{{"type":"Feature","geometry":{{"type":"Polygon","coordinates":[[[{x},{y}],[{x1},{y}],[{x1},{y1}],[{x},{y1}],[{x},{y}]]]}},"properties":{{"id":"{id}","capacity":{capacity},"scale":10,"min_agents":2,"max_agents":40,"default_density":{default_density}}}}}"#,
+        x1 = x + 1.0,
+        y1 = y + 1.0
+    )
+}
+
+/// The seed's case (issue 15), on model v2 (the default) and the real `vigie run`: a match of
+/// 80,000 people in a stadium zone of capacity 19,230 with no incident history reaches level 4
+/// and fires forecast alerts on risk_level and criticality 29 days ahead (inside a 720-hour
+/// look-ahead); the zones whose polygons touch the stadium's rise by their spill, 0.25 ·
+/// 80,000/1000 · 0.12 = 2.4, and a zone that does not touch it gets none; a crowd surge seen
+/// only by a density record raises the risk of a zone with no incident from 0.
+#[test]
+fn the_seeds_match_reaches_level_4_a_month_ahead_spills_to_the_neighbours_and_a_surge_raises_the_risk(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones.geojson");
+    std::fs::write(
+        &zones,
+        format!(
+            "{{\"type\":\"FeatureCollection\",\"features\":[\n{}\n]}}",
+            [
+                square("stadium", 0.0, 0.0, 19_230, 1_000),
+                square("north", 0.0, 1.0, 5_000, 500),
+                square("east", 1.0, 0.0, 5_000, 500),
+                square("far", 5.0, 5.0, 5_000, 1_000),
+            ]
+            .join(",\n")
+        ),
+    )
+    .unwrap();
+    let alerts = "[[alerts.rules]]\nname = \"stadium-level-4\"\nindicator = \"risk_level\"\nzones = [\"stadium\"]\nthreshold = 4\nlookahead_h = 720\nseverity = \"critical\"\n\
+         [[alerts.rules]]\nname = \"stadium-critical\"\nindicator = \"criticality\"\nzones = [\"stadium\"]\nthreshold = 4\nlookahead_h = 720\nseverity = \"critical\"\n";
+    let run = Running::start_on(dir.path(), &zones, alerts);
+    let port = run.port;
+    let now_hour = now_s() / 3600;
+    let target = now_hour + 29 * 24;
+    wait_for(20, "the first rows", || {
+        json(port, "GET", "/api/v1/indicators", Some(VIEWER), "").0 == 200
+    });
+    // Before: no incident, no event, no density: every risk 0, no alert.
+    for zone in ["stadium", "north", "east", "far"] {
+        assert_eq!(row_at(port, zone, target)["risk_score"], 0.0, "{zone}");
+    }
+    assert_eq!(row_at(port, "far", now_hour)["risk_score"], 0.0);
+    let (_, all) = json(port, "GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
+    assert_eq!(all, serde_json::json!([]));
+
+    post_records(
+        port,
+        &[format!(
+            "{{\"feed\":\"event\",\"id\":\"match-1\",\"ts\":{},\"zone\":\"stadium\",\"start\":{},\"end\":{},\"attendance\":80000,\"kind\":\"sport\"}}",
+            now_s(),
+            target * 3600,
+            (target + 3) * 3600
+        )],
+    );
+    wait_for(20, "both forecast alerts", || {
+        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+            .1
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    });
+    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let hours: Vec<String> = (target..target + 3)
+        .map(vigie_model::time::format_hour)
+        .collect();
+    for a in firing.as_array().unwrap() {
+        assert_eq!(a["zone"], "stadium", "{a}");
+        assert_eq!(a["value"], 4.0, "{a}");
+        let hour = a["hour"].as_str().unwrap().to_string();
+        assert!(hours.contains(&hour), "{hour} not in {hours:?}");
+        assert!(
+            a["message"]
+                .as_str()
+                .unwrap()
+                .contains("within the next 720 h"),
+            "{a}"
+        );
+        // The match's exposure is what the alert names first.
+        assert_eq!(a["contributions"]["top"][0]["name"], "events", "{a}");
+    }
+    // 80,000 against 19,230 (load 4.2, from the default 1,000 plus the attendance) with no
+    // incident: X = 9.6, raw = 9.6 · (1 + 0.8 · (81,000/19,230 − 1)), risk 96.8, level 4, and
+    // with no agent deployed, criticality 4.
+    let x = 80_000.0 / 1000.0 * 0.12;
+    let stadium = row_at(port, "stadium", target);
+    let raw = x * (1.0 + 0.8 * (81_000.0 / 19_230.0 - 1.0));
+    let risk = 100.0 * (1.0 - (-raw / 10.0f64).exp());
+    assert!(
+        (stadium["risk_score"].as_f64().unwrap() - risk).abs() < 1e-9,
+        "{stadium}"
+    );
+    assert_eq!(
+        (&stadium["risk_level"], &stadium["criticality"]),
+        (&serde_json::json!(4), &serde_json::json!(4)),
+        "{stadium}"
+    );
+    assert_eq!(stadium["incidents"], 0, "{stadium}");
+    // The neighbours rise by their spill; the far zone gets none.
+    let spill = 0.25 * x;
+    assert!((spill - 2.4).abs() < 1e-12);
+    for zone in ["north", "east"] {
+        let r = row_at(port, zone, target);
+        let c = &r["contributions"];
+        assert!((c["spill"].as_f64().unwrap() - spill).abs() < 1e-12, "{r}");
+        assert!(
+            (c["exposure"].as_f64().unwrap() - spill).abs() < 1e-12,
+            "{r}"
+        );
+        let risk = 100.0 * (1.0 - (-spill / 10.0f64).exp());
+        assert!(
+            (r["risk_score"].as_f64().unwrap() - risk).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    let far = row_at(port, "far", target);
+    assert_eq!(far["contributions"]["spill"], 0.0, "{far}");
+    assert_eq!(far["risk_score"], 0.0, "{far}");
+
+    // A crowd surge seen only by densities: 50,000 people now in the far zone, whose typical
+    // crowd is its default 1,000: surge = 0.05 · 49 = 2.45, and its risk rises from 0.
+    let ts = now_s();
+    let hour = ts / 3600;
+    post_records(
+        port,
+        &[format!(
+            "{{\"feed\":\"density\",\"ts\":{ts},\"zone\":\"far\",\"people\":50000}}"
+        )],
+    );
+    wait_for(20, "the surge", || {
+        row_at(port, "far", hour)["risk_score"].as_f64() > Some(0.0)
+    });
+    let far = row_at(port, "far", hour);
+    let surge = 0.05 * (50_000.0 - 1_000.0) / 1000.0;
+    let c = &far["contributions"];
+    assert!(
+        (c["surge"].as_f64().unwrap() - surge).abs() < 1e-12,
+        "{far}"
+    );
+    assert_eq!(far["incidents"], 0, "{far}");
+    // Load 10 (50,000 / 5,000): raw = 2.45 · (1 + 0.8 · 9).
+    let risk = 100.0 * (1.0 - (-(surge * (1.0 + 0.8 * 9.0)) / 10.0f64).exp());
+    assert!(
+        (far["risk_score"].as_f64().unwrap() - risk).abs() < 1e-9,
+        "{far}"
+    );
     run.stop();
 }

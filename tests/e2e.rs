@@ -28,6 +28,14 @@ fn data() -> PathBuf {
     repo().join("data")
 }
 
+/// The text of the one file in a zip archive of `data/`.
+fn zipped_text(path: &Path) -> String {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut archive.by_index(0).unwrap(), &mut text).unwrap();
+    text
+}
+
 fn run(cmd: &mut Command) -> (Output, String) {
     let out = cmd.output().expect("vigie starts");
     let text = format!(
@@ -409,46 +417,65 @@ fn the_same_output_for_any_order_batching_workers_and_processes() {
     assert_same(&lines(&out0), &baseline, "two processes");
 }
 
+/// The indicator line of `zone` at `hour` (RFC 3339) in an output file.
+fn indicator_at(path: &Path, zone: &str, hour: &str) -> serde_json::Value {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "indicator" && v["zone"] == zone && v["hour"] == hour)
+        .unwrap_or_else(|| panic!("no row for {zone} at {hour} in {}", path.display()))
+}
+
 #[test]
 fn the_shipped_mappings_replay_the_real_data() {
     let data = data();
+    // Events, weather and traffic do not move the clock: those replays are given one.
     let cases = [
         (
             "vancouver.toml",
             "vancouver_crime",
             "vancouver_vpd_crime_2020.zip",
             37_000u64,
+            None,
         ),
         (
             "chicago.toml",
             "chicago_events",
             "chicago_events_predicthq_2019-01_2021-03.zip",
             3_000,
+            Some("2021-03-31T00:00:00Z"),
         ),
         (
             "i94.toml",
             "i94_weather",
             "metro_interstate_traffic_volume_i94.zip",
             48_000,
+            Some("2018-09-30T23:00:00Z"),
         ),
         (
             "melbourne.toml",
             "melbourne_counts",
             "melbourne_pedestrian_counts_hourly_2013-12_2014-02.zip",
             66_960,
+            None,
         ),
     ];
-    for (cfg, mapping, file, min_accepted) in cases {
+    for (cfg, mapping, file, min_accepted, clock) in cases {
         let dir = tempfile::tempdir().unwrap();
         let out_path = dir.path().join("out.ndjson");
-        let (out, report) = run(vigie()
-            .arg("replay")
+        let mut cmd = vigie();
+        cmd.arg("replay")
             .arg("--config")
             .arg(repo().join("config").join(cfg))
             .arg("--input")
             .arg(format!("{mapping}={}", data.join(file).display()))
             .arg("--output")
-            .arg(&out_path));
+            .arg(&out_path);
+        if let Some(c) = clock {
+            cmd.args(["--clock", c]);
+        }
+        let (out, report) = run(&mut cmd);
         assert!(out.status.success(), "{cfg}: {report}");
         let accepted = report_value(&report, "accepted:");
         assert!(
@@ -456,17 +483,44 @@ fn the_shipped_mappings_replay_the_real_data() {
             "{cfg}: accepted {accepted}\n{report}"
         );
         if cfg == "chicago.toml" {
-            // Events far from the Loop fall outside the grid and are reported as such.
-            assert!(
-                report.contains("outside every zone") || report_value(&report, "rejected:") == 0,
-                "{report}"
-            );
-            assert!(
-                lines(&out_path)
-                    .iter()
-                    .any(|l| l.contains("\"type\":\"clash\"")),
-                "Chicago has clashing events"
-            );
+            // 3,282 events of the file have end == start: those in a zone (all but 12) take
+            // their kind's default duration (chicago.toml) instead of being refused, as they
+            // were before (1,106 accepted, 230 clashes). The 12 refused are outside the grid.
+            assert_eq!(report_value(&report, "defaulted:"), 3_270, "{report}");
+            assert_eq!(accepted, 4_376, "{report}");
+            assert_eq!(report_value(&report, "rejected:"), 12, "{report}");
+            assert_eq!(report_value(&report, "outside_zones:"), 12, "{report}");
+            let clashes = lines(&out_path)
+                .iter()
+                .filter(|l| l.contains("\"type\":\"clash\""))
+                .count();
+            assert_eq!(clashes, 815, "Chicago's clashes, defaulted events included");
+            // The Bulls against the Cavaliers, 2021-03-25 00:00Z, 2,409 people at the United
+            // Center (chi-21), given in the file with end == start: a sport lasts 3 hours.
+            let x = 2409.0 / 1000.0 * 0.12;
+            for h in 0..4 {
+                let hour = format!("2021-03-25T0{h}:00:00Z");
+                let row = indicator_at(&out_path, "chi-21", &hour);
+                let c = &row["contributions"];
+                let (events, exposure) = if h < 3 { (2409.0, x) } else { (0.0, 0.0) };
+                assert_eq!(c["events"].as_f64(), Some(events), "{row}");
+                assert!(
+                    (c["exposure"].as_f64().unwrap() - exposure).abs() < 1e-12,
+                    "{row}"
+                );
+                // Its neighbours (the grid's touching cells) get a quarter of it.
+                let n = indicator_at(&out_path, "chi-22", &hour);
+                let spill = n["contributions"]["spill"].as_f64().unwrap();
+                assert!((spill - 0.25 * exposure).abs() < 1e-12, "{n}");
+            }
+            // Without --clock, the same replay is refused: no incident or density moves it.
+            let (out, text) = run(vigie()
+                .arg("replay")
+                .arg("--config")
+                .arg(repo().join("config").join(cfg))
+                .arg("--input")
+                .arg(format!("{mapping}={}", data.join(file).display())));
+            assert!(!out.status.success() && text.contains("--clock"), "{text}");
         }
         if cfg == "i94.toml" {
             // The same file as traffic: every hour's volume accepted.
@@ -475,7 +529,8 @@ fn the_shipped_mappings_replay_the_real_data() {
                 .arg("--config")
                 .arg(repo().join("config").join(cfg))
                 .arg("--input")
-                .arg(format!("i94_traffic={}", data.join(file).display())));
+                .arg(format!("i94_traffic={}", data.join(file).display()))
+                .args(["--clock", "2018-09-30T23:00:00Z"]));
             assert!(out.status.success(), "{report}");
             assert_eq!(report_value(&report, "accepted:"), 48_204, "{report}");
         }
@@ -583,6 +638,136 @@ fn the_milan_telecom_mapping_gives_crowds_from_real_activity() {
         (row["load"].as_f64().unwrap() - crowd / 5000.0).abs() < 1e-12,
         "{row}"
     );
+}
+
+/// Hourly volumes of the I-94 file by local time (`YYYY-MM-DD HH:MM:SS`, America/Chicago):
+/// every row's volume, duplicated hours included.
+fn i94_volumes() -> std::collections::BTreeMap<chrono::NaiveDateTime, Vec<f64>> {
+    let text = zipped_text(&data().join("metro_interstate_traffic_volume_i94.zip"));
+    let mut out = std::collections::BTreeMap::<_, Vec<f64>>::new();
+    for line in text.lines().skip(1) {
+        // No cell of the file is quoted: the time and the volume are the last two cells.
+        let mut cells = line.rsplit(',');
+        let volume: f64 = cells.next().unwrap().parse().unwrap();
+        let t = chrono::NaiveDateTime::parse_from_str(cells.next().unwrap(), "%Y-%m-%d %H:%M:%S")
+            .unwrap();
+        out.entry(t).or_default().push(volume);
+    }
+    out
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// A replay whose records do not move the clock is refused, and `--clock` gives it one: the
+/// I-94 traffic alone, with the corridor's road capacity, gives the fluidity of each hour from
+/// the file's own volumes (BPR: `1 / (1 + 0.15 · (v/c)^4)`), and ahead of the file the
+/// typical volume of the hour of the week.
+#[test]
+fn a_replay_needs_a_clock_and_takes_one_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.ndjson");
+    let input = format!(
+        "i94_traffic={}",
+        data()
+            .join("metro_interstate_traffic_volume_i94.zip")
+            .display()
+    );
+    let replay = |clock: Option<&str>| {
+        let mut cmd = vigie();
+        cmd.arg("replay")
+            .arg("--config")
+            .arg(repo().join("config/i94.toml"))
+            .args(["--input", &input])
+            .arg("--output")
+            .arg(&out_path);
+        if let Some(c) = clock {
+            cmd.args(["--clock", c]);
+        }
+        run(&mut cmd)
+    };
+    let (out, text) = replay(None);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("no clock") && text.contains("--clock TIME"),
+        "{text}"
+    );
+    assert!(!out_path.exists(), "a refused replay writes no output");
+    let (out, text) = replay(Some("yesterday"));
+    assert!(
+        !out.status.success() && text.contains("`yesterday` is not an RFC 3339 time"),
+        "{text}"
+    );
+
+    let (out, text) = replay(Some("2018-09-30T23:00:00Z"));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("clock hour:   2018-09-30T23:00:00Z (--clock)"),
+        "{text}"
+    );
+    let zones: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("config/zones/i94.geojson")).unwrap(),
+    )
+    .unwrap();
+    let c = zones["features"][0]["properties"]["road_capacity"]
+        .as_f64()
+        .expect("the corridor has a road capacity");
+    let bpr = |v: f64| 1.0 / (1.0 + 0.15 * (v / c).powi(4));
+    let level = |f: f64| match f {
+        f if f >= 0.9 => 1,
+        f if f >= 0.75 => 2,
+        f if f >= 0.5 => 3,
+        _ => 4,
+    };
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 168 + 1 + 720, "one zone over the horizon");
+    let check = |row: &serde_json::Value, traffic: f64| {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        assert!(close(row["traffic"].as_f64().unwrap(), traffic), "{row}");
+        let f = bpr(traffic);
+        assert!(close(row["fluidity"].as_f64().unwrap(), f), "{row}");
+        assert_eq!(row["fluidity_level"].as_u64(), Some(level(f)), "{row}");
+    };
+    // The week before the clock, in daylight saving time (UTC−5): each hour's traffic is the
+    // file's volume at that hour (the mean of a duplicated hour's rows).
+    let volumes = i94_volumes();
+    let mut checked = 0;
+    let mut levels = BTreeSet::new();
+    for row in &rows {
+        let utc = chrono::DateTime::parse_from_rfc3339(row["hour"].as_str().unwrap()).unwrap();
+        let local = utc.naive_utc() - chrono::Duration::hours(5);
+        if let Some(v) = volumes.get(&local) {
+            check(row, mean(v));
+            levels.insert(row["fluidity_level"].as_u64().unwrap());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 160, "{checked} hours of the file in the horizon");
+    assert!(
+        levels.len() >= 2,
+        "rush hours and nights differ: levels {levels:?}"
+    );
+    // A day after the clock, beyond the file (Monday 2018-10-01, 18:00 local): the typical
+    // traffic, the mean of the Mondays at 18:00 of the 52 weeks before the clock's week.
+    let monday = chrono::NaiveDate::from_ymd_opt(2018, 10, 1)
+        .unwrap()
+        .and_hms_opt(18, 0, 0)
+        .unwrap();
+    let seen: Vec<f64> = (2..=53)
+        .filter_map(|w| volumes.get(&(monday - chrono::Duration::weeks(w))))
+        .map(|v| mean(v))
+        .collect();
+    assert!(seen.len() >= 40, "{} Mondays", seen.len());
+    let row = rows
+        .iter()
+        .find(|r| r["hour"] == "2018-10-01T23:00:00Z")
+        .unwrap();
+    check(row, mean(&seen));
 }
 
 /// The binary against an independent implementation of the model in Python
@@ -724,19 +909,42 @@ fn output_figures(path: &Path) -> Figures {
             continue;
         }
         let mut fields = std::collections::BTreeMap::new();
-        for f in vigie_model::point::INDICATOR_FIELDS {
-            let x = match f {
-                "trend" => match v["trend"].as_str().unwrap() {
-                    "falling" => -1.0,
-                    "rising" => 1.0,
-                    _ => 0.0,
+        // As the store writes them (vigie_model::point): trends −1, 0, 1; confidence 0, 1,
+        // 2; missing a sum of flags; an undefined v2 figure (null) has no value.
+        let v2 = v.get("criticality").is_some();
+        let all = vigie_model::point::ALL_FIELDS;
+        let fields_of = if v2 { &all[..] } else { &all[..14] };
+        for f in fields_of {
+            let x = match *f {
+                "trend" | "load_trend" | "fluidity_trend" => match v[*f].as_str() {
+                    Some("falling") => Some(-1.0),
+                    Some("rising") => Some(1.0),
+                    Some(_) => Some(0.0),
+                    None => None,
                 },
-                "baseline" | "recent" | "events" | "weather" | "demonstration" => {
-                    v["contributions"][f].as_f64().unwrap()
-                }
-                _ => v[f].as_f64().unwrap(),
+                "confidence" => ["low", "reduced", "high"]
+                    .iter()
+                    .position(|c| v["confidence"] == *c)
+                    .map(|i| i as f64),
+                "missing" => Some(
+                    v["missing"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| match m.as_str().unwrap() {
+                            "density" => 1.0,
+                            "incident" => 2.0,
+                            _ => 4.0,
+                        })
+                        .sum(),
+                ),
+                "baseline" | "recent" | "events" | "weather" | "demonstration" | "exposure"
+                | "spill" | "surge" => v["contributions"][*f].as_f64(),
+                _ => v[*f].as_f64(),
             };
-            fields.insert(f.to_string(), x);
+            if let Some(x) = x {
+                fields.insert(f.to_string(), x);
+            }
         }
         rows.insert((s("zone"), ms(&s("hour"))), fields);
     }
@@ -893,6 +1101,186 @@ fn an_explanation_names_the_records_behind_a_figure_and_agrees_with_it() {
     assert!(
         !out.status.success() && text.contains("--step `5x`"),
         "{text}"
+    );
+}
+
+/// Model v2's explanation: a match in the stadium zone spills into the zone that lists it as
+/// a neighbour, cited by neighbour with its kind, rate and X; a crowd above its typical level
+/// (from densities of the same hour in earlier weeks) makes a surge; calls count in `I`; a
+/// zone's traffic counts give its fluidity; and every recomputed figure agrees with the store.
+#[test]
+fn an_explanation_under_model_v2_cites_the_events_densities_calls_and_traffic_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let zones = dir.path().join("zones.geojson");
+    std::fs::write(
+        &zones,
+        r#"{"type":"FeatureCollection","features":[
+{"type":"Feature","geometry":null,"properties":{"id":"stadium","capacity":19230,"scale":10,"min_agents":2,"max_agents":40,"default_density":1000,"road_capacity":4000,"neighbours":[]}},
+{"type":"Feature","geometry":null,"properties":{"id":"north","capacity":5000,"scale":10,"min_agents":1,"max_agents":8,"default_density":500,"neighbours":["stadium"]}},
+{"type":"Feature","geometry":null,"properties":{"id":"east","capacity":5000,"scale":10,"min_agents":1,"max_agents":8,"default_density":500,"road_capacity":2000,"neighbours":["stadium"]}}
+]}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("city.toml");
+    std::fs::write(
+        &config,
+        format!("zones = {:?}\n", zones.display().to_string()),
+    )
+    .unwrap();
+    // H0: Sunday 2026-11-22 18:00Z; the match from H0 + 2 to H0 + 5.
+    let h0 = 1_795_370_400 / 3600;
+    let at = |h: i64, min: i64| (h * 3600 + min * 60).to_string();
+    let week = 168;
+    let m1 = format!(
+        r#","id":"m1","start":{},"end":{},"attendance":80000,"kind":"sport""#,
+        at(h0 + 2, 0),
+        at(h0 + 5, 0)
+    );
+    // (feed, zone (none: city-wide), hour, minute, the other fields).
+    let table: [(&str, &str, i64, i64, &str); 14] = [
+        ("event", "stadium", h0 - 48, 0, &m1),
+        // North: densities at H0 (two sensors) and at the same hour one and two weeks before.
+        ("density", "north", h0, 5, r#","sensor":"a","people":3000"#),
+        ("density", "north", h0, 10, r#","sensor":"b","people":1000"#),
+        ("density", "north", h0 - week, 5, r#","people":600"#),
+        ("density", "north", h0 - 2 * week, 5, r#","people":1000"#),
+        ("call", "north", h0, 1, ""),
+        ("call", "north", h0, 2, ""),
+        ("call", "north", h0 - 1, 2, r#","id":"c7""#),
+        ("incident", "north", h0, 30, r#","severity":3"#),
+        // East: two counts of one counter at H0, one of another; one a week before.
+        ("traffic", "east", h0, 0, r#","sensor":"s1","volume":1000"#),
+        ("traffic", "east", h0, 30, r#","sensor":"s1","volume":1400"#),
+        ("traffic", "east", h0, 40, r#","sensor":"s2","volume":500"#),
+        ("traffic", "east", h0 - week, 0, r#","volume":900"#),
+        (
+            "weather",
+            "",
+            h0,
+            0,
+            r#","kind":"observed","temperature_c":12"#,
+        ),
+    ];
+    let lines: Vec<String> = table
+        .iter()
+        .map(|(feed, zone, h, min, more)| {
+            let zone = match *zone {
+                "" => String::new(),
+                z => format!(r#","zone":"{z}""#),
+            };
+            format!(r#"{{"feed":"{feed}","ts":{}{zone}{more}}}"#, at(*h, *min))
+        })
+        .collect();
+    let records = dir.path().join("records.ndjson");
+    std::fs::write(&records, lines.join("\n")).unwrap();
+    let store_dir = dir.path().join("store");
+    let (out, text) = run(vigie()
+        .arg("replay")
+        .arg("--config")
+        .arg(&config)
+        .arg("--input")
+        .arg(&records)
+        .arg("--store")
+        .arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    let explain = |zone: &str, hour: i64| -> serde_json::Value {
+        let (out, text) = run(vigie()
+            .args(["query", "explain", "--zone", zone, "--hour", &at(hour, 0)])
+            .arg("--store")
+            .arg(&store_dir)
+            .arg("--config")
+            .arg(&config)
+            .arg("--input")
+            .arg(&records));
+        assert!(out.status.success(), "{zone} at {hour}: {text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["agree"], true, "{v}");
+        v
+    };
+    let x = 80_000.0 / 1000.0 * 0.12;
+    // The stadium during the match: its own event, with kind, rate and X.
+    let v = explain("stadium", h0 + 3);
+    let e = &v["v2"]["exposure"]["events"][0];
+    assert_eq!(
+        (&e["record"]["id"], &e["kind"], &e["rate"]),
+        (
+            &serde_json::json!("m1"),
+            &serde_json::json!("sport"),
+            &serde_json::json!(0.12)
+        ),
+        "{v}"
+    );
+    assert!((e["x"].as_f64().unwrap() - x).abs() < 1e-12, "{v}");
+    assert!(
+        (v["stored"]["exposure"].as_f64().unwrap() - x).abs() < 1e-12,
+        "{v}"
+    );
+    // North at that hour: the spill, by neighbour, the match cited.
+    let v = explain("north", h0 + 3);
+    let spill = &v["v2"]["spill"];
+    assert_eq!(spill["neighbours"][0]["zone"], "stadium", "{v}");
+    assert_eq!(
+        spill["neighbours"][0]["events"][0]["record"]["id"], "m1",
+        "{v}"
+    );
+    assert!(
+        (spill["spill"].as_f64().unwrap() - 0.25 * x).abs() < 1e-12,
+        "{v}"
+    );
+    assert!(
+        (v["stored"]["spill"].as_f64().unwrap() - 2.4).abs() < 1e-12,
+        "{v}"
+    );
+    // North at H0: observed 4000 against a typical 800 (two earlier weeks): surge 0.16; the
+    // two calls of the hour and the one before count in I (recent = 3 + 0.25 · 3).
+    let v = explain("north", h0);
+    let surge = &v["v2"]["surge"];
+    assert_eq!(surge["densities"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(surge["observed"], 4000.0, "{v}");
+    assert_eq!(surge["typical"]["origin"], "observed", "{v}");
+    assert_eq!(
+        surge["typical"]["hours"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+    assert!(
+        (surge["surge"].as_f64().unwrap() - 0.05 * 3.2).abs() < 1e-12,
+        "{v}"
+    );
+    let calls = &v["v2"]["calls"];
+    assert_eq!(
+        (
+            calls["hour"].as_array().unwrap().len(),
+            calls["recent"].as_array().unwrap().len()
+        ),
+        (2, 3),
+        "{v}"
+    );
+    assert_eq!(v["recomputed"]["recent"], 3.75, "{v}");
+    assert_eq!(v["v2"]["weather"]["present"], true, "{v}");
+    // East at H0: counter s1's mean (1200) plus s2 (500); fluidity by BPR on 2000 vehicles/h.
+    let v = explain("east", h0);
+    let t = &v["v2"]["traffic"];
+    assert_eq!(t["records"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(t["traffic"], 1700.0, "{v}");
+    let f = 1.0 / (1.0 + 0.15 * (1700.0f64 / 2000.0).powi(4));
+    assert!((t["fluidity"].as_f64().unwrap() - f).abs() < 1e-12, "{v}");
+    assert_eq!(t["fluidity_level"], 1, "{v}");
+    // East a day later, no count: the typical traffic of that hour of the week is unknown
+    // (the week before had none at that hour), so no fluidity; no weather either.
+    let v = explain("east", h0 + 24);
+    assert_eq!(
+        v["v2"]["traffic"]["traffic"],
+        serde_json::Value::Null,
+        "{v}"
+    );
+    assert_eq!(v["v2"]["weather"]["present"], false, "{v}");
+    assert!(
+        v["recomputed"]["missing"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("weather")),
+        "{v}"
     );
 }
 

@@ -177,13 +177,7 @@ severity = "critical"
             )
             .await;
         assert_eq!(s, 200, "{v}");
-        v["indicators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["zone"] == zone)
-            .cloned()
-            .unwrap_or(Value::Null)
+        client::zone_row(&v, zone).unwrap_or(Value::Null)
     }
 }
 

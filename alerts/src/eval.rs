@@ -10,7 +10,9 @@
 //!
 //! A breach is `value >= threshold` (`op = above`) or `value <= threshold` (`below`); a clear
 //! is `value < reset` (or `> reset`): between the two the state holds (hysteresis). With no
-//! value (no row yet for the zone, e.g. just after a restart) nothing moves. A deadman value
+//! value (no row yet for the zone, e.g. just after a restart) nothing moves. A figure of model
+//! v2 that is undefined at an hour (fluidity without traffic or road capacity) is skipped; when
+//! it is undefined at every hour read, the reading neither breaches nor holds: it clears. A deadman value
 //! is the seconds since the feed or source last delivered, counted from the start for one
 //! never seen since; a deadman alert clears only once data has arrived.
 //!
@@ -257,6 +259,7 @@ pub struct Persisted {
 /// One reading of a rule for a subject.
 #[derive(Clone, Debug, PartialEq)]
 struct Reading {
+    /// NaN: the figure is undefined at every hour read (it never breaches, and clears).
     value: f64,
     hour: Option<i64>,
     /// A deadman subject never seen since the start: it cannot clear.
@@ -271,6 +274,8 @@ pub struct Evaluator {
     groups: BTreeMap<String, Vec<String>>,
     config_rules: BTreeMap<String, AlertRule>,
     keep_resolved: usize,
+    /// The model is v1: rules on v2's figures are refused.
+    model_v1: bool,
     pub state: Persisted,
     board: BTreeMap<(u32, i64), IndicatorRow>,
     clashes: BTreeSet<ClashRow>,
@@ -306,6 +311,7 @@ impl Evaluator {
                 .map(|r| (r.name.clone(), r.clone()))
                 .collect(),
             keep_resolved: config.keep_resolved,
+            model_v1: config.model_v1,
             state,
             board: BTreeMap::new(),
             clashes: BTreeSet::new(),
@@ -331,7 +337,7 @@ impl Evaluator {
 
     /// Adds (`create`: refused if the name exists) or replaces a rule.
     pub fn put_rule(&mut self, rule: AlertRule, create: bool) -> Result<(), RuleError> {
-        rule.validate(&self.zone_ids, &self.groups)
+        rule.validate(&self.zone_ids, &self.groups, self.model_v1)
             .map_err(|(k, m)| RuleError::Invalid(k, m))?;
         if create && self.rules().contains_key(&rule.name) {
             return Err(RuleError::Exists);
@@ -463,14 +469,11 @@ impl Evaluator {
             });
         }
         let mut best: Option<(f64, &IndicatorRow)> = None;
+        let mut undefined: Option<&IndicatorRow> = None;
         for (_, row) in self.board.range((zone, clock)..=(zone, last)) {
-            let v = match rule.indicator {
-                Indicator::RiskScore => row.risk_score.0,
-                Indicator::RiskLevel => row.risk_level as f64,
-                Indicator::ProtectionRate => row.protection_rate.0,
-                Indicator::Load => row.load.0,
-                Indicator::Crowd => row.crowd.0,
-                Indicator::Clash | Indicator::FeedSilence => unreachable!("handled apart"),
+            let Some(v) = value_of(rule.indicator, row) else {
+                undefined = undefined.or(Some(row));
+                continue;
             };
             let worse = match (best, rule.op) {
                 (None, _) => true,
@@ -481,12 +484,13 @@ impl Evaluator {
                 best = Some((v, row));
             }
         }
-        best.map(|(v, row)| Reading {
-            value: v,
-            hour: Some(row.hour),
-            can_clear: true,
-            row: Some(row.clone()),
-        })
+        best.or(undefined.map(|row| (f64::NAN, row)))
+            .map(|(v, row)| Reading {
+                value: v,
+                hour: Some(row.hour),
+                can_clear: true,
+                row: Some(row.clone()),
+            })
     }
 
     fn read_activity(&self, key: &str, now_ms: i64) -> Reading {
@@ -575,15 +579,17 @@ impl Evaluator {
         out: &mut Vec<Transition>,
     ) {
         let Some(r) = reading else { return };
+        // NaN (undefined) compares false: no breach; and it clears.
         let breach = match rule.op {
             Op::Above => r.value >= rule.threshold,
             Op::Below => r.value <= rule.threshold,
         };
         let clear = r.can_clear
-            && match rule.op {
-                Op::Above => r.value < rule.reset(),
-                Op::Below => r.value > rule.reset(),
-            };
+            && (r.value.is_nan()
+                || match rule.op {
+                    Op::Above => r.value < rule.reset(),
+                    Op::Below => r.value > rule.reset(),
+                });
         let for_ms = rule.for_s as i64 * 1000;
         let resolve_ms = rule.resolve_for_s as i64 * 1000;
         let track = self
@@ -818,9 +824,46 @@ impl Evaluator {
     }
 }
 
+/// The value a rule on `indicator` reads in `row`; `None` where it is undefined (a figure of
+/// model v2 on a row without them, fluidity and traffic where they have no value).
+pub fn value_of(indicator: Indicator, row: &IndicatorRow) -> Option<f64> {
+    let v2 = row.v2.as_ref();
+    match indicator {
+        Indicator::RiskScore => Some(row.risk_score.0),
+        Indicator::RiskLevel => Some(row.risk_level as f64),
+        Indicator::ProtectionRate => Some(row.protection_rate.0),
+        Indicator::Load => Some(row.load.0),
+        Indicator::Crowd => Some(row.crowd.0),
+        Indicator::Criticality => v2.map(|v| v.criticality as f64),
+        Indicator::Fluidity => v2.and_then(|v| v.fluidity).map(|f| f.0),
+        Indicator::FluidityLevel => v2.and_then(|v| v.fluidity_level).map(f64::from),
+        Indicator::Confidence => v2.map(|v| v.missing.confidence().value() as f64),
+        Indicator::Calls => v2.map(|v| v.calls as f64),
+        Indicator::Exposure => v2.map(|v| v.exposure.0),
+        Indicator::Traffic => v2.and_then(|v| v.traffic).map(|t| t.0),
+        Indicator::Clash | Indicator::FeedSilence => None,
+    }
+}
+
+/// How a value is written in a message: a confidence by its level's name.
+fn value_text(indicator: Indicator, v: f64) -> String {
+    if v.is_nan() {
+        return "undefined".into();
+    }
+    if indicator == Indicator::Confidence {
+        if let Some((name, _)) = vigie_config::alerts::CONFIDENCE_LEVELS
+            .iter()
+            .find(|(_, x)| *x == v)
+        {
+            return (*name).to_string();
+        }
+    }
+    round3(v).to_string()
+}
+
 /// Brings an alert's value, hour, contributions and message up to date with a reading.
 fn refresh(a: &mut Alert, rule: &AlertRule, r: &Reading) {
-    a.value = Some(r.value);
+    a.value = (!r.value.is_nan()).then_some(r.value);
     a.hour = r.hour;
     a.contributions = r.row.as_ref().map(contributions);
     let what = match (&a.zone, &a.feed, &a.source) {
@@ -873,9 +916,21 @@ fn refresh(a: &mut Alert, rule: &AlertRule, r: &Reading) {
         let mut m = format!(
             "{} in {what} {when}: {} (threshold {op} {})",
             rule.indicator.name(),
-            round3(r.value),
-            rule.threshold
+            value_text(rule.indicator, r.value),
+            value_text(rule.indicator, rule.threshold)
         );
+        if rule.indicator == Indicator::Confidence {
+            let missing: Vec<&str> = r
+                .row
+                .as_ref()
+                .and_then(|row| row.v2.as_ref())
+                .map(|v| v.missing.names().collect())
+                .unwrap_or_default();
+            if !missing.is_empty() {
+                m.push_str("; missing: ");
+                m.push_str(&missing.join(", "));
+            }
+        }
         if !top.is_empty() {
             m.push_str("; top contributions: ");
             m.push_str(&top);
@@ -889,31 +944,41 @@ fn round3(v: f64) -> f64 {
 }
 
 /// The contributions of a row (`docs/model.md`), with `top`: the terms of the risk formula
-/// ranked by their weight — the additive terms (baseline, 0.5·recent) and the multiplier
-/// terms (0.8·overload, 0.3·E/capacity, weather f_w − 1, 0.5·demonstration), with the
-/// default coefficients.
+/// ranked by their weight, with the default coefficients — the additive terms (baseline,
+/// 0.5·recent, and under model v2 the exposure's parts: the events' own, spill, surge) and the
+/// multiplier terms (0.8·overload, under v1 0.3·E/capacity, weather f_w − 1,
+/// 0.5·demonstration). Under model v2 it also carries the row's v2 figures.
 pub fn contributions(r: &IndicatorRow) -> serde_json::Value {
     let load = r.load.0;
-    let e_over_cap = if r.crowd.0 > 0.0 {
-        r.events.0 / r.crowd.0 * load
-    } else {
-        0.0
-    };
-    let mut top = [
+    let mut top = vec![
         ("baseline", r.baseline.0),
         ("recent", 0.5 * r.recent.0),
         ("overload", 0.8 * (load - 1.0).max(0.0)),
-        ("events", 0.3 * e_over_cap),
         ("weather", r.weather.0 - 1.0),
         ("demonstration", 0.5 * r.demonstration as f64),
     ];
+    match &r.v2 {
+        None => {
+            let e_over_cap = if r.crowd.0 > 0.0 {
+                r.events.0 / r.crowd.0 * load
+            } else {
+                0.0
+            };
+            top.push(("events", 0.3 * e_over_cap));
+        }
+        Some(v) => {
+            top.push(("events", v.exposure.0 - v.spill.0 - v.surge.0));
+            top.push(("spill", v.spill.0));
+            top.push(("surge", v.surge.0));
+        }
+    }
     top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(b.0)));
     let top: Vec<serde_json::Value> = top
         .iter()
         .filter(|(_, v)| *v != 0.0)
         .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
         .collect();
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "baseline": r.baseline.0,
         "recent": r.recent.0,
         "events": r.events.0,
@@ -923,7 +988,25 @@ pub fn contributions(r: &IndicatorRow) -> serde_json::Value {
         "crowd": r.crowd.0,
         "incidents": r.incidents,
         "top": top,
-    })
+    });
+    if let Some(v) = &r.v2 {
+        let extra = serde_json::json!({
+            "exposure": v.exposure.0,
+            "spill": v.spill.0,
+            "surge": v.surge.0,
+            "calls": v.calls,
+            "criticality": v.criticality,
+            "traffic": v.traffic.map(|t| t.0),
+            "fluidity": v.fluidity.map(|f| f.0),
+            "fluidity_level": v.fluidity_level,
+            "confidence": v.missing.confidence().name(),
+            "missing": v.missing.names().collect::<Vec<_>>(),
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
+            o.extend(e);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -931,7 +1014,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use vigie_config::AlertsConfig;
-    use vigie_model::{Trend, F64};
+    use vigie_model::{Missing, RowV2, Trend, F64};
 
     const H: i64 = 490_000;
 
@@ -1237,19 +1320,30 @@ mod tests {
         );
     }
 
-    /// The specification, restated plainly: one subject, for_s and resolve_for_s, hysteresis.
+    /// The specification, restated plainly: one subject, for_s and resolve_for_s, hysteresis,
+    /// either side of the threshold; `None` is an undefined value, which never breaches and
+    /// clears.
     fn oracle(
-        samples: &[(i64, f64)],
+        samples: &[(i64, Option<f64>)],
+        op: Op,
         th: f64,
         reset: f64,
         for_s: i64,
         res_s: i64,
     ) -> Vec<(bool, i64)> {
+        let breaches = |v: Option<f64>| match op {
+            Op::Above => v.is_some_and(|v| v >= th),
+            Op::Below => v.is_some_and(|v| v <= th),
+        };
+        let clears = |v: Option<f64>| match op {
+            Op::Above => v.is_none_or(|v| v < reset),
+            Op::Below => v.is_none_or(|v| v > reset),
+        };
         let mut out = Vec::new();
         let (mut firing, mut breach_since, mut clear_since) = (false, None::<i64>, None::<i64>);
         for &(t, v) in samples {
             if !firing {
-                if v >= th {
+                if breaches(v) {
                     let s = *breach_since.get_or_insert(t);
                     if t - s >= for_s {
                         firing = true;
@@ -1259,7 +1353,7 @@ mod tests {
                 } else {
                     breach_since = None;
                 }
-            } else if v < reset {
+            } else if clears(v) {
                 let s = *clear_since.get_or_insert(t);
                 if t - s >= res_s {
                     firing = false;
@@ -1271,6 +1365,202 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A row of model v2 with `fluidity` (None: undefined) and the inputs `missing`.
+    fn row_v2(zone: u32, hour: i64, fluidity: Option<f64>, missing: Missing) -> IndicatorRow {
+        let mut r = row(zone, hour, 10.0);
+        r.v2 = Some(RowV2 {
+            calls: 3,
+            criticality: 2,
+            traffic: fluidity.map(|_| F64(1500.0)),
+            fluidity: fluidity.map(F64),
+            fluidity_level: fluidity.map(|f| if f >= 0.9 { 1 } else { 3 }),
+            load_trend: Trend::Stable,
+            fluidity_trend: None,
+            missing,
+            exposure: F64(2.5),
+            spill: F64(0.5),
+            surge: F64(0.0),
+        });
+        r
+    }
+
+    /// Feeds `(seconds, row of zone 13001)` samples; returns the notifications.
+    fn play_rows(e: &mut Evaluator, samples: &[(i64, IndicatorRow)]) -> Vec<(EventKind, u64, i64)> {
+        let mut out = Vec::new();
+        for (t, r) in samples {
+            e.observe([r.clone()], [], H);
+            for tr in e.evaluate(t * 1000) {
+                if tr.notify {
+                    out.push((tr.kind, tr.alert.id, *t));
+                }
+            }
+        }
+        out
+    }
+
+    /// Notifications as `(firing, at s)`: true for a firing, false for a resolution.
+    type Notified = Vec<(bool, i64)>;
+
+    /// The notifications of `rule` over `rows`, played straight, and played with the state
+    /// saved and restored after `cut` of them.
+    fn played(rule: &AlertRule, rows: &[(i64, IndicatorRow)], cut: usize) -> (Notified, Notified) {
+        let firings = |n: Vec<(EventKind, u64, i64)>| -> Notified {
+            n.into_iter()
+                .map(|(k, _, t)| (k == EventKind::Firing, t))
+                .collect()
+        };
+        let mut e = evaluator(vec![rule.clone()], Persisted::default());
+        let straight = firings(play_rows(&mut e, rows));
+        let cut = cut.min(rows.len());
+        let mut a = evaluator(vec![rule.clone()], Persisted::default());
+        let mut both = play_rows(&mut a, &rows[..cut]);
+        let saved = serde_json::to_string(&a.state).unwrap();
+        let mut b = evaluator(vec![rule.clone()], serde_json::from_str(&saved).unwrap());
+        both.extend(play_rows(&mut b, &rows[cut..]));
+        (straight, firings(both))
+    }
+
+    fn v2_rule(indicator: Indicator, op: Op, threshold: f64, reset: f64) -> AlertRule {
+        let mut r = rule(threshold, reset, 0, 0);
+        r.name = indicator.name().into();
+        r.indicator = indicator;
+        r.op = op;
+        r
+    }
+
+    #[test]
+    fn confidence_below_reduced_fires_on_a_missing_input_and_names_it() {
+        let cfg: AlertsConfig = toml::from_str(
+            "[[rules]]\nname = \"blind\"\nindicator = \"confidence\"\nzones = [\"13001\"]\nop = \"below\"\nthreshold = \"reduced\"\nreset = \"reduced\"\n",
+        )
+        .unwrap();
+        let r = cfg.rules[0].clone();
+        assert_eq!((r.threshold, r.reset()), (1.0, 1.0));
+        cfg.validate(&["13001".into()]).unwrap();
+        let mut e = evaluator(vec![r], Persisted::default());
+        let high = Missing::default();
+        let reduced = Missing::default().with(Missing::INCIDENT, true);
+        let low = reduced.with(Missing::WEATHER, true);
+        e.observe([row_v2(0, H, None, high)], [], H);
+        assert!(e.evaluate(0).is_empty(), "high confidence: no breach");
+        e.observe([row_v2(0, H, None, reduced)], [], H);
+        let t = e.evaluate(1000);
+        assert_eq!(t[0].kind, EventKind::Firing);
+        assert_eq!(t[0].alert.value, Some(1.0));
+        let m = &t[0].alert.message;
+        assert!(
+            m.contains(": reduced (threshold <= reduced)") && m.contains("missing: incident"),
+            "{m}"
+        );
+        let c = t[0].alert.contributions.as_ref().unwrap();
+        assert_eq!(c["confidence"], "reduced");
+        assert_eq!(c["missing"], serde_json::json!(["incident"]));
+        // Low is further below, and back to reduced: still firing, no second notification;
+        // high (above the reset) resolves it.
+        for (t, m) in [(2000, low), (2500, reduced)] {
+            e.observe([row_v2(0, H, None, m)], [], H);
+            assert!(e.evaluate(t).is_empty());
+        }
+        e.observe([row_v2(0, H, None, high)], [], H);
+        assert_eq!(e.evaluate(3000)[0].kind, EventKind::Resolved);
+        // A name that is no level, and a v2 figure under model v1, are refused with their key.
+        let err = toml::from_str::<AlertsConfig>(
+            "[[rules]]\nname = \"x\"\nindicator = \"confidence\"\nthreshold = \"fair\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`fair` is neither a number nor a confidence level"),
+            "{err}"
+        );
+        let v1 = AlertsConfig {
+            model_v1: true,
+            ..cfg
+        };
+        assert_eq!(
+            v1.validate(&["13001".into()]).unwrap_err().0,
+            "rules[0].indicator"
+        );
+    }
+
+    #[test]
+    fn an_undefined_fluidity_never_breaches_and_the_look_ahead_skips_it() {
+        let mut r = v2_rule(Indicator::Fluidity, Op::Below, 0.5, 0.6);
+        r.lookahead_h = 5;
+        let mut e = evaluator(vec![r], Persisted::default());
+        // No fluidity anywhere: nothing, whatever the threshold.
+        e.observe(
+            (0..6).map(|h| row_v2(0, H + h, None, Missing::default())),
+            [],
+            H,
+        );
+        assert!(e.evaluate(0).is_empty());
+        // One congested hour among undefined ones: the worst defined hour is read.
+        e.observe([row_v2(0, H + 3, Some(0.4), Missing::default())], [], H);
+        let t = e.evaluate(1000);
+        assert_eq!(
+            (t[0].kind, t[0].alert.hour),
+            (EventKind::Firing, Some(H + 3))
+        );
+        assert_eq!(t[0].alert.value, Some(0.4));
+        assert_eq!(t[0].alert.contributions.as_ref().unwrap()["fluidity"], 0.4);
+        // It becomes undefined again: the alert clears (an undefined value is not a breach).
+        e.observe([row_v2(0, H + 3, None, Missing::default())], [], H);
+        let t = e.evaluate(2000);
+        assert_eq!(t[0].kind, EventKind::Resolved);
+        assert_eq!(t[0].alert.value, None);
+        assert!(
+            t[0].alert.message.contains("undefined"),
+            "{}",
+            t[0].alert.message
+        );
+        // Rows of model v1 have no v2 figure: a criticality rule never breaches on them.
+        let mut e = evaluator(
+            vec![v2_rule(Indicator::Criticality, Op::Above, 1.0, 1.0)],
+            Persisted::default(),
+        );
+        e.observe([row(0, H, 99.0)], [], H);
+        assert!(e.evaluate(0).is_empty());
+        e.observe([row_v2(0, H, None, Missing::default())], [], H);
+        assert_eq!(e.evaluate(1000)[0].alert.value, Some(2.0));
+    }
+
+    #[test]
+    fn v2_figures_are_read_from_the_row() {
+        let r = row_v2(
+            0,
+            H,
+            Some(0.8),
+            Missing::default().with(Missing::DENSITY, true),
+        );
+        let got: Vec<Option<f64>> = [
+            Indicator::Criticality,
+            Indicator::Fluidity,
+            Indicator::FluidityLevel,
+            Indicator::Confidence,
+            Indicator::Calls,
+            Indicator::Exposure,
+            Indicator::Traffic,
+        ]
+        .map(|i| value_of(i, &r))
+        .to_vec();
+        assert_eq!(
+            got,
+            [2.0, 0.8, 3.0, 1.0, 3.0, 2.5, 1500.0].map(Some).to_vec()
+        );
+        let top = contributions(&r)["top"].clone();
+        assert_eq!(top[0]["name"], "events", "{top}"); // X = 2.5 − 0.5 − 0
+        assert_eq!(top[0]["value"], 2.0, "{top}");
+        // Ties (baseline 0.5, 0.5·recent, spill 0.5) by name; no zero term (surge).
+        let names: Vec<&str> = top
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["events", "baseline", "recent", "spill"]);
     }
 
     proptest! {
@@ -1286,21 +1576,60 @@ mod tests {
             let mut t = 0;
             let samples: Vec<(i64, f64)> = steps.iter().map(|(dt, v)| { t += dt; (t, *v) }).collect();
             let r = rule(th, reset, for_s, res_s);
-            let mut e = evaluator(vec![r.clone()], Persisted::default());
-            let got: Vec<(bool, i64)> = play(&mut e, &samples)
-                .into_iter()
-                .map(|(k, _, t)| (k == EventKind::Firing, t))
-                .collect();
-            prop_assert_eq!(&got, &oracle(&samples, th, reset, for_s as i64, res_s as i64));
+            let rows: Vec<(i64, IndicatorRow)> = samples.iter().map(|(t, v)| (*t, row(0, H, *v))).collect();
+            let (got, restarted) = played(&r, &rows, cut);
+            let given: Vec<(i64, Option<f64>)> = samples.iter().map(|(t, v)| (*t, Some(*v))).collect();
+            prop_assert_eq!(&got, &oracle(&given, Op::Above, th, reset, for_s as i64, res_s as i64));
             // Cut anywhere, saved and restored: the same notifications.
-            let cut = cut.min(samples.len());
-            let mut a = evaluator(vec![r.clone()], Persisted::default());
-            let mut both = play(&mut a, &samples[..cut]);
-            let saved = serde_json::to_string(&a.state).unwrap();
-            let mut b = evaluator(vec![r], serde_json::from_str(&saved).unwrap());
-            both.extend(play(&mut b, &samples[cut..]));
-            let both: Vec<(bool, i64)> = both.into_iter().map(|(k, _, t)| (k == EventKind::Firing, t)).collect();
-            prop_assert_eq!(both, got);
+            prop_assert_eq!(restarted, got);
+        }
+
+        /// Fluidity below a threshold, where an hour may have no fluidity at all: the same
+        /// specification, an undefined value never breaching and clearing; and across a
+        /// restart.
+        #[test]
+        fn fluidity_rules_follow_the_specification_with_undefined_hours(
+            steps in proptest::collection::vec((1i64..40, proptest::option::weighted(0.7, 0.0f64..1.0)), 1..80),
+            for_s in 0u64..60,
+            res_s in 0u64..60,
+            gap in 0.0f64..0.2,
+            cut in 0usize..80,
+        ) {
+            let (th, reset) = (0.5, 0.5 + gap);
+            let mut t = 0;
+            let samples: Vec<(i64, Option<f64>)> = steps.iter().map(|(dt, v)| { t += dt; (t, *v) }).collect();
+            let mut r = v2_rule(Indicator::Fluidity, Op::Below, th, reset);
+            r.for_s = for_s;
+            r.resolve_for_s = res_s;
+            let rows: Vec<(i64, IndicatorRow)> = samples
+                .iter()
+                .map(|(t, f)| (*t, row_v2(0, H, *f, Missing::default())))
+                .collect();
+            let (got, restarted) = played(&r, &rows, cut);
+            prop_assert_eq!(&got, &oracle(&samples, Op::Below, th, reset, for_s as i64, res_s as i64));
+            prop_assert_eq!(restarted, got);
+        }
+
+        /// Confidence below a level, from the inputs an hour lacks: the rule reads
+        /// `Confidence::value` of `missing` (0 low, 1 reduced, 2 high).
+        #[test]
+        fn confidence_rules_read_the_level_of_the_missing_inputs(
+            steps in proptest::collection::vec((1i64..40, 0u8..8), 1..60),
+            level in 0u8..3,
+        ) {
+            let th = level as f64;
+            let r = v2_rule(Indicator::Confidence, Op::Below, th, th);
+            let mut t = 0;
+            let rows: Vec<(i64, IndicatorRow)> = steps
+                .iter()
+                .map(|(dt, m)| { t += dt; (t, row_v2(0, H, None, Missing(*m))) })
+                .collect();
+            let values: Vec<(i64, Option<f64>)> = steps
+                .iter()
+                .zip(&rows)
+                .map(|((_, m), (t, _))| (*t, Some(match m.count_ones() { 0 => 2.0, 1 => 1.0, _ => 0.0 })))
+                .collect();
+            prop_assert_eq!(played(&r, &rows, 0).0, oracle(&values, Op::Below, th, th, 0, 0));
         }
     }
 }

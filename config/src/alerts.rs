@@ -7,7 +7,10 @@
 //! [[alerts.rules]]
 //! name = "risk-high-stadium"                   # unique; the rule's key in the API
 //! indicator = "risk_score"                     # risk_score, risk_level, protection_rate,
-//!                                              # load, crowd, clash, feed_silence
+//!                                              # load, crowd, clash, feed_silence, and of
+//!                                              # model v2: criticality, fluidity,
+//!                                              # fluidity_level, confidence, calls,
+//!                                              # exposure, traffic
 //! group = "stadium"                            # or zones = ["13001"]; neither: every zone
 //! op = "above"                                 # above: value >= threshold breaches; below: <=
 //! threshold = 75.0
@@ -16,6 +19,13 @@
 //! resolve_for_s = 300                          # and the clear 5 min before it resolves (damping)
 //! lookahead_h = 24                             # forecast: the worst hour from now to now + 24 h
 //! severity = "critical"                        # info, warning, critical
+//!
+//! [[alerts.rules]]
+//! name = "stadium-blind"
+//! indicator = "confidence"                     # 0 low, 1 reduced, 2 high
+//! group = "stadium"
+//! op = "below"                                 # breaches at reduced or low
+//! threshold = "reduced"                        # a level's name stands for its number
 //!
 //! [[alerts.rules]]
 //! name = "density-feed-silent"
@@ -28,8 +38,14 @@
 //! url = "https://ops.example/hooks/vigie"
 //! ```
 //!
-//! Traffic fluidity is not an indicator of the model v1 (traffic records are validated and
-//! counted, not computed), so no rule can name it yet.
+//! The indicators of model v2 (`criticality`, `fluidity`, `fluidity_level`, `confidence`,
+//! `calls`, `exposure`, `traffic`) are read from the row's v2 figures. Where a figure is
+//! undefined (no fluidity or traffic without a count or a typical one, or no road capacity) the
+//! hour is skipped: an undefined value never breaches, and an alert whose every hour became
+//! undefined clears. `confidence` is a number, 0 low, 1 reduced, 2 high
+//! (`vigie_model::Confidence::value`), and a threshold or a reset may name the level instead:
+//! `op = "below"` with `threshold = "reduced"` breaches at reduced and low confidence. A
+//! configuration with `[model] version = 1` has none of these figures and refuses rules on them.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,6 +67,10 @@ pub struct AlertsConfig {
     pub keep_resolved: usize,
     /// Days of transitions kept in the history journal.
     pub history_days: u32,
+    /// The configuration's model is v1 (set from `[model]`, not written in `[alerts]`): rules
+    /// on the figures of model v2 are refused.
+    #[serde(skip)]
+    pub model_v1: bool,
 }
 
 impl Default for AlertsConfig {
@@ -62,6 +82,7 @@ impl Default for AlertsConfig {
             tick_ms: 1000,
             keep_resolved: 1000,
             history_days: 30,
+            model_v1: false,
         }
     }
 }
@@ -80,6 +101,20 @@ pub enum Indicator {
     Clash,
     /// Deadman: seconds since a feed or a source last delivered a record.
     FeedSilence,
+    /// v2: 1–4, the risk level against the shortfall of agents.
+    Criticality,
+    /// v2: traffic fluidity, 0–1 (1: free flow); undefined without traffic or road capacity.
+    Fluidity,
+    /// v2: 1–4 (4: the most congested); undefined where fluidity is.
+    FluidityLevel,
+    /// v2: 0 low, 1 reduced, 2 high.
+    Confidence,
+    /// v2: hotline calls in the hour.
+    Calls,
+    /// v2: the exposure term (events, their spill from neighbours, crowd surge).
+    Exposure,
+    /// v2: vehicles per hour, counted or typical; undefined with neither.
+    Traffic,
 }
 
 impl Indicator {
@@ -92,8 +127,58 @@ impl Indicator {
             Indicator::Crowd => "crowd",
             Indicator::Clash => "clash",
             Indicator::FeedSilence => "feed_silence",
+            Indicator::Criticality => "criticality",
+            Indicator::Fluidity => "fluidity",
+            Indicator::FluidityLevel => "fluidity_level",
+            Indicator::Confidence => "confidence",
+            Indicator::Calls => "calls",
+            Indicator::Exposure => "exposure",
+            Indicator::Traffic => "traffic",
         }
     }
+
+    /// A figure of model v2 only.
+    pub fn v2(self) -> bool {
+        matches!(
+            self,
+            Indicator::Criticality
+                | Indicator::Fluidity
+                | Indicator::FluidityLevel
+                | Indicator::Confidence
+                | Indicator::Calls
+                | Indicator::Exposure
+                | Indicator::Traffic
+        )
+    }
+}
+
+/// The confidence levels by name, with their number (`vigie_model::Confidence::value`).
+pub const CONFIDENCE_LEVELS: [(&str, f64); 3] = [("low", 0.0), ("reduced", 1.0), ("high", 2.0)];
+
+/// A threshold or a reset: a number, or the name of a confidence level.
+fn level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(f64),
+        Name(String),
+    }
+    match Given::deserialize(d)? {
+        Given::Number(v) => Ok(v),
+        Given::Name(n) => CONFIDENCE_LEVELS
+            .iter()
+            .find(|(name, _)| *name == n)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{n}` is neither a number nor a confidence level (low, reduced, high)"
+                ))
+            }),
+    }
+}
+
+fn maybe_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    level(d).map(Some)
 }
 
 /// How bad an alert is.
@@ -142,10 +227,16 @@ pub struct AlertRule {
     pub group: Option<String>,
     #[serde(default)]
     pub op: Op,
-    /// For `feed_silence`: seconds of silence.
+    /// For `feed_silence`: seconds of silence. A confidence level's name stands for its number
+    /// ([`CONFIDENCE_LEVELS`]).
+    #[serde(deserialize_with = "level")]
     pub threshold: f64,
     /// The clearing threshold (hysteresis); default: `threshold`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "maybe_level",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reset: Option<f64>,
     /// Seconds the breach must last before the alert fires.
     #[serde(default)]
@@ -179,11 +270,13 @@ impl AlertRule {
         self.reset.unwrap_or(self.threshold)
     }
 
-    /// Checks the rule against the zone ids and groups; the error names the field.
+    /// Checks the rule against the zone ids, the groups and the model (`model_v1`: the figures
+    /// of model v2 do not exist); the error names the field.
     pub fn validate(
         &self,
         zone_ids: &[String],
         groups: &BTreeMap<String, Vec<String>>,
+        model_v1: bool,
     ) -> Result<(), (String, String)> {
         let err = |k: &str, m: String| Err((k.to_string(), m));
         let name_ok = !self.name.is_empty()
@@ -219,6 +312,15 @@ impl AlertRule {
                 )
             }
             _ => {}
+        }
+        if model_v1 && self.indicator.v2() {
+            return err(
+                "indicator",
+                format!(
+                    "`{}` is a figure of model v2, and the configuration has [model] version = 1",
+                    self.indicator.name()
+                ),
+            );
         }
         if self.lookahead_h > 24 * 366 {
             return err("lookahead_h", "must be at most 8784 (a year)".into());
@@ -337,7 +439,7 @@ impl AlertsConfig {
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, r) in self.rules.iter().enumerate() {
-            r.validate(zone_ids, &self.groups)
+            r.validate(zone_ids, &self.groups, self.model_v1)
                 .map_err(|(k, m)| (format!("rules[{i}].{k}"), m))?;
             if !names.insert(r.name.as_str()) {
                 return Err((
@@ -414,5 +516,36 @@ mod tests {
             "[[rules]]\nname = \"x\"\nindicator = \"traffic_fluidity\"\nthreshold = 1\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn v2_rules_take_confidence_levels_by_name_and_need_model_v2() {
+        let zones = vec!["13001".to_string()];
+        let c: AlertsConfig = toml::from_str(
+            "[[rules]]\nname = \"blind\"\nindicator = \"confidence\"\nop = \"below\"\nthreshold = \"reduced\"\n\
+             [[rules]]\nname = \"jam\"\nindicator = \"fluidity_level\"\nthreshold = 4\n\
+             [[rules]]\nname = \"slow\"\nindicator = \"fluidity\"\nop = \"below\"\nthreshold = 0.5\nreset = 0.6\n\
+             [[rules]]\nname = \"crit\"\nindicator = \"criticality\"\nthreshold = 3\nlookahead_h = 720\n",
+        )
+        .unwrap();
+        c.validate(&zones).unwrap();
+        assert_eq!(c.rules[0].threshold, 1.0);
+        let names: Vec<&str> = c.rules.iter().map(|r| r.indicator.name()).collect();
+        assert_eq!(
+            names,
+            ["confidence", "fluidity_level", "fluidity", "criticality"]
+        );
+        assert!(c.rules.iter().all(|r| r.indicator.v2()));
+        // Under model v1 the same rules are refused, the first one named.
+        let v1 = AlertsConfig {
+            model_v1: true,
+            ..c.clone()
+        };
+        let (key, message) = v1.validate(&zones).unwrap_err();
+        assert_eq!(key, "rules[0].indicator");
+        assert!(message.contains("[model] version = 1"), "{message}");
+        // A rule written back to TOML or JSON carries numbers.
+        let json = serde_json::to_value(&c.rules[0]).unwrap();
+        assert_eq!(json["threshold"], 1.0);
     }
 }

@@ -365,7 +365,7 @@ impl Config {
         origin: &str,
         base_dir: Option<PathBuf>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: origin.to_string(),
             message: e.to_string(),
         })?;
@@ -484,6 +484,7 @@ impl Config {
             }
         }
         let zone_ids: Vec<String> = zones.iter().map(|z| z.id.clone()).collect();
+        raw.alerts.model_v1 = !raw.model.v2();
         raw.alerts
             .validate(&zone_ids)
             .map_err(|(k, m)| invalid(&format!("alerts.{k}"), m))?;
@@ -637,6 +638,22 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_on_a_v2_figure_is_refused_under_model_v1() {
+        let rule = "[[alerts.rules]]\nname = \"c\"\nindicator = \"criticality\"\nthreshold = 3\n";
+        let v2 = parse(&format!("zones = \"zones/marseille.geojson\"\n{rule}")).unwrap();
+        assert!(!v2.alerts.model_v1);
+        let e = parse(&format!(
+            "zones = \"zones/marseille.geojson\"\n[model]\nversion = 1\n{rule}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("alerts.rules[0].indicator") && e.contains("model v2"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn invalid_values_name_their_key() {
         let e = parse("zones = \"zones/marseille.geojson\"\n[model]\nweeks = 0\n").unwrap_err();
         assert!(e.to_string().contains("model.weeks"), "{e}");
@@ -712,9 +729,11 @@ mod tests {
             section.join("\n")
         );
         let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert_eq!(c.alerts.rules.len(), 2);
+        assert_eq!(c.alerts.rules.len(), 3);
         assert_eq!(c.alerts.rules[0].lookahead_h, 24);
-        assert_eq!(c.alerts.rules[1].feed.as_deref(), Some("density"));
+        assert_eq!(c.alerts.rules[1].indicator, Indicator::Confidence);
+        assert_eq!(c.alerts.rules[1].threshold, 1.0);
+        assert_eq!(c.alerts.rules[2].feed.as_deref(), Some("density"));
         assert_eq!(c.alerts.notify[0].min_severity, Severity::Warning);
         assert_eq!(c.alerts.tick_ms, AlertsConfig::default().tick_ms);
         assert!(Config::embedded_default().alerts.rules.is_empty());

@@ -17,6 +17,18 @@
 //! the table is an error unless `default` is set), `scale` and `offset` (numbers:
 //! `value × scale + offset`), and for times `format` (`rfc3339`, `unix`, `unix_ms` or a chrono
 //! `strftime` pattern) with `timezone` (an IANA name, for formats without an offset).
+//!
+//! A mapping of the `event` feed may give events without an end a duration by kind:
+//!
+//! ```toml
+//! [mappings.agenda.default_duration_h]
+//! sport = 3        # a match whose end is missing, or not after its start, lasts 3 h
+//! concert = 3
+//! ```
+//!
+//! The kind is the record's (after `fields.kind`'s table). An event of a kind not listed keeps
+//! its end, and is refused as any record whose `end` is missing or not after its `start`. A
+//! replay's report counts the events that took a default duration.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -39,7 +51,14 @@ pub struct Mapping {
     /// The other fields of the record, by their name in `docs/model.md`.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldSpec>,
+    /// Feed `event`: hours an event lasts, by kind, when its `end` is missing or not after its
+    /// `start`.
+    #[serde(default)]
+    pub default_duration_h: BTreeMap<String, f64>,
 }
+
+/// The longest default duration (a year), in hours.
+pub const MAX_DEFAULT_DURATION_H: f64 = 24.0 * 366.0;
 
 fn comma() -> String {
     ",".to_string()
@@ -167,6 +186,30 @@ impl Mapping {
             }
             spec.validate(TIME_FIELDS.contains(&name.as_str()))
                 .map_err(|m| (key, m))?;
+        }
+        if !self.default_duration_h.is_empty() && feed != Feed::Event {
+            return Err((
+                "default_duration_h".into(),
+                format!("only a mapping of feed event gives default durations, not {feed}"),
+            ));
+        }
+        for (kind, hours) in &self.default_duration_h {
+            let key = format!("default_duration_h.{kind}");
+            if vigie_model::EventKind::parse(kind).is_none() {
+                return Err((
+                    key,
+                    format!(
+                        "not an event kind (expected one of {})",
+                        vigie_model::EventKind::ALL.map(|k| k.name()).join(", ")
+                    ),
+                ));
+            }
+            if !(hours.is_finite() && *hours > 0.0 && *hours <= MAX_DEFAULT_DURATION_H) {
+                return Err((
+                    key,
+                    format!("must be a number of hours above 0 and at most {MAX_DEFAULT_DURATION_H}, got {hours}"),
+                ));
+            }
         }
         match (&self.location, feed) {
             (None, Feed::Weather) => {}

@@ -10,7 +10,15 @@ Marseille: the 16 arrondissements with their polygons. Parameters derived from p
 Vancouver: the 24 VPD neighbourhoods, no polygon (records name them); equal parameters.
 Melbourne: a 3 x 3 grid over the bounding box of the pedestrian sensors (padded 0.002 deg).
 Chicago: a 4 x 4 grid of 0.08 deg cells around the Loop (PredictHQ events within 16 km).
-I-94: one zone, the monitored corridor, for the weather and traffic feeds.
+I-94: one zone, the monitored corridor, for the weather and traffic feeds. Its road_capacity
+  (vehicles per hour, model v2's fluidity) is the BPR curve's practical capacity, the flow the
+  road carries at ease (as a zone's capacity is the crowd it holds at ease): 80 % of its ultimate
+  capacity, the share the BPR function's practical capacity is commonly taken at (level of
+  service C). The ultimate capacity comes from the file: a counter measures flow, and flow cannot
+  exceed capacity, so six years of counts top out there: the highest hour is 7,280, only 6 of
+  48,204 hours reach 7,200 and 99.9 % are at or below 7,024. So 0.8 x 7,200 (the highest hour
+  rounded down to hundreds) = 5,760. With it the file's hours are at fluidity level 1 (39,937),
+  2 (8,221: the rush hours above about 5,350) and 3 (46, the saturated ones above about 7,025).
 Milan: the four squares of the Telecom Italia grid in the telecom file, by id, no polygon (the
   file has no coordinates; records name their square). A square is about 235 m a side (5.5 ha):
   capacity 5,000 (about a third of it streets and squares, at some 3.5 m2 a person),
@@ -77,8 +85,12 @@ write("chicago.geojson", grid("chi", 41.72, -87.79, 42.04, -87.47, 4,
       {"capacity": 50000, "scale": 10, "min_agents": 1, "max_agents": 12, "default_density": 3000}))
 
 # I-94
+with zipfile.ZipFile(os.path.join(data, "metro_interstate_traffic_volume_i94.zip")) as z:
+    rows = io.TextIOWrapper(z.open(z.namelist()[0]), encoding="utf-8")
+    volumes = [int(r["traffic_volume"]) for r in csv.DictReader(rows)]
 write("i94.geojson", [feature({"id": "i94", "name": "I-94 Minneapolis-St Paul", "capacity": 100000, "scale": 10,
-                               "min_agents": 1, "max_agents": 10, "default_density": 5000})])
+                               "min_agents": 1, "max_agents": 10, "default_density": 5000,
+                               "road_capacity": max(volumes) // 100 * 100 * 8 // 10})])
 
 # Milan
 with open(os.path.join(data, "milan_telecom_4squares_hourly_2013-11-03_week.csv")) as f:

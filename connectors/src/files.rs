@@ -145,6 +145,9 @@ pub struct RecordReader<'c> {
     row: csv::StringRecord,
     /// Rows of other readers' shares are read past into this, unchecked.
     skipped: csv::ByteRecord,
+    /// Accepted events that took their mapping's default duration (no end, or none after
+    /// their start).
+    defaulted_ends: u64,
 }
 
 impl<'c> RecordReader<'c> {
@@ -166,7 +169,14 @@ impl<'c> RecordReader<'c> {
             buf: Vec::new(),
             row: csv::StringRecord::new(),
             skipped: csv::ByteRecord::new(),
+            defaulted_ends: 0,
         }
+    }
+
+    /// The accepted events read so far that took their mapping's default duration for their
+    /// kind (`default_duration_h`): their end was missing or not after their start.
+    pub fn defaulted_ends(&self) -> u64 {
+        self.defaulted_ends
     }
 
     fn open_next(&mut self) -> Option<Result<(), InputError>> {
@@ -314,8 +324,14 @@ impl Iterator for RecordReader<'_> {
                     };
                     let seq = ((input as u64) << 40) | index;
                     return Some(
-                        match csv.mapping().record(&self.row, &self.config.zones, seq) {
-                            Ok(r) => Item::Record(r),
+                        match csv
+                            .mapping()
+                            .record_noting(&self.row, &self.config.zones, seq)
+                        {
+                            Ok((r, defaulted)) => {
+                                self.defaulted_ends += defaulted as u64;
+                                Item::Record(r)
+                            }
                             Err(error) => Item::Rejected(Rejection {
                                 input: label(),
                                 line,

@@ -1,17 +1,18 @@
 //! CSV rows through a configured [`Mapping`]: the mapping is compiled once against the file's
 //! header (every column it names must exist), then each row becomes a [`RawRecord`] that the
-//! common validator checks.
+//! common validator checks. An event without an end (missing, or not after its start) takes
+//! the mapping's `default_duration_h` for its kind, if it has one.
 
 use crate::raw::{RawRecord, Scalar};
-use crate::validate::{validate, RecordError, RejectKind};
+use crate::validate::{time_us, validate, RecordError, RejectKind};
 use chrono::{DateTime, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use vigie_config::mapping::{FieldSpec, Lookup};
 use vigie_config::{Config, Mapping, ZoneSet};
-use vigie_model::time::{in_range, seconds_to_us};
-use vigie_model::{Feed, Record};
+use vigie_model::time::{format_ts, in_range, seconds_to_us};
+use vigie_model::{EventKind, Feed, Record};
 
 enum Source {
     Column(usize),
@@ -57,6 +58,9 @@ pub struct CompiledMapping {
     feed: Feed,
     fields: Vec<Field>,
     location: Location,
+    /// Microseconds an event of each kind (in [`EventKind::ALL`]'s order) lasts when its end
+    /// is missing or not after its start; `None`: it keeps its end.
+    default_duration_us: [Option<i64>; EventKind::ALL.len()],
 }
 
 /// The static name of a record field (a mapping's fields are validated against the record
@@ -209,10 +213,17 @@ impl CompiledMapping {
                 }
             }
         };
+        let mut default_duration_us = [None; EventKind::ALL.len()];
+        for (kind, hours) in &mapping.default_duration_h {
+            if let Some(i) = EventKind::ALL.iter().position(|k| k.name() == kind) {
+                default_duration_us[i] = Some((hours * 3_600_000_000.0).round() as i64);
+            }
+        }
         Ok(CompiledMapping {
             feed: mapping.feed(),
             fields,
             location,
+            default_duration_us,
         })
     }
 
@@ -228,11 +239,67 @@ impl CompiledMapping {
         zones: &ZoneSet,
         seq: u64,
     ) -> Result<Record, RecordError> {
-        validate(&self.raw(row)?, Some(self.feed), zones, seq)
+        self.record_noting(row, zones, seq).map(|(r, _)| r)
+    }
+
+    /// The same, and whether the record is an event that took its kind's default duration.
+    pub fn record_noting(
+        &self,
+        row: &csv::StringRecord,
+        zones: &ZoneSet,
+        seq: u64,
+    ) -> Result<(Record, bool), RecordError> {
+        let (raw, defaulted) = self.raw_noting(row)?;
+        validate(&raw, Some(self.feed), zones, seq).map(|r| (r, defaulted))
     }
 
     /// Turns one row into a raw record, not yet validated (a live source completes it first).
     pub fn raw<'r>(&self, row: &'r csv::StringRecord) -> Result<RawRecord<'r>, RecordError> {
+        self.raw_noting(row).map(|(raw, _)| raw)
+    }
+
+    /// Gives an event whose end is missing or not after its start the default duration of
+    /// its kind, if the mapping has one; true when it did. An end that is not a time at all,
+    /// a start that is missing or unreadable, or a kind not listed change nothing: the
+    /// validator reports them as it would.
+    fn default_end(&self, raw: &mut RawRecord) -> bool {
+        let kind = match &raw.kind {
+            Some(Scalar::Str(k)) => EventKind::parse(k.trim()),
+            _ => None,
+        };
+        let Some(duration) = kind.and_then(|k| {
+            let i = EventKind::ALL.iter().position(|x| *x == k)?;
+            self.default_duration_us[i]
+        }) else {
+            return false;
+        };
+        let Some(start) = raw.start.as_ref().and_then(time_us) else {
+            return false;
+        };
+        let ends_after = match &raw.end {
+            None | Some(Scalar::Null) => false,
+            Some(Scalar::Str(t)) if t.trim().is_empty() => false,
+            Some(end) => match time_us(end) {
+                Some(end) => end > start,
+                None => return false,
+            },
+        };
+        if ends_after {
+            return false;
+        }
+        match in_range(start.saturating_add(duration)) {
+            Some(end) => {
+                raw.end = Some(Scalar::Str(Cow::Owned(format_ts(end))));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn raw_noting<'r>(
+        &self,
+        row: &'r csv::StringRecord,
+    ) -> Result<(RawRecord<'r>, bool), RecordError> {
         let mut raw = RawRecord::default();
         for f in &self.fields {
             let v = f.eval(row)?;
@@ -282,7 +349,8 @@ impl CompiledMapping {
                 }
             }
         }
-        Ok(raw)
+        let defaulted = self.feed == Feed::Event && self.default_end(&mut raw);
+        Ok((raw, defaulted))
     }
 }
 
@@ -421,4 +489,152 @@ fn local_to_utc(tz: &Tz, naive: NaiveDateTime) -> Option<i64> {
 fn offset_seconds(o: &chrono_tz::TzOffset) -> i64 {
     use chrono::Offset;
     o.fix().local_minus_utc() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{InputSpec, Item, RecordReader};
+    use proptest::prelude::*;
+    use vigie_model::Body;
+
+    const HOUR_US: i64 = 3_600_000_000;
+
+    fn config() -> Config {
+        Config::parse(
+            "zones = \"zones/marseille.geojson\"\n[mappings.agenda]\nfeed = \"event\"\n\
+             time = { column = \"seen\", format = \"unix\" }\nlocation = { zone = { value = \"13008\" } }\n\
+             fields.id = { column = \"id\" }\nfields.start = { column = \"start\", format = \"unix\" }\n\
+             fields.end = { column = \"end\", format = \"unix\" }\nfields.attendance = { value = 1000 }\n\
+             fields.kind = { column = \"kind\" }\n\
+             [mappings.agenda.default_duration_h]\nsport = 3\nfestival = 0.5\n",
+            "test.toml",
+            None,
+        )
+        .unwrap()
+    }
+
+    fn compiled(c: &Config) -> CompiledMapping {
+        let header: Vec<String> = ["seen", "id", "start", "end", "kind"]
+            .map(String::from)
+            .to_vec();
+        CompiledMapping::compile("agenda", &c.mappings["agenda"], &header, c).unwrap()
+    }
+
+    /// `(start, end)` in µs of a mapped event, and whether it took the default; or why not.
+    type Mapped = Result<((i64, i64), bool), RejectKind>;
+
+    /// The event mapped from one row.
+    fn interval(m: &CompiledMapping, c: &Config, cells: [&str; 5]) -> Mapped {
+        let row = csv::StringRecord::from(cells.to_vec());
+        match m.record_noting(&row, &c.zones, 1) {
+            Ok((
+                Record {
+                    body: Some(Body::Event { start, end, .. }),
+                    ..
+                },
+                d,
+            )) => Ok(((start, end), d)),
+            Ok(other) => panic!("not an event: {other:?}"),
+            Err(e) => Err(e.kind),
+        }
+    }
+
+    #[test]
+    fn an_event_without_an_end_after_its_start_takes_its_kind_default() {
+        let c = config();
+        let m = compiled(&c);
+        let s = 1_700_000_000i64;
+        let at = |t: i64| t * 1_000_000;
+        let start = s.to_string();
+        let cases: [([&str; 5], Mapped); 7] = [
+            // No end, the same end, an end before: 3 h after the start.
+            (
+                ["1", "a", &start, "", "sport"],
+                Ok(((at(s), at(s) + 3 * HOUR_US), true)),
+            ),
+            (
+                ["1", "b", &start, &start, "sport"],
+                Ok(((at(s), at(s) + 3 * HOUR_US), true)),
+            ),
+            (
+                ["1", "c", &start, "1600000000", "sport"],
+                Ok(((at(s), at(s) + 3 * HOUR_US), true)),
+            ),
+            (
+                ["1", "d", &start, &start, "festival"],
+                Ok(((at(s), at(s) + HOUR_US / 2), true)),
+            ),
+            // An end after the start is kept.
+            (
+                ["1", "e", &start, "1700000060", "sport"],
+                Ok(((at(s), at(s + 60)), false)),
+            ),
+            // A kind without a default, and an end that is no time, are refused as before.
+            (
+                ["1", "f", &start, &start, "concert"],
+                Err(RejectKind::EndBeforeStart),
+            ),
+            (
+                ["1", "g", &start, "soon", "sport"],
+                Err(RejectKind::InvalidField),
+            ),
+        ];
+        for (cells, want) in cases {
+            assert_eq!(interval(&m, &c, cells), want, "{cells:?}");
+        }
+        // A replay's reader counts the accepted events that took a default.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agenda.csv");
+        std::fs::write(
+            &path,
+            format!("seen,id,start,end,kind\n1,a,{s},,sport\n1,b,{s},{s},concert\n1,c,{s},{s},festival\n1,d,{s},1700000060,sport\n"),
+        )
+        .unwrap();
+        let spec = InputSpec::parse(&format!("agenda={}", path.display()), &c).unwrap();
+        let mut reader = RecordReader::new(&c, vec![spec]);
+        let accepted = reader
+            .by_ref()
+            .filter(|i| matches!(i, Item::Record(_)))
+            .count();
+        assert_eq!((accepted, reader.defaulted_ends()), (3, 2));
+    }
+
+    #[test]
+    fn default_durations_are_for_events_and_their_kinds_only() {
+        let base = "zones = \"zones/marseille.geojson\"\n[mappings.m]\ntime = { column = \"t\" }\nlocation = { zone = { column = \"z\" } }\n";
+        let err = |extra: &str| {
+            Config::parse(&format!("{base}{extra}"), "test.toml", None)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("feed = \"deployment\"\n[mappings.m.default_duration_h]\nsport = 3\n");
+        assert!(
+            e.contains("mappings.m.default_duration_h") && e.contains("feed event"),
+            "{e}"
+        );
+        let e = err("feed = \"event\"\n[mappings.m.default_duration_h]\nrodeo = 3\n");
+        assert!(e.contains("mappings.m.default_duration_h.rodeo"), "{e}");
+        let e = err("feed = \"event\"\n[mappings.m.default_duration_h]\nsport = 0\n");
+        assert!(e.contains("mappings.m.default_duration_h.sport"), "{e}");
+    }
+
+    proptest! {
+        /// Whatever the end given, a defaulted kind's event ends after it starts: as given when
+        /// that is after the start, else the default duration after it.
+        #[test]
+        fn a_defaulted_event_always_ends_after_it_starts(
+            start in 0i64..4_000_000_000,
+            delta in -100_000i64..100_000,
+            no_end in any::<bool>(),
+        ) {
+            let c = config();
+            let m = compiled(&c);
+            let end = if no_end { String::new() } else { (start + delta).to_string() };
+            let got = interval(&m, &c, ["1", "x", &start.to_string(), &end, "sport"]);
+            let keeps = !no_end && delta > 0;
+            let want_end = if keeps { (start + delta) * 1_000_000 } else { start * 1_000_000 + 3 * HOUR_US };
+            prop_assert_eq!(got, Ok(((start * 1_000_000, want_end), !keeps)));
+        }
+    }
 }

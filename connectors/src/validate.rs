@@ -158,13 +158,17 @@ fn text<'a>(field: &'static str, v: &Scalar<'a>) -> R<Cow<'a, str>> {
     }
 }
 
-fn time(field: &'static str, v: &Scalar) -> R<i64> {
-    let t = match v {
+/// A time as a record gives it (RFC 3339, or Unix seconds), in microseconds.
+pub(crate) fn time_us(v: &Scalar) -> Option<i64> {
+    match v {
         Scalar::Num(n) => seconds_to_us(*n),
         Scalar::Str(s) => parse_ts_str(s),
         _ => None,
-    };
-    t.ok_or_else(|| {
+    }
+}
+
+fn time(field: &'static str, v: &Scalar) -> R<i64> {
+    time_us(v).ok_or_else(|| {
         invalid(
             field,
             format!("{} is neither RFC 3339 nor Unix seconds", v.describe()),

@@ -558,3 +558,69 @@ fn final_output_is_independent_of_order_batching_and_workers() {
         "final only, two workers"
     );
 }
+
+/// What `vigie query explain` recomputes from the records behind one zone and hour
+/// (`vigie_queries::explain`) against the reference: for every zone and hour of the horizon,
+/// every figure it recomputes — v1's contributions and crowd, and under v2 calls, exposure,
+/// spill, surge, traffic, fluidity and its level, the missing inputs — is the reference's.
+#[test]
+fn explain_recomputes_the_reference_figures_of_every_zone_and_hour() {
+    use std::collections::BTreeMap;
+    use vigie_model::point::{indicator_values, row_fields};
+    use vigie_queries::explain::{records_behind, Typical};
+    for (seed, m) in [(3, model()), (4, long_horizon()), (5, v1(model()))] {
+        let records = random_records(seed, 1500);
+        let config = vigie_config::Config {
+            zones: zones(),
+            model: m,
+            timezone: chrono_tz::Europe::Paris,
+            ..vigie_config::Config::embedded_default()
+        };
+        let calendar = Calendar::new(config.timezone);
+        let want = reference::compute(&records, &config.zones, &config.model, &calendar);
+        let clock = vigie_model::time::hour_of(reference::replay_clock(&records).unwrap());
+        let counted = reference::counted(&records);
+        // How often each part of v2 was exercised: spill, surge, calls, observed traffic,
+        // typical traffic only, typical crowd from densities, a missing density.
+        let mut seen = [0usize; 7];
+        for row in &want.indicators {
+            let ev = records_behind(&counted, row.zone, row.hour, clock, &config);
+            let re = ev.recompute(&config);
+            let stored: BTreeMap<&str, f64> = row_fields(row)
+                .iter()
+                .copied()
+                .zip(indicator_values(row))
+                .filter(|(_, v)| !v.is_nan())
+                .collect();
+            let differ = re.differences(&stored);
+            assert!(
+                differ.is_empty(),
+                "seed {seed}, zone {} hour {}: (field, explained, reference) {differ:?}",
+                row.zone,
+                row.hour
+            );
+            if let Some(v2) = &re.v2 {
+                let parts = [
+                    v2.spill > 0.0,
+                    v2.surge > 0.0,
+                    v2.calls > 0,
+                    v2.traffic_observed.is_some(),
+                    v2.traffic_observed.is_none() && v2.traffic.is_some(),
+                    matches!(re.typical_origin, Typical::Observed(_)),
+                    v2.missing.has(vigie_model::Missing::DENSITY),
+                ];
+                for (n, p) in seen.iter_mut().zip(parts) {
+                    *n += p as usize;
+                }
+            } else {
+                assert!(!stored.contains_key("calls"));
+            }
+        }
+        if config.model.v2() {
+            assert!(
+                seen.iter().all(|n| *n > 0),
+                "seed {seed}: exercised {seen:?}"
+            );
+        }
+    }
+}

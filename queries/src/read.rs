@@ -2,11 +2,11 @@
 //! one zone and hour with all its figures, and the revisions of a value.
 //!
 //! Indicators are written by the engine as measurement `indicator`, tag `zone`, one series
-//! per field of [`vigie_model::point::INDICATOR_FIELDS`], stamped with the start of the hour
-//! (ms). Every read can be made "as known at" an earlier revision.
+//! per field of [`vigie_model::point::ALL_FIELDS`] (v2's only under model v2), stamped with the
+//! start of the hour (ms). Every read can be made "as known at" an earlier revision.
 
 use std::collections::BTreeMap;
-use vigie_model::point::{INDICATOR, INDICATOR_FIELDS};
+use vigie_model::point::{ALL_FIELDS, INDICATOR, INDICATOR_FIELDS};
 use vigie_store::{Agg, SeriesKey, Store, StoreError};
 
 /// Milliseconds in an hour.
@@ -35,7 +35,8 @@ pub struct ZoneHour {
     pub zone: String,
     /// Start of the hour, ms.
     pub hour_ms: i64,
-    /// Field → value, for the fields stored at that hour.
+    /// Field → value, for the fields stored at that hour; a figure of model v2 that is
+    /// undefined there (fluidity without traffic, say) is absent.
     pub values: BTreeMap<&'static str, f64>,
 }
 
@@ -68,10 +69,13 @@ pub fn zone_hour(
     as_of: Option<i64>,
 ) -> Result<Option<ZoneHour>, StoreError> {
     let mut values = BTreeMap::new();
-    for field in INDICATOR_FIELDS {
+    for field in ALL_FIELDS {
         let key = indicator_key(zone, field);
+        // NaN: the value became undefined (the sink writes NaN then).
         if let Some((_, v)) = store.range(&key, hour_ms, hour_ms + 1, as_of)?.pop() {
-            values.insert(field, v);
+            if !v.is_nan() {
+                values.insert(field, v);
+            }
         }
     }
     Ok((!values.is_empty()).then(|| ZoneHour {

@@ -6,6 +6,15 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+/// The indicator row of `zone` in an answer of `GET /api/v1/indicators`, if it has one.
+pub fn zone_row(answer: &serde_json::Value, zone: &str) -> Option<serde_json::Value> {
+    answer["indicators"]
+        .as_array()?
+        .iter()
+        .find(|r| r["zone"] == zone)
+        .cloned()
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
