@@ -17,11 +17,11 @@ fn hot_paths(c: &mut Criterion) {
     let config = Config::embedded_default();
     let line = r#"{"feed":"incident","ts":"2026-11-28T14:05:00Z","zone":"13008","severity":3,"category":"theft"}"#;
     c.bench_function("parse and validate an incident line", |b| {
-        b.iter(|| parse_ndjson_line(black_box(line), &config.zones, 1).unwrap())
+        b.iter(|| parse_ndjson_line(black_box(line), (&config).into(), 1).unwrap())
     });
     let located = r#"{"feed":"incident","ts":1764338700,"lat":43.2611,"lon":5.3798,"severity":3}"#;
     c.bench_function("parse a line located by lat/lon", |b| {
-        b.iter(|| parse_ndjson_line(black_box(located), &config.zones, 1).unwrap())
+        b.iter(|| parse_ndjson_line(black_box(located), (&config).into(), 1).unwrap())
     });
     c.bench_function("locate a point in 16 polygons", |b| {
         b.iter(|| config.zones.locate(black_box(43.2611), black_box(5.3798)))
@@ -43,7 +43,7 @@ fn hot_paths(c: &mut Criterion) {
     .expect("the peers' mapping");
     let row = csv::StringRecord::from(vec!["1700000009", "z086", "crowd", "2"]);
     c.bench_function("a CSV row through a mapping, validated", |b| {
-        b.iter(|| mapping.record(black_box(&row), &peers.zones, 1).unwrap())
+        b.iter(|| mapping.record(black_box(&row), (&peers).into(), 1).unwrap())
     });
     let zone = formula::ZoneParams::from(config.zones.get(7));
     let inputs = HourInputs {

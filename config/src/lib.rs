@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod mapping;
 pub mod outputs;
 pub mod privacy;
+pub mod ranges;
 pub mod store;
 pub mod zones;
 
@@ -28,6 +29,7 @@ pub use ingest::{HttpConfig, IngestConfig, MqttConfig, MqttTopic, SourceConfig};
 pub use mapping::Mapping;
 pub use outputs::{InfluxConfig, Outputs};
 pub use privacy::{FeedPrivacy, PrivacyConfig};
+pub use ranges::Ranges;
 pub use store::StoreConfig;
 pub use zones::{Zone, ZoneSet};
 
@@ -270,6 +272,8 @@ struct RawConfig {
     #[serde(default)]
     engine: EngineParams,
     #[serde(default)]
+    ranges: Ranges,
+    #[serde(default)]
     mappings: BTreeMap<String, Mapping>,
     #[serde(default)]
     outputs: Outputs,
@@ -302,6 +306,8 @@ pub struct Config {
     pub zones: ZoneSet,
     pub model: ModelParams,
     pub engine: EngineParams,
+    /// The physical ranges of the records' values.
+    pub ranges: Ranges,
     pub mappings: BTreeMap<String, Mapping>,
     /// Where results go besides the output file; paths in it are resolved against
     /// `base_dir` already.
@@ -385,6 +391,9 @@ impl Config {
         if raw.engine.batch == 0 {
             return Err(invalid("engine.batch", "must be at least 1".into()));
         }
+        raw.ranges
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("ranges.{k}"), m))?;
         let zone_text = read_relative(base_dir.as_deref(), &raw.zones, origin)?;
         let zones = ZoneSet::from_geojson(&zone_text)
             .map_err(|m| invalid("zones", format!("{}: {m}", raw.zones)))?;
@@ -501,6 +510,7 @@ impl Config {
             zones,
             model: raw.model,
             engine: raw.engine,
+            ranges: raw.ranges,
             mappings: raw.mappings,
             outputs,
         })
@@ -605,6 +615,7 @@ mod tests {
         let c = Config::embedded_default();
         assert_eq!(c.model, ModelParams::default());
         assert_eq!(c.engine, EngineParams::default());
+        assert_eq!(c.ranges, Ranges::default());
         assert_eq!(c.timezone, chrono_tz::Europe::Paris);
         assert_eq!(c.zones.len(), 16);
     }
@@ -627,6 +638,21 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "test.toml", None)
+    }
+
+    #[test]
+    fn ranges_are_checked_and_named() {
+        let c =
+            parse("zones = \"zones/marseille.geojson\"\n[ranges]\ntemperature_c = [-40.0, 48.0]\n")
+                .unwrap();
+        assert_eq!(c.ranges.temperature_c, [-40.0, 48.0]);
+        assert_eq!(c.ranges.people_max, Ranges::default().people_max);
+        let e = parse("zones = \"zones/marseille.geojson\"\n[ranges]\nwind_kmh = [100.0, 10.0]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("ranges.wind_kmh"), "{e}");
+        let e = parse("zones = \"zones/marseille.geojson\"\n[ranges]\nvolume_max = -1.0\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("ranges.volume_max"), "{e}");
     }
 
     #[test]

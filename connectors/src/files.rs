@@ -276,7 +276,7 @@ impl Iterator for RecordReader<'_> {
                         }
                     };
                     let seq = ((input as u64) << 40) | self.line;
-                    return Some(match parse_ndjson_line(text, &self.config.zones, seq) {
+                    return Some(match parse_ndjson_line(text, self.config.into(), seq) {
                         Ok(r) => Item::Record(r),
                         Err(error) => Item::Rejected(Rejection {
                             input: label(),
@@ -326,7 +326,7 @@ impl Iterator for RecordReader<'_> {
                     return Some(
                         match csv
                             .mapping()
-                            .record_noting(&self.row, &self.config.zones, seq)
+                            .record_noting(&self.row, self.config.into(), seq)
                         {
                             Ok((r, defaulted)) => {
                                 self.defaulted_ends += defaulted as u64;

@@ -19,4 +19,4 @@ pub mod validate;
 
 pub use files::{InputSpec, Item, RecordReader, Rejection};
 pub use privacy::Privacy;
-pub use validate::{parse_ndjson_line, RecordError, RejectKind};
+pub use validate::{parse_ndjson_line, Checks, RecordError, RejectKind};

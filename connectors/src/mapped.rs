@@ -4,13 +4,13 @@
 //! the mapping's `default_duration_h` for its kind, if it has one.
 
 use crate::raw::{RawRecord, Scalar};
-use crate::validate::{time_us, validate, RecordError, RejectKind};
+use crate::validate::{time_us, validate, Checks, RecordError, RejectKind};
 use chrono::{DateTime, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use vigie_config::mapping::{FieldSpec, Lookup};
-use vigie_config::{Config, Mapping, ZoneSet};
+use vigie_config::{Config, Mapping};
 use vigie_model::time::{format_ts, in_range, seconds_to_us};
 use vigie_model::{EventKind, Feed, Record};
 
@@ -236,21 +236,21 @@ impl CompiledMapping {
     pub fn record(
         &self,
         row: &csv::StringRecord,
-        zones: &ZoneSet,
+        checks: Checks,
         seq: u64,
     ) -> Result<Record, RecordError> {
-        self.record_noting(row, zones, seq).map(|(r, _)| r)
+        self.record_noting(row, checks, seq).map(|(r, _)| r)
     }
 
     /// The same, and whether the record is an event that took its kind's default duration.
     pub fn record_noting(
         &self,
         row: &csv::StringRecord,
-        zones: &ZoneSet,
+        checks: Checks,
         seq: u64,
     ) -> Result<(Record, bool), RecordError> {
         let (raw, defaulted) = self.raw_noting(row)?;
-        validate(&raw, Some(self.feed), zones, seq).map(|r| (r, defaulted))
+        validate(&raw, Some(self.feed), checks, seq).map(|r| (r, defaulted))
     }
 
     /// Turns one row into a raw record, not yet validated (a live source completes it first).
@@ -527,7 +527,7 @@ mod tests {
     /// The event mapped from one row.
     fn interval(m: &CompiledMapping, c: &Config, cells: [&str; 5]) -> Mapped {
         let row = csv::StringRecord::from(cells.to_vec());
-        match m.record_noting(&row, &c.zones, 1) {
+        match m.record_noting(&row, c.into(), 1) {
             Ok((
                 Record {
                     body: Some(Body::Event { start, end, .. }),

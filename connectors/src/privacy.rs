@@ -21,12 +21,12 @@
 //! [`Privacy::scrub_error`].
 
 use crate::raw::{RawRecord, Scalar};
-use crate::validate::{validate, RecordError, RejectKind};
+use crate::validate::{validate, Checks, RecordError, RejectKind};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use vigie_config::privacy::{Key, FIELDS, FREE_TEXT};
-use vigie_config::{PrivacyConfig, ZoneSet};
+use vigie_config::PrivacyConfig;
 use vigie_model::{Body, Feed, Record};
 
 /// Hex digits kept of a pseudonym (128 bits).
@@ -187,7 +187,7 @@ impl Privacy {
         &self,
         mut raw: RawRecord,
         feed: Option<Feed>,
-        zones: &ZoneSet,
+        checks: Checks,
         seq: u64,
     ) -> Result<Record, Refused> {
         let feed = feed.or_else(|| match &raw.feed {
@@ -199,7 +199,7 @@ impl Privacy {
             sample: this.sample(feed, raw, e.kind == RejectKind::SuppressedBelowK),
             error: this.scrub_error(e),
         };
-        let mut record = match validate(&raw, feed, zones, seq) {
+        let mut record = match validate(&raw, feed, checks, seq) {
             Ok(r) => r,
             Err(e) => return Err(refuse(self, &mut raw, e)),
         };
@@ -311,7 +311,12 @@ mod tests {
 
     fn admit(p: &Privacy, line: &str) -> Result<Record, Refused> {
         let zones = Config::embedded_default().zones;
-        p.admit(parse_json_line(line).unwrap(), None, &zones, 7)
+        p.admit(
+            parse_json_line(line).unwrap(),
+            None,
+            Checks::zones(&zones),
+            7,
+        )
     }
 
     /// The expected values were computed with Python's standard library:

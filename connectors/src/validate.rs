@@ -4,7 +4,7 @@
 use crate::raw::{trim, RawRecord, Scalar};
 use std::borrow::Cow;
 use std::fmt;
-use vigie_config::ZoneSet;
+use vigie_config::{Config, Ranges, ZoneSet};
 use vigie_model::time::{parse_ts_str, seconds_to_us};
 use vigie_model::{Body, EventKind, Feed, Record, WeatherKind, ZoneIdx, F64};
 
@@ -130,19 +130,30 @@ fn opt_number(field: &'static str, v: &Option<Scalar>) -> R<Option<f64>> {
     present(v).map(|s| number(field, s)).transpose()
 }
 
-/// The largest count a record may carry (people, attendance, agents, vehicles): far above any
-/// real figure, low enough that sums over a zone and hour stay finite and exact enough.
-const MAX_COUNT: f64 = 1e9;
-
-fn non_negative(field: &'static str, v: &Option<Scalar>) -> R<f64> {
+/// A required count (people, attendance, agents, vehicles): from 0 to `max` (`[ranges]`).
+fn count(field: &'static str, v: &Option<Scalar>, max: f64) -> R<f64> {
     let n = number(field, present(v).ok_or_else(|| missing(field))?)?;
     if n < 0.0 {
         return Err(invalid(field, format!("{n} is negative")));
     }
-    if n > MAX_COUNT {
-        return Err(invalid(field, format!("{n} is above {MAX_COUNT}")));
+    if n > max {
+        return Err(invalid(
+            field,
+            format!("{n} is above {max}, the most it can physically be ([ranges])"),
+        ));
     }
     Ok(n)
+}
+
+/// An optional measurement within `[lo, hi]` (`[ranges]`).
+fn measure(field: &'static str, v: &Option<Scalar>, [lo, hi]: [f64; 2]) -> R<Option<F64>> {
+    match opt_number(field, v)? {
+        Some(x) if !(lo..=hi).contains(&x) => Err(invalid(
+            field,
+            format!("{x} is outside [{lo}, {hi}], its physical range ([ranges])"),
+        )),
+        x => Ok(x.map(F64)),
+    }
 }
 
 fn text<'a>(field: &'static str, v: &Scalar<'a>) -> R<Cow<'a, str>> {
@@ -229,8 +240,39 @@ fn interval(raw: &RawRecord) -> R<(i64, i64)> {
     Ok((start, end))
 }
 
+/// What a record is checked against: the zones that locate it and the physical ranges of its
+/// values (`[ranges]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Checks<'a> {
+    pub zones: &'a ZoneSet,
+    pub ranges: &'a Ranges,
+}
+
+impl<'a> From<&'a Config> for Checks<'a> {
+    fn from(c: &'a Config) -> Self {
+        Checks {
+            zones: &c.zones,
+            ranges: &c.ranges,
+        }
+    }
+}
+
+/// The default ranges, for checks built from zones alone.
+static DEFAULT_RANGES: std::sync::LazyLock<Ranges> = std::sync::LazyLock::new(Ranges::default);
+
+impl<'a> Checks<'a> {
+    /// `zones` with the default ranges.
+    pub fn zones(zones: &'a ZoneSet) -> Self {
+        Checks {
+            zones,
+            ranges: &DEFAULT_RANGES,
+        }
+    }
+}
+
 /// Validates a raw record. `feed` overrides the record's own `feed` field (mapped sources).
-pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) -> R<Record> {
+pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -> R<Record> {
+    let (zones, ranges) = (checks.zones, checks.ranges);
     let feed = match feed {
         Some(f) => f,
         None => {
@@ -290,7 +332,7 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
             })?
         }
         Feed::Density => {
-            let people = non_negative("people", &raw.people)?;
+            let people = count("people", &raw.people, ranges.people_max)?;
             let sensor = sensor(raw)?;
             located(zone(), &id, feed, ts, seq, |zone| Body::Density {
                 zone,
@@ -300,7 +342,7 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
         }
         Feed::Event => {
             let (start, end) = interval(raw)?;
-            let attendance = non_negative("attendance", &raw.attendance)?;
+            let attendance = count("attendance", &raw.attendance, ranges.attendance_max)?;
             let k = text("kind", present(&raw.kind).ok_or_else(|| missing("kind"))?)?;
             let kind = EventKind::parse(k.trim()).ok_or_else(|| {
                 invalid(
@@ -337,14 +379,14 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
             Body::Weather {
                 kind,
                 issued_at,
-                temperature_c: opt_number("temperature_c", &raw.temperature_c)?.map(F64),
-                precip_mm: opt_number("precip_mm", &raw.precip_mm)?.map(F64),
-                wind_kmh: opt_number("wind_kmh", &raw.wind_kmh)?.map(F64),
+                temperature_c: measure("temperature_c", &raw.temperature_c, ranges.temperature_c)?,
+                precip_mm: measure("precip_mm", &raw.precip_mm, ranges.precip_mm)?,
+                wind_kmh: measure("wind_kmh", &raw.wind_kmh, ranges.wind_kmh)?,
             }
         }
         Feed::Deployment => {
             let (start, end) = interval(raw)?;
-            let agents = non_negative("agents", &raw.agents)?;
+            let agents = count("agents", &raw.agents, ranges.agents_max)?;
             if agents.fract() != 0.0 {
                 return Err(invalid(
                     "agents",
@@ -359,7 +401,7 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, zones: &ZoneSet, seq: u64) 
             })?
         }
         Feed::Traffic => {
-            let volume = non_negative("volume", &raw.volume)?;
+            let volume = count("volume", &raw.volume, ranges.volume_max)?;
             let sensor = sensor(raw)?;
             located(zone(), &id, feed, ts, seq, |zone| Body::Traffic {
                 zone,
@@ -417,9 +459,9 @@ fn located(
 }
 
 /// Parses and validates one NDJSON line.
-pub fn parse_ndjson_line(line: &str, zones: &ZoneSet, seq: u64) -> R<Record> {
+pub fn parse_ndjson_line(line: &str, checks: Checks, seq: u64) -> R<Record> {
     let raw = crate::raw::parse_json_line(line).map_err(RecordError::malformed)?;
-    validate(&raw, None, zones, seq)
+    validate(&raw, None, checks, seq)
 }
 
 #[cfg(test)]
@@ -435,7 +477,7 @@ mod tests {
     }
 
     fn parse(line: &str) -> R<Record> {
-        parse_ndjson_line(line, &zones(), 7)
+        parse_ndjson_line(line, Checks::zones(&zones()), 7)
     }
 
     #[test]
@@ -512,6 +554,72 @@ mod tests {
 
     fn err(line: &str) -> RecordError {
         parse(line).unwrap_err()
+    }
+
+    #[test]
+    fn values_outside_their_physical_range_are_refused_with_the_range() {
+        let refused = |line: &str, field: &str| {
+            let e = err(line);
+            assert_eq!(
+                (e.kind, e.field),
+                (RejectKind::InvalidField, Some(field)),
+                "{line}"
+            );
+            assert!(e.reason.contains("[ranges]"), "{}", e.reason);
+        };
+        // One weather record of 1e308 °C would put every zone at level 4.
+        refused(
+            r#"{"feed":"weather","ts":1,"kind":"observed","temperature_c":1e308}"#,
+            "temperature_c",
+        );
+        refused(
+            r#"{"feed":"weather","ts":1,"kind":"observed","temperature_c":-95}"#,
+            "temperature_c",
+        );
+        refused(
+            r#"{"feed":"weather","ts":1,"kind":"forecast","wind_kmh":900}"#,
+            "wind_kmh",
+        );
+        refused(
+            r#"{"feed":"weather","ts":1,"kind":"forecast","precip_mm":-1}"#,
+            "precip_mm",
+        );
+        refused(
+            r#"{"feed":"density","ts":1,"zone":"13001","people":6e6}"#,
+            "people",
+        );
+        refused(
+            r#"{"feed":"traffic","ts":1,"zone":"13001","volume":50000}"#,
+            "volume",
+        );
+        refused(
+            r#"{"feed":"deployment","ts":1,"id":"d","zone":"13001","start":0,"end":7200,"agents":200000}"#,
+            "agents",
+        );
+        refused(
+            r#"{"feed":"event","ts":1,"id":"e","zone":"13001","start":1,"end":2,"attendance":1e7,"kind":"sport"}"#,
+            "attendance",
+        );
+        // At the edges: accepted.
+        parse(r#"{"feed":"weather","ts":1,"kind":"observed","temperature_c":60,"wind_kmh":0,"precip_mm":500}"#)
+            .unwrap();
+        parse(r#"{"feed":"density","ts":1,"zone":"13001","people":5e6}"#).unwrap();
+        // A city may narrow a range.
+        let ranges = Ranges {
+            temperature_c: [-30.0, 45.0],
+            ..Ranges::default()
+        };
+        let zones = zones();
+        let checks = Checks {
+            zones: &zones,
+            ranges: &ranges,
+        };
+        let line = r#"{"feed":"weather","ts":1,"kind":"observed","temperature_c":50}"#;
+        assert!(parse_ndjson_line(line, Checks::zones(&zones), 1).is_ok());
+        assert_eq!(
+            parse_ndjson_line(line, checks, 1).unwrap_err().field,
+            Some("temperature_c")
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ proptest! {
     #[test]
     fn ndjson_arbitrary_text_never_panics(line in "\\PC{0,200}") {
         let config = Config::embedded_default();
-        let _ = parse_ndjson_line(&line, &config.zones, 1);
+        let _ = parse_ndjson_line(&line, (&config).into(), 1);
     }
 
     #[test]
@@ -39,7 +39,7 @@ proptest! {
         bytes[at] = byte;
         bytes.truncate(cut.max(1).min(bytes.len()));
         let line = String::from_utf8_lossy(&bytes);
-        match parse_ndjson_line(&line, &config.zones, 1) {
+        match parse_ndjson_line(&line, (&config).into(), 1) {
             Ok(_) => {}
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }

@@ -50,7 +50,7 @@ use crate::files::{ndjson_text, CsvRow, CsvRows};
 use crate::mapped::CompiledMapping;
 use crate::privacy::Privacy;
 use crate::raw::{parse_json_line, RawRecord, Scalar};
-use crate::validate::RecordError;
+use crate::validate::{Checks, RecordError};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, Publish, QoS,
     SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
@@ -61,7 +61,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use vigie_config::{Config, MqttConfig, MqttTopic, ZoneSet};
+use vigie_config::{Config, MqttConfig, MqttTopic};
 use vigie_model::{Feed, Record};
 
 /// Capacity of the channel of requests to the event loop (acks, subscriptions).
@@ -536,7 +536,7 @@ fn finish<'a>(
     plan: &TopicPlan,
     mut raw: RawRecord<'a>,
     levels: &[&'a str],
-    zones: &ZoneSet,
+    checks: Checks,
     line: u64,
 ) -> Result<Record, LineError> {
     if !is_absent(&raw.feed) {
@@ -572,7 +572,7 @@ fn finish<'a>(
         }
     }
     plan.privacy
-        .admit(raw, Some(plan.feed), zones, 0)
+        .admit(raw, Some(plan.feed), checks, 0)
         .map_err(|refused| line_error(line, refused.error))
 }
 
@@ -614,7 +614,7 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
         return out;
     }
     let levels: Vec<&str> = topic.split('/').collect();
-    let zones = &config.zones;
+    let checks: Checks = config.into();
     let Some(csv_plan) = &plan.csv else {
         for (i, line) in payload.split(|b| *b == b'\n').enumerate() {
             let n = i as u64 + 1;
@@ -622,7 +622,7 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
                 Ok(None) => continue,
                 Ok(Some(text)) => parse_json_line(text)
                     .map_err(|e| line_error(n, RecordError::malformed(e)))
-                    .and_then(|raw| finish(plan, raw, &levels, zones, n)),
+                    .and_then(|raw| finish(plan, raw, &levels, checks, n)),
                 Err(e) => Err(line_error(n, e)),
             };
             match result {
@@ -665,7 +665,7 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
             .mapping()
             .raw(&row)
             .map_err(|e| line_error(n, plan.privacy.scrub_error(e)))
-            .and_then(|raw| finish(plan, raw, &levels, zones, n));
+            .and_then(|raw| finish(plan, raw, &levels, checks, n));
         match result {
             Ok(r) => out.records.push(r),
             Err(e) => out.rejected.push(e),

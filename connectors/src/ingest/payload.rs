@@ -121,7 +121,7 @@ impl Parsed {
                 return;
             }
         }
-        match privacy.admit(raw, None, &config.zones, 0) {
+        match privacy.admit(raw, None, config.into(), 0) {
             Ok(r) => self.records.push((line, r)),
             Err(refused) => self.refuse(line, feed, refused),
         }
@@ -190,7 +190,7 @@ pub fn parse_body(
                                 error: privacy.scrub_error(e),
                                 sample: WITHHELD.into(),
                             })
-                            .and_then(|raw| privacy.admit(raw, Some(feed), &config.zones, 0));
+                            .and_then(|raw| privacy.admit(raw, Some(feed), config.into(), 0));
                         match admitted {
                             Ok(r) => out.records.push((line, r)),
                             Err(refused) => out.refuse(line, Some(feed), refused),
