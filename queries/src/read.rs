@@ -2,11 +2,11 @@
 //! one zone and hour with all its figures, and the revisions of a value.
 //!
 //! Indicators are written by the engine as measurement `indicator`, tag `zone`, one series
-//! per field of [`vigie_model::point::INDICATOR_FIELDS`], stamped with the start of the hour
-//! (ms). Every read can be made "as known at" an earlier revision.
+//! per field of [`vigie_model::point::ALL_FIELDS`] (v1's fields, and v2's when the model is v2;
+//! an undefined value is NaN), stamped with the start of the hour (ms). Every read can be made "as known at" an earlier revision.
 
 use std::collections::BTreeMap;
-use vigie_model::point::{INDICATOR, INDICATOR_FIELDS};
+use vigie_model::point::{ALL_FIELDS, INDICATOR, INDICATOR_FIELDS};
 use vigie_store::{Agg, SeriesKey, Store, StoreError};
 
 /// Milliseconds in an hour.
@@ -60,7 +60,7 @@ pub fn clock_ms(store: &Store) -> Option<i64> {
     (r != i64::MIN).then(|| r.div_euclid(HOUR_MS) * HOUR_MS)
 }
 
-/// Every indicator field of `zone` at the hour starting at `hour_ms`, as known at `as_of`.
+/// Every indicator field (v1's and v2's) of `zone` at the hour starting at `hour_ms`, as known at `as_of`.
 pub fn zone_hour(
     store: &Store,
     zone: &str,
@@ -68,7 +68,7 @@ pub fn zone_hour(
     as_of: Option<i64>,
 ) -> Result<Option<ZoneHour>, StoreError> {
     let mut values = BTreeMap::new();
-    for field in INDICATOR_FIELDS {
+    for field in ALL_FIELDS {
         let key = indicator_key(zone, field);
         if let Some((_, v)) = store.range(&key, hour_ms, hour_ms + 1, as_of)?.pop() {
             values.insert(field, v);

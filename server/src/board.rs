@@ -1,4 +1,5 @@
 //! What the wall and the query API read in `vigie run`: the current board and the live events.
+//! The engine thread hands each complete epoch to [`Board::observe`]; the routes read.
 //!
 //! - The **board**: the latest indicator row of every zone and horizon hour, the active
 //!   clashes, the clock hour and the feeds' health, kept in memory by an [`Observer`] of the
@@ -15,17 +16,14 @@
 //! `clashes` (clashes that appeared or ended), `feeds` (feed health), `clock` (the clock hour
 //! moved: every row of the horizon shifts, refetch), `alert` (from the alerting), `reset`.
 
-use crate::run::{EngineMetrics, Observer};
-use crate::sink::{FeedHealth, SharedStore};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
-use vigie_config::Config;
-use vigie_engine::Changes;
+use vigie_config::{Config, ZoneSet};
+use vigie_model::clock::now_us;
 use vigie_model::time::format_ts;
-use vigie_model::{ClashRow, IndicatorRow};
+use vigie_model::{Changes, ClashRow, EngineStats, FeedHealth, IndicatorRow};
 
 /// Events kept for clients that reconnect…
 pub const RING: usize = 4096;
@@ -45,9 +43,9 @@ pub struct Event {
     pub data: Arc<str>,
 }
 
-/// The board: what the engine has put out, as of its last complete epoch.
+/// What the engine has put out, as of its last complete epoch.
 #[derive(Default)]
-pub struct Board {
+pub struct BoardState {
     /// The clock hour (hours since the epoch) of the last epoch; none before the first.
     pub clock: Option<i64>,
     pub rows: BTreeMap<(u32, i64), IndicatorRow>,
@@ -65,13 +63,11 @@ struct Ring {
     bytes: usize,
 }
 
-/// The board, the store and the live events, shared by the engine's observer and the API.
-pub struct Wall {
+/// The board and the live events, shared by the engine's observer and the API.
+pub struct Board {
     pub config: Arc<Config>,
-    pub board: RwLock<Board>,
-    /// Set by the engine once it has opened the store.
-    pub store: Arc<OnceLock<SharedStore>>,
-    pub metrics: Arc<EngineMetrics>,
+    state: RwLock<BoardState>,
+    engine: Arc<EngineStats>,
     /// The first id of this process.
     pub first_id: u64,
     ring: Mutex<Ring>,
@@ -81,31 +77,33 @@ pub struct Wall {
     stopped: tokio::sync::watch::Sender<bool>,
 }
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// An indicator row as the API writes it: the output line of `indicators.md`.
 pub fn row_json(row: &IndicatorRow, zone_id: &str) -> Value {
     serde_json::to_value(row.to_json(zone_id)).unwrap_or(Value::Null)
 }
 
-/// A clash as the API writes it.
-pub fn clash_json(c: &ClashRow, zone_id: &str) -> Value {
-    serde_json::to_value(c.to_json(zone_id)).unwrap_or(Value::Null)
+/// A clash as the API writes it: the output line of `indicators.md`, and the zone's name.
+pub fn clash_json(c: &ClashRow, zones: &ZoneSet) -> Value {
+    let (id, name) = if (c.zone as usize) < zones.len() {
+        let z = zones.get(c.zone);
+        (z.id.as_str(), z.name.as_str())
+    } else {
+        ("?", "?")
+    };
+    let mut v = serde_json::to_value(c.to_json(id)).unwrap_or(Value::Null);
+    v["name"] = json!(name);
+    v
 }
 
-impl Wall {
-    pub fn new(config: Arc<Config>, metrics: Arc<EngineMetrics>) -> Arc<Wall> {
+impl Board {
+    /// An empty board for `config`'s zones; `engine` is what the feed table shows of the engine.
+    pub fn new(config: Arc<Config>, engine: Arc<EngineStats>) -> Arc<Board> {
         let first_id = now_us().max(1) as u64;
         let (tx, _) = broadcast::channel(RING);
-        Arc::new(Wall {
+        Arc::new(Board {
             config,
-            board: RwLock::new(Board::default()),
-            store: Arc::new(OnceLock::new()),
-            metrics,
+            state: RwLock::new(BoardState::default()),
+            engine,
             first_id,
             ring: Mutex::new(Ring {
                 next: first_id,
@@ -181,15 +179,15 @@ impl Wall {
         (missed, rx)
     }
 
-    /// The observer that keeps the board and publishes the events, for `vigie run`.
-    pub fn observer(self: &Arc<Wall>) -> Observer {
-        let wall = self.clone();
-        Box::new(move |changes: &Changes, clock: i64, health: &FeedHealth| {
-            wall.observe(changes, clock, health)
-        })
+    /// Reads the board.
+    pub fn read<T>(&self, f: impl FnOnce(&BoardState) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn observe(&self, changes: &Changes, clock: i64, health: &FeedHealth) {
+    /// Takes in one complete epoch: the changes, the clock hour, the feeds' health. Keeps the
+    /// board and publishes the events; called on the engine thread, it only takes locks the
+    /// readers hold briefly.
+    pub fn observe(&self, changes: &Changes, clock: i64, health: &FeedHealth) {
         let past = self.config.model.past_hours;
         let future = self.config.model.future_hours;
         let feeds: Vec<(&'static str, u64, i64)> = health
@@ -198,7 +196,7 @@ impl Wall {
             .map(|(f, n, last)| (f.name(), n, last))
             .collect();
         let (first, clock_moved, feeds_changed) = {
-            let mut board = self.board.write().unwrap_or_else(|e| e.into_inner());
+            let mut board = self.state.write().unwrap_or_else(|e| e.into_inner());
             let first = board.clock.is_none();
             let clock_moved = board.clock.is_some_and(|c| c != clock);
             board.clock = Some(clock);
@@ -247,7 +245,7 @@ impl Wall {
                 .clashes
                 .iter()
                 .map(|(c, active)| {
-                    let mut v = clash_json(c, self.zone_id(c.zone));
+                    let mut v = clash_json(c, &self.config.zones);
                     v["active"] = json!(active);
                     v
                 })
@@ -275,7 +273,7 @@ impl Wall {
     /// The feeds' health: per feed, records accepted, the latest event time and how old it
     /// is; the engine's queue and last epoch.
     pub fn feeds_json(&self) -> Value {
-        let board = self.board.read().unwrap_or_else(|e| e.into_inner());
+        let board = self.state.read().unwrap_or_else(|e| e.into_inner());
         let now = now_us();
         let feeds: Vec<Value> = board
             .feeds
@@ -291,13 +289,13 @@ impl Wall {
                 })
             })
             .collect();
-        let m = &self.metrics;
+        let m = &self.engine;
         json!({
             "feeds": feeds,
             "engine": {
-                "records": m.records.load(Ordering::Relaxed),
-                "epochs": m.epochs.load(Ordering::Relaxed),
-                "queued": m.queued.load(Ordering::Relaxed).max(0),
+                "records": m.records(),
+                "epochs": m.epochs(),
+                "queued": m.queued(),
                 "last_epoch": (board.updated_us != 0).then(|| format_ts(board.updated_us)),
             },
         })
@@ -308,10 +306,10 @@ impl Wall {
 mod tests {
     use super::*;
 
-    fn wall() -> Arc<Wall> {
-        Wall::new(
+    fn wall() -> Arc<Board> {
+        Board::new(
             Arc::new(Config::embedded_default()),
-            Arc::new(EngineMetrics::default()),
+            Arc::new(EngineStats::default()),
         )
     }
 

@@ -11,7 +11,8 @@ use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
 use vigie_engine::{timely, Driver, GraphParams};
 
-use crate::sink::{change_points, FeedHealth, LocalHealth, Sinks, SinksReport};
+use crate::sink::{change_points, Sinks, SinksReport};
+use vigie_model::{FeedHealth, LocalHealth};
 
 /// Rejections kept with their reason, per process.
 const FIRST_REJECTIONS: usize = 10;

@@ -23,12 +23,12 @@
 //! - **What it prints.** Every few seconds: the sample time reached, records sent and
 //!   accepted by each door, and the busiest zone of the past sample day with its figures now.
 
-use crate::run::{Dirs, EngineMetrics};
+use super::broker;
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 use vigie_config::{Config, SourceConfig};
 use vigie_connectors::ingest::MqttCounters;
 use vigie_connectors::{InputSpec, Item, RecordReader};
+use vigie_model::clock::wall_hour;
 use vigie_model::{Body, Feed};
+use vigie_server::Board;
 
 /// The name of the HTTP source the demo adds.
 pub const SOURCE: &str = "demo";
@@ -57,18 +59,13 @@ pub fn data_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Adds the `demo` HTTP source (every feed), its token in a new file `DATA/demo-token`
-/// (owner-only); returns the token.
-pub fn add_source(config: &mut Config, dirs: &Dirs) -> anyhow::Result<String> {
+/// (owner-only, in the data folder `dir`); returns the token.
+pub fn add_source(config: &mut Config, dir: &Path) -> anyhow::Result<String> {
     if config.sources.iter().any(|s| s.name == SOURCE) {
         bail!("--demo adds a source named `{SOURCE}`: the configuration has one already");
     }
-    let dir = dirs
-        .log
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let token = random_token("demo-");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let token = broker::random_token("demo-");
     let path = dir.join("demo-token");
     let mut f = {
         use std::os::unix::fs::OpenOptionsExt;
@@ -93,23 +90,6 @@ pub fn add_source(config: &mut Config, dirs: &Dirs) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// `prefix` and 128 bits from the standard library's randomly keyed hasher (seeded by the
-/// system).
-pub(crate) fn random_token(prefix: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let part = |salt: u64| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(salt);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.finish()
-    };
-    format!("{prefix}{:016x}{:016x}", part(1), part(2))
-}
-
 /// What the feeder needs of the running engine.
 pub struct Demo {
     pub config: Arc<Config>,
@@ -119,7 +99,9 @@ pub struct Demo {
     pub mqtt: Option<SocketAddr>,
     pub speed: f64,
     pub counters: Arc<MqttCounters>,
-    pub metrics: Arc<EngineMetrics>,
+    /// The server's board: the latest rows, read for the status line.
+    pub board: Arc<Board>,
+    /// The shutdown signal's flag: the feeder stops when it is set.
     pub stopping: Arc<AtomicBool>,
 }
 
@@ -188,16 +170,6 @@ pub fn start(demo: Demo) -> anyhow::Result<JoinHandle<()>> {
         .context("starting the demo feeder")
 }
 
-fn wall_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
-fn wall_hour() -> i64 {
-    wall_us().div_euclid(HOUR_US)
-}
-
 fn show(ts_us: i64) -> String {
     chrono::DateTime::from_timestamp(ts_us.div_euclid(1_000_000), 0)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -218,7 +190,7 @@ impl Publisher {
             addr.port(),
         );
         o.set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(crate::broker::MAX_PAYLOAD + 1024, 64 << 10);
+            .set_max_packet_size(broker::MAX_PAYLOAD + 1024, 64 << 10);
         let (client, mut connection) = rumqttc::Client::new(o, 1024);
         let thread = std::thread::spawn(move || {
             for event in connection.iter() {
@@ -348,7 +320,7 @@ fn send(
     if let Some(p) = publisher {
         for (zone, payload) in by_zone {
             let n = payload.lines().count() as u64;
-            let topic = crate::broker::topic(Feed::Incident, Some(zone));
+            let topic = broker::topic(Feed::Incident, Some(zone));
             if p.client
                 .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
                 .is_ok()
@@ -393,22 +365,22 @@ fn status(demo: &Demo, sent: &Sent, sim: i64) {
         .sum();
     let sim_hour = sim.div_euclid(HOUR_US);
     let now = wall_hour();
-    let busiest = {
-        let board = demo.metrics.board.lock().unwrap_or_else(|e| e.into_inner());
-        board.as_ref().and_then(|b| {
-            let mut per_zone: BTreeMap<u32, u64> = BTreeMap::new();
-            let day = sim_hour - 23..=sim_hour;
-            for ((zone, _), (_, _, n)) in b.iter().filter(|((_, h), _)| day.contains(h)) {
-                *per_zone.entry(*zone).or_default() += n;
-            }
-            let (zone, n) = per_zone
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .max_by_key(|(z, n)| (*n, std::cmp::Reverse(*z)))?;
-            let (risk, level, _) = b.get(&(zone, now)).copied().unwrap_or((0.0, 0, 0));
-            Some((zone, n, risk, level))
-        })
-    };
+    let busiest = demo.board.read(|b| {
+        let mut per_zone: BTreeMap<u32, u64> = BTreeMap::new();
+        let day = sim_hour - 23..=sim_hour;
+        for ((zone, _), row) in b.rows.iter().filter(|((_, h), _)| day.contains(h)) {
+            *per_zone.entry(*zone).or_default() += row.incidents;
+        }
+        let (zone, n) = per_zone
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(z, n)| (*n, std::cmp::Reverse(*z)))?;
+        let (risk, level) = b
+            .rows
+            .get(&(zone, now))
+            .map_or((0.0, 0), |r| (r.risk_score.get(), r.risk_level));
+        Some((zone, n, risk, level))
+    });
     let zone = match busiest {
         Some((z, n, risk, level)) => format!(
             "busiest zone of the past sample day: {} ({n} incidents), risk now {risk:.1} (level {level})",

@@ -1,66 +1,24 @@
-//! HTTP ingest end to end: the real router on a loopback port, a real ingest log in a temporary
-//! folder, and the engine's side of the log (the channel given to `IngestLog::open`), which
-//! must receive exactly the accepted records, with their sequence numbers, before the answer.
-//! A real InfluxDB client library (Python `influxdb-client`, installed by `.ci/run`) writes
-//! through the InfluxDB 2 write API.
+//! HTTP ingest end to end: the server on a loopback port over a real ingest log in a
+//! temporary folder (the harness of `support/`), and the engine's side of the log, which must
+//! receive exactly the accepted records, with their sequence numbers, before the answer. A real
+//! InfluxDB client library (Python `influxdb-client`) writes through the InfluxDB 2 write API.
+//! Errors are the server's `{"error", "field"}`, but on the write route, InfluxDB's
+//! `{"code", "message"}`.
+
+mod support;
 
 use serde_json::Value;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
-use vigie_config::Config;
-use vigie_connectors::ingest::{serve, HttpState, IngestLog};
+use support::{Harness, CAMS, GATEWAY, POLICE};
+use vigie_connectors::ingest::IngestLog;
 use vigie_model::{Body, EventKind, Feed, Record, F64};
-
-const POLICE: &str = "police-token-1";
-const CAMS: &str = "cams-token-2";
-const GATEWAY: &str = "gateway-token-3";
 
 struct Server {
     url: String,
-    engine: mpsc::Receiver<Vec<Record>>,
-    state: HttpState,
+    harness: Harness,
     client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: tempfile::TempDir,
-}
-
-fn config(dir: &Path, dead_letters: usize, extra: &str) -> Config {
-    for (name, token) in [("police", POLICE), ("cams", CAMS), ("gateway", GATEWAY)] {
-        // A line break after the token, as editors write files: trimmed when read.
-        std::fs::write(dir.join(name), format!("{token}\n")).unwrap();
-    }
-    let text = format!(
-        r#"zones = "zones/marseille.geojson"
-[ingest]
-dead_letters = {dead_letters}
-[ingest.http]
-max_body_bytes = 4096
-max_lines = 10
-[mappings.incidents_csv]
-feed = "incident"
-time = {{ column = "t", format = "unix" }}
-location = {{ zone = {{ column = "z" }} }}
-fields.severity = {{ column = "s" }}
-fields.category = {{ column = "c" }}
-[[sources]]
-name = "police"
-feeds = ["incident", "event"]
-token_file = "{d}/police"
-[[sources]]
-name = "cams"
-feeds = ["density"]
-token_file = "{d}/cams"
-[[sources]]
-name = "gateway"
-feeds = ["incident", "density", "event"]
-token_file = "{d}/gateway"
-{extra}
-"#,
-        d = dir.display()
-    );
-    Config::parse(&text, "http-test.toml", None).unwrap()
 }
 
 async fn start(dead_letters: usize) -> Server {
@@ -69,25 +27,13 @@ async fn start(dead_letters: usize) -> Server {
 
 /// A server whose configuration ends with `extra(dir)`.
 async fn start_with(dead_letters: usize, extra: impl Fn(&Path) -> String) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Arc::new(config(dir.path(), dead_letters, &extra(dir.path())));
-    let (tx, engine) = mpsc::channel();
-    let opened = IngestLog::open(&dir.path().join("log"), tx).unwrap();
-    let state = HttpState::new(config, opened.log).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(serve(listener, state.clone(), async {
-        let _ = stopped.await;
-    }));
+    let harness = Harness::start(dead_letters, extra);
+    let (url, served) = harness.serve().await;
     Server {
         url,
-        engine,
-        state,
+        harness,
         client: reqwest::Client::new(),
-        stop: Some(stop),
         served: Some(served),
-        _dir: dir,
     }
 }
 
@@ -131,9 +77,9 @@ impl Server {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
-    /// What the engine has received so far.
+    /// What the engine has received since the last call.
     fn received(&self) -> Vec<Record> {
-        self.engine.try_iter().flatten().collect()
+        self.harness.received()
     }
 
     async fn stop(self) {
@@ -142,13 +88,11 @@ impl Server {
 
     /// Stops the server; its folder (the ingest log) stays until the result is dropped.
     async fn stop_keeping_files(mut self) -> tempfile::TempDir {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        self.harness.state.shutdown().trigger();
         if let Some(h) = self.served.take() {
             h.await.unwrap().unwrap();
         }
-        self._dir
+        self.harness.close()
     }
 }
 
@@ -285,11 +229,11 @@ async fn limits_and_authentication_refuse_the_whole_request() {
     let big = line.repeat(80);
     let (status, answer) = s.records(POLICE, &big).await;
     assert_eq!(status, 413, "{answer}");
-    assert_eq!(answer["code"], "request too large");
+    assert_eq!(answer["field"], "body");
     // More than max_lines (10), under the byte limit.
     let (status, answer) = s.records(POLICE, &line.repeat(11)).await;
     assert_eq!(status, 413, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("max_lines"));
+    assert!(answer["error"].as_str().unwrap().contains("max_lines"));
     let (status, _) = s.records(POLICE, &line.repeat(10)).await;
     assert_eq!(status, 200);
     assert_eq!(s.received().len(), 10, "only the request within limits");
@@ -316,7 +260,7 @@ async fn limits_and_authentication_refuse_the_whole_request() {
             .unwrap()
             .starts_with("Bearer"));
         let answer: Value = resp.json().await.unwrap();
-        assert_eq!(answer["code"], "unauthorized");
+        assert!(answer["error"].as_str().is_some(), "{answer}");
         assert!(!answer.to_string().contains(POLICE));
     }
     assert!(s.received().is_empty());
@@ -330,7 +274,10 @@ async fn forbidden_feeds_are_rejected_per_line_and_403_when_all_are() {
     let den = "{\"feed\":\"density\",\"ts\":1764338400,\"zone\":\"13001\",\"people\":5}";
     let (status, answer) = s.records(CAMS, &format!("{inc}\n{inc}\n")).await;
     assert_eq!(status, 403, "{answer}");
-    assert_eq!(answer["code"], "forbidden");
+    assert!(
+        answer["error"].as_str().unwrap().contains("may not write"),
+        "{answer}"
+    );
     assert_eq!(
         rejected(&answer),
         vec![
@@ -393,7 +340,7 @@ async fn csv_through_a_mapping_keeps_the_file_s_line_numbers() {
     let (status, answer) = s
         .post("/api/v1/csv/nope", Some(&format!("Bearer {POLICE}")), "a\n")
         .await;
-    assert_eq!((status, answer["code"].as_str()), (404, Some("not found")));
+    assert_eq!((status, answer["field"].as_str()), (404, Some("mapping")));
     s.stop().await;
 }
 
@@ -562,8 +509,6 @@ async fn a_real_influxdb_client_library_writes_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_and_metrics_show_what_was_rejected() {
     let s = start(4).await;
-    s.state
-        .add_metrics(|out| out.push_str("vigie_engine_lag_seconds 0.5\n"));
     let good = "{\"feed\":\"incident\",\"ts\":1764338400,\"zone\":\"13001\",\"severity\":1}";
     let body = format!("{good}\nnot json at all\n{{\"feed\":\"incident\",\"ts\":1,\"zone\":\"13001\",\"severity\":0}}\n");
     let (status, _) = s.records(POLICE, &body).await;
@@ -642,7 +587,7 @@ async fn dead_letters_and_metrics_show_what_was_rejected() {
         "vigie_http_requests_total{route=\"/metrics\",status=\"200\"} 1\n",
         "vigie_ingest_dead_letters_dropped_total 1\n",
         "# TYPE vigie_ingest_rejected_total counter\n",
-        "vigie_engine_lag_seconds 0.5\n",
+        "vigie_engine_epochs_total 0\n",
     ] {
         assert!(page.contains(line), "missing {line:?} in\n{page}");
     }

@@ -55,6 +55,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use vigie_config::{Config, MqttConfig, MqttTopic, SourceConfig};
 use vigie_model::Feed;
+use vigie_server::auth::constant_time_eq;
 
 /// The built-in source every message of the embedded broker is attributed to.
 pub const SOURCE: &str = "embedded-mqtt";
@@ -85,11 +86,6 @@ impl std::fmt::Debug for Logins {
         let names: Vec<&str> = self.users.iter().map(|(u, _)| u.as_str()).collect();
         f.debug_struct("Logins").field("users", &names).finish()
     }
-}
-
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    // Every byte is compared, so the time does not say where they differ.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Logins {
@@ -127,8 +123,8 @@ impl Logins {
     pub fn admits(&self, client_id: &str, user: &str, password: &str) -> bool {
         let mut ok = false;
         for (u, p) in &self.users {
-            let matched = same_bytes(u.as_bytes(), user.as_bytes())
-                & same_bytes(p.as_bytes(), password.as_bytes());
+            let matched = constant_time_eq(u.as_bytes(), user.as_bytes())
+                & constant_time_eq(p.as_bytes(), password.as_bytes());
             ok |= matched;
         }
         ok && ((user == SUBSCRIBER_USER) == (client_id == SUBSCRIBER_CLIENT_ID))
@@ -174,7 +170,24 @@ fn credentialed_feeds(config: &Config) -> anyhow::Result<Option<(String, Vec<Fee
 
 /// A secret for vigie's subscriber, drawn for this run.
 pub fn subscriber_secret() -> String {
-    crate::demo::random_token("mqtt-")
+    random_token("mqtt-")
+}
+
+/// `prefix` and 128 bits from the standard library's randomly keyed hasher (seeded by the
+/// system).
+pub fn random_token(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let part = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    format!("{prefix}{:016x}{:016x}", part(1), part(2))
 }
 
 /// Writes `secret` owner-only to `dir/mqtt-subscriber-secret` (the MQTT source reads its
