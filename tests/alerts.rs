@@ -3,118 +3,17 @@
 
 #[path = "support/client.rs"]
 mod client;
+#[path = "support/vigie.rs"]
+mod vigie;
 
-use client::{free_port, now_s, request, wait_for};
+use client::{free_port, now_s, wait_for};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const SOURCE_TOKEN: &str = "s3cret-token";
-const OPERATOR: &str = "duty-s3cret";
-const VIEWER: &str = "wall-s3cret";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A plain HTTP/1.1 request on loopback: status and body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> Option<(u16, String)> {
-    request(port, method, path, token, "application/json", "", body)
-}
-
-fn json(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let (code, text) = http(port, method, path, token, body).expect("vigie answers");
-    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn post_records(port: u16, lines: &[String]) {
-    let (code, body) = http(
-        port,
-        "POST",
-        "/api/v1/records",
-        Some(SOURCE_TOKEN),
-        &lines.join("\n"),
-    )
-    .expect("vigie answers");
-    assert_eq!(code, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["accepted"].as_u64(), Some(lines.len() as u64), "{body}");
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let Some((200, text)) = http(port, "GET", "/metrics", None, "") else {
-        return 0.0;
-    };
-    text.lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(" ")?.parse::<f64>().ok())
-        .sum()
-}
-
-/// `vigie run` on a data folder with `alerts` (TOML) in its configuration.
-struct Running {
-    child: std::process::Child,
-    port: u16,
-    mqtt: u16,
-}
-
-impl Running {
-    /// `alerts` may name the embedded broker's port as `MQTT_PORT`.
-    fn start(dir: &Path, alerts: &str) -> Running {
-        let config = dir.join("run.toml");
-        let (port, mqtt) = (free_port(), free_port());
-        let alerts = alerts.replace("MQTT_PORT", &mqtt.to_string());
-        std::fs::write(
-            &config,
-            format!(
-                "zones = {:?}\n[ingest]\nepoch_ms = 100\n\
-                 [[sources]]\nname = \"ops\"\nfeeds = [\"incident\", \"event\", \"density\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n\
-                 [[api.tokens]]\nname = \"duty\"\nrole = \"operator\"\ntoken_env = \"VIGIE_TEST_OPERATOR\"\n\
-                 [[api.tokens]]\nname = \"wall\"\nrole = \"viewer\"\ntoken_env = \"VIGIE_TEST_VIEWER\"\n\
-                 [alerts]\ntick_ms = 200\n{alerts}",
-                repo().join("config/zones/marseille.geojson").display().to_string()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
-            .env("VIGIE_TEST_TOKEN", SOURCE_TOKEN)
-            .env("VIGIE_TEST_OPERATOR", OPERATOR)
-            .env("VIGIE_TEST_VIEWER", VIEWER)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
-        client::wait_healthy(port, Some(&dir.join("stderr.log")));
-        Running { child, port, mqtt }
-    }
-
-    fn stop(mut self) {
-        client::stop_cleanly(&mut self.child);
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use vigie::{Setup, Vigie, OPERATOR, VIEWER};
 
 /// A webhook receiver: a real HTTP server on `port` that records each POST body and answers
 /// 200.
@@ -192,25 +91,34 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
         "[[alerts.rules]]\nname = \"risk-13001\"\nindicator = \"risk_score\"\nzones = [\"13001\"]\nthreshold = 70.0\nreset = 50.0\nseverity = \"critical\"\n\
          [[alerts.notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n"
     );
-    let run = Running::start(dir.path(), &alerts);
-    let port = run.port;
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            feeds: &["incident", "event", "density"],
+            extra: &format!(
+                "[alerts]
+tick_ms = 200
+{alerts}"
+            ),
+            ..Setup::default()
+        },
+    );
     let ts = now_s() - 1;
     let ids: Vec<String> = (0..6).map(|i| format!("inc-{i}")).collect();
-    post_records(
-        port,
+    run.post_records(
         &ids.iter()
             .map(|id| incident(id, ts, false))
             .collect::<Vec<_>>(),
     );
     wait_for(20, "the alert to fire", || {
-        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+        run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
             .1
             .as_array()
             .is_some_and(|a| a.len() == 1)
     });
     // The receiver is down: deliveries fail and are retried.
     wait_for(20, "failed deliveries", || {
-        metric(port, "vigie_alerts_delivery_failures_total") >= 3.0
+        run.metric("vigie_alerts_delivery_failures_total", "") >= 3.0
     });
     let got = Arc::new(Mutex::new(Vec::new()));
     receiver(hook, got.clone());
@@ -234,34 +142,39 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
 
     // Acknowledgement: roles, then the operator.
     let ack = format!("/api/v1/alerts/{id}/ack");
-    assert_eq!(json(port, "POST", &ack, None, "{}").0, 401);
-    assert_eq!(json(port, "POST", &ack, Some("nope"), "{}").0, 401);
-    assert_eq!(json(port, "POST", &ack, Some(VIEWER), "{}").0, 403);
+    assert_eq!(run.json("POST", &ack, None, "{}").0, 401);
+    assert_eq!(run.json("POST", &ack, Some("nope"), "{}").0, 401);
+    assert_eq!(run.json("POST", &ack, Some(VIEWER), "{}").0, 403);
     assert_eq!(
-        json(port, "POST", "/api/v1/alerts/999/ack", Some(OPERATOR), "{}").0,
+        run.json("POST", "/api/v1/alerts/999/ack", Some(OPERATOR), "{}")
+            .0,
         404
     );
-    let (code, acked) = json(
-        port,
-        "POST",
-        &ack,
-        Some(OPERATOR),
-        r#"{"comment":"patrol sent"}"#,
-    );
+    let (code, acked) = run.json("POST", &ack, Some(OPERATOR), r#"{"comment":"patrol sent"}"#);
     assert_eq!(code, 200, "{acked}");
     assert_eq!(acked["acknowledged"]["by"], "duty");
     assert_eq!(acked["acknowledged"]["comment"], "patrol sent");
 
     // A restart while firing: no second firing notification.
     run.stop();
-    let run = Running::start(dir.path(), &alerts);
-    let port = run.port;
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            feeds: &["incident", "event", "density"],
+            extra: &format!(
+                "[alerts]
+tick_ms = 200
+{alerts}"
+            ),
+            ..Setup::default()
+        },
+    );
     wait_for(20, "epochs after the restart", || {
-        metric(port, "vigie_engine_epochs_total") >= 10.0
+        run.metric("vigie_engine_epochs_total", "") >= 10.0
     });
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(events(&got), vec![("firing".to_string(), id.clone())]);
-    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let (_, firing) = run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
     assert_eq!(firing[0]["id"], id.as_str());
     assert_eq!(
         firing[0]["acknowledged"]["by"], "duty",
@@ -269,8 +182,7 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
     );
 
     // The value falls back (the incidents are cancelled): the resolution goes out, once.
-    post_records(
-        port,
+    run.post_records(
         &ids.iter()
             .map(|id| incident(id, ts + 1, true))
             .collect::<Vec<_>>(),
@@ -284,13 +196,7 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
             ("resolved".to_string(), id.clone())
         ]
     );
-    let (_, history) = json(
-        port,
-        "GET",
-        "/api/v1/alerts/history?zone=13001",
-        Some(VIEWER),
-        "",
-    );
+    let (_, history) = run.json("GET", "/api/v1/alerts/history?zone=13001", Some(VIEWER), "");
     let kinds: Vec<&str> = history
         .as_array()
         .unwrap()
@@ -299,7 +205,8 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
         .collect();
     assert_eq!(kinds, ["firing", "acknowledged", "resolved"]);
     assert_eq!(
-        json(port, "GET", "/api/v1/alerts?state=active", Some(VIEWER), "").1,
+        run.json("GET", "/api/v1/alerts?state=active", Some(VIEWER), "")
+            .1,
         serde_json::json!([])
     );
     run.stop();
@@ -337,8 +244,18 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
     let dir = tempfile::tempdir().unwrap();
     let alerts = "[alerts.groups]\nstadium = [\"13008\", \"13009\"]\n\
          [[alerts.rules]]\nname = \"forecast-stadium\"\nindicator = \"risk_score\"\ngroup = \"stadium\"\nthreshold = 75.0\nreset = 60.0\nlookahead_h = 300\n";
-    let run = Running::start(dir.path(), alerts);
-    let port = run.port;
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            feeds: &["incident", "event", "density"],
+            extra: &format!(
+                "[alerts]
+tick_ms = 200
+{alerts}"
+            ),
+            ..Setup::default()
+        },
+    );
     let target = now_s() / 3600 + 240; // ten days ahead
                                        // A baseline for that hour of the week: incidents 3 to 6 weeks before it (any daylight
                                        // saving shift moves them by an hour at most, inside the event's three hours).
@@ -351,10 +268,10 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
             ));
         }
     }
-    post_records(port, &lines);
+    run.post_records(&lines);
     std::thread::sleep(Duration::from_millis(1000));
     // The baseline alone (about 3.8 → risk 32) stays below 75.
-    let (_, all) = json(port, "GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
+    let (_, all) = run.json("GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
     assert_eq!(all, serde_json::json!([]), "no alert before the event");
     let event = |status: &str| {
         format!(
@@ -364,14 +281,14 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
             (target + 3) * 3600
         )
     };
-    post_records(port, &[event("")]);
+    run.post_records(&[event("")]);
     wait_for(20, "the forecast alert", || {
-        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+        run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
             .1
             .as_array()
             .is_some_and(|a| !a.is_empty())
     });
-    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let (_, firing) = run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
     let a = &firing[0];
     assert_eq!(a["zone"], "13008", "{a}");
     assert!(a["value"].as_f64().unwrap() >= 75.0, "{a}");
@@ -392,12 +309,13 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
         "{a}"
     );
     std::thread::sleep(Duration::from_millis(1100)); // the cancellation's ts is later
-    post_records(port, &[event(",\"status\":\"cancelled\"")]);
+    run.post_records(&[event(",\"status\":\"cancelled\"")]);
     wait_for(20, "the resolution", || {
-        json(port, "GET", "/api/v1/alerts?state=active", Some(VIEWER), "").1
+        run.json("GET", "/api/v1/alerts?state=active", Some(VIEWER), "")
+            .1
             == serde_json::json!([])
     });
-    let (_, history) = json(port, "GET", "/api/v1/alerts/history", Some(VIEWER), "");
+    let (_, history) = run.json("GET", "/api/v1/alerts/history", Some(VIEWER), "");
     let kinds: Vec<(&str, &str)> = history
         .as_array()
         .unwrap()
@@ -414,8 +332,18 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
     let alerts = "[[alerts.rules]]\nname = \"density-silent\"\nindicator = \"feed_silence\"\nfeed = \"density\"\nthreshold = 2\n\
          [[alerts.rules]]\nname = \"broker-silent\"\nindicator = \"feed_silence\"\nsource = \"embedded-mqtt\"\nthreshold = 2\n\
          [[alerts.notify]]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:MQTT_PORT\"\ntopic = \"city/alerts\"\n";
-    let run = Running::start(dir.path(), alerts);
-    let port = run.port;
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            feeds: &["incident", "event", "density"],
+            extra: &format!(
+                "[alerts]
+tick_ms = 200
+{alerts}"
+            ),
+            ..Setup::default()
+        },
+    );
     // An operator's MQTT client subscribed to the notifications.
     let notified = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
     {
@@ -437,7 +365,7 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
         });
     }
     let history = |rule: &str| -> Vec<String> {
-        json(port, "GET", "/api/v1/alerts/history", Some(VIEWER), "")
+        run.json("GET", "/api/v1/alerts/history", Some(VIEWER), "")
             .1
             .as_array()
             .unwrap()
@@ -450,7 +378,7 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
     wait_for(15, "the never-seen deadman", || {
         history("density-silent") == ["firing"]
     });
-    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let (_, firing) = run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
     let dead = firing
         .as_array()
         .unwrap()

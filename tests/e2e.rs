@@ -13,7 +13,10 @@ mod client;
 mod mosquitto;
 #[path = "support/victoria.rs"]
 mod victoria;
-use client::{free_port, wait_for};
+#[path = "support/vigie.rs"]
+mod vigie;
+use client::{free_port, metric, wait_for};
+use vigie::{Setup, Vigie, SOURCE_TOKEN};
 
 fn vigie() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vigie"))
@@ -1024,82 +1027,6 @@ fn now_hour() -> i64 {
         / 3600
 }
 
-/// `DIR/run.toml`: a source `ops` allowed to write incidents (HTTP token), then `extra`. The
-/// ingest log is compacted while running from 16 KiB on, so the tests that kill vigie kill it
-/// around compactions too.
-fn run_config(dir: &Path, extra: &str) -> PathBuf {
-    let config = dir.join("run.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "zones = {:?}\n[ingest]\nepoch_ms = 100\ncompact_every_ms = 50\ncompact_min_bytes = 16384\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n{extra}",
-            repo().join("config/zones/marseille.geojson").display().to_string()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// `vigie run` on a data folder, with a source allowed to write incidents, and its embedded
-/// MQTT broker on a free port.
-struct Running {
-    child: std::process::Child,
-    port: u16,
-    mqtt: u16,
-}
-
-impl Running {
-    fn start(dir: &Path) -> Running {
-        Running::start_with(dir, "")
-    }
-
-    /// With `extra` appended to the configuration (an `[ingest.mqtt]` section: then no
-    /// embedded broker).
-    fn start_with(dir: &Path, extra: &str) -> Running {
-        Running::launch(dir, extra, false)
-    }
-
-    /// With `extra` appended and the embedded broker (`extra` has no `[ingest.mqtt]`).
-    fn start_with_embedded(dir: &Path, extra: &str) -> Running {
-        Running::launch(dir, extra, true)
-    }
-
-    fn launch(dir: &Path, extra: &str, embedded: bool) -> Running {
-        let config = run_config(dir, extra);
-        let port = free_port();
-        let mqtt = free_port();
-        let mut cmd = vigie();
-        cmd.args(["run", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
-        if extra.is_empty() || embedded {
-            cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
-        }
-        let child = cmd
-            .env("VIGIE_TEST_TOKEN", "s3cret-token")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        client::wait_healthy(port, None);
-        Running { child, port, mqtt }
-    }
-
-    /// SIGTERM, as an operator stops it; waits for a clean exit.
-    fn stop(mut self) {
-        client::stop_cleanly(&mut self.child);
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -1117,7 +1044,7 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
         (zone, hour, line)
     };
     let total = 1600;
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let port = run.port;
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let poster = {
@@ -1125,7 +1052,7 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
         std::thread::spawn(move || {
             for batch in (0..total).collect::<Vec<_>>().chunks(10) {
                 let body: String = batch.iter().map(|&i| record(i).2 + "\n").collect();
-                match http(port, "POST", "/api/v1/records", Some("s3cret-token"), &body) {
+                match http(port, "POST", "/api/v1/records", Some(SOURCE_TOKEN), &body) {
                     Some((200, _)) => acked.lock().unwrap().extend_from_slice(batch),
                     _ => return,
                 }
@@ -1152,7 +1079,7 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
         "{} acknowledged",
         acked.len()
     );
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     std::thread::sleep(std::time::Duration::from_millis(500));
     run.stop();
     let (store, _) = vigie_store::Store::open(
@@ -1181,20 +1108,6 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
     assert!(counted >= acked.len());
 }
 
-/// The sum of a metric's samples on `/metrics` whose labels contain `labels`.
-fn metric(port: u16, name: &str, labels: &str) -> f64 {
-    let Some((200, text)) = http(port, "GET", "/metrics", None, "") else {
-        return 0.0;
-    };
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']) && rest.contains(labels))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits (up to `secs`) for `ok`.
 
 #[test]
@@ -1206,7 +1119,7 @@ fn vigie_run_with_no_broker_configured_takes_mqtt_from_its_embedded_broker() {
         .as_secs() as i64
         / 3600
         - 2;
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let port = run.port;
     wait_for(15, "vigie's subscription to its broker", || {
         metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
@@ -1296,10 +1209,11 @@ fn vigie_run_demo_plays_the_sample_over_mqtt_and_http_into_the_indicators() {
         std::io::Read::read_to_string(&mut { stderr }, &mut text).unwrap();
         text
     });
-    let run = Running {
+    let run = Vigie {
         child,
         port,
         mqtt: 0,
+        log: PathBuf::new(),
     };
     // 2,720 records: about 2,100 before the horizon at once, then the last week in ~3 s.
     wait_for(20, "records over both doors", || {
@@ -1366,7 +1280,14 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         (format!("city/incident/{zone}"), zone, hour, payload)
     };
     let total = 800;
-    let run = Running::start_with(dir.path(), &mqtt);
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra: &mqtt,
+            embedded_broker: false,
+            ..Setup::default()
+        },
+    );
     // One message from Mosquitto's own client…
     let (topic, _, _, payload) = record(0);
     mosquitto::mosquitto_pub(mport, &topic, &payload);
@@ -1411,7 +1332,14 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         total - 1,
         "the broker acknowledged every message"
     );
-    let run = Running::start_with(dir.path(), &mqtt);
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra: &mqtt,
+            embedded_broker: false,
+            ..Setup::default()
+        },
+    );
     // Read back from the log, then the broker's queue for the persistent session.
     let started = std::time::Instant::now();
     while metric(run.port, "vigie_engine_records_total", "") < total as f64 {
@@ -1474,7 +1402,11 @@ fn mosquitto_with_the_files_of_mqtt_acl_holds_each_source_to_its_feeds() {
                        {{ filter = \"city/density/+\", feed = \"density\", source = \"sensors\", zone_from_topic = 2 }}]\n"
         ),
     );
-    let config = run_config(dir.path(), &extra);
+    let config = Setup {
+        extra: &extra,
+        ..Setup::default()
+    }
+    .write(dir.path(), 0);
     let acl_dir = dir.path().join("acl");
     let (out, stderr) = run(vigie()
         .args(["mqtt-acl", "--config"])
@@ -1497,7 +1429,14 @@ fn mosquitto_with_the_files_of_mqtt_acl_holds_each_source_to_its_feeds() {
             acl_dir.join("acl").display()
         ),
     );
-    let run = Running::start_with(dir.path(), &extra);
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra: &extra,
+            embedded_broker: false,
+            ..Setup::default()
+        },
+    );
     let port = run.port;
     wait_for(15, "vigie's subscription to Mosquitto", || {
         metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
@@ -1580,7 +1519,13 @@ fn the_embedded_broker_lets_in_only_the_logins_of_the_sources() {
     // carry that source's feeds only.
     std::fs::write(dir.path().join("police.pw"), "police-pw\n").unwrap();
     let extra = "[[sources]]\nname = \"police\"\nfeeds = [\"incident\"]\nmqtt_username = \"police\"\nmqtt_password_file = \"police.pw\"\n";
-    let run = Running::start_with_embedded(dir.path(), extra);
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra: extra,
+            ..Setup::default()
+        },
+    );
     let (port, mport) = (run.port, run.mqtt);
     wait_for(15, "vigie's subscription to its broker", || {
         metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
@@ -1650,18 +1595,18 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
             port,
             "POST",
             "/api/v1/records",
-            Some("s3cret-token"),
+            Some(SOURCE_TOKEN),
             &format!("Idempotency-Key: {key}\r\n"),
             body,
         )
         .unwrap()
     };
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let (code, first) = post(run.port, "batch-0042", &body);
     assert_eq!(code, 200, "{first}");
     // vigie is killed; the client never saw its answer, and sends the request again.
     drop(run);
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let (code, again) = post(run.port, "batch-0042", &body);
     assert_eq!(code, 200, "{again}");
     let first: serde_json::Value = serde_json::from_str(&first).unwrap();
@@ -1680,7 +1625,7 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
         run.port,
         "POST",
         "/api/v1/records",
-        Some("s3cret-token"),
+        Some(SOURCE_TOKEN),
         &bad,
     )
     .unwrap();
@@ -1703,4 +1648,42 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
         let got = store.last_before(&key, i64::MAX, None).unwrap();
         assert_eq!(got.map(|(_, v)| v), Some(want), "feed {feed}");
     }
+}
+
+#[test]
+fn sigterm_with_a_wall_following_the_stream_stops_cleanly() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let run = Vigie::start(dir.path(), Setup::default());
+    // A wall follows the live stream, and never hangs up.
+    let mut wall = std::net::TcpStream::connect(("127.0.0.1", run.port)).unwrap();
+    write!(
+        wall,
+        "GET /api/v1/stream?access_token={} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        vigie::VIEWER
+    )
+    .unwrap();
+    wall.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = wall.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    wait_for(10, "the stream counted", || {
+        metric(run.port, "vigie_wall_streams", "") >= 1.0
+    });
+    // SIGTERM: the stream ends, and vigie stops cleanly (a graceful shutdown must not wait
+    // for screens that never hang up).
+    let started = std::time::Instant::now();
+    run.stop();
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "vigie took {:?} to stop",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let _ = wall.read_to_end(&mut rest);
 }

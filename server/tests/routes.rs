@@ -336,7 +336,12 @@ async fn zones_indicators_and_ranges_carry_model_v2() {
         // A field never defined in the zone (13001 has no traffic) has no series: no point.
         let undefined = ["traffic", "fluidity", "fluidity_level", "fluidity_trend"];
         let n = a.json["points"].as_array().unwrap().len();
-        assert_eq!(n, usize::from(!undefined.contains(&field)), "{field}: {}", a.text);
+        assert_eq!(
+            n,
+            usize::from(!undefined.contains(&field)),
+            "{field}: {}",
+            a.text
+        );
     }
     let calls = h
         .get(
