@@ -1687,3 +1687,92 @@ fn sigterm_with_a_wall_following_the_stream_stops_cleanly() {
     let mut rest = Vec::new();
     let _ = wall.read_to_end(&mut rest);
 }
+
+#[test]
+fn vigie_query_prints_a_table_or_ndjson_and_refuses_an_unknown_zone_field_or_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (out, text) = run(vigie().arg("replay").arg("--store").arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    let query = |args: &[&str]| {
+        let mut cmd = vigie();
+        cmd.arg("query").args(args).arg("--store").arg(&store_dir);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // A table: a header, a rule, one line a zone (24 Vancouver zones).
+    let (code, table, _) = query(&["latest", "--format", "table"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("zone") && lines[0].contains("risk_score"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("----"), "{table}");
+    assert_eq!(lines.len(), 2 + 24, "{table}");
+    // NDJSON when piped (no terminal here), or asked for.
+    let (_, piped, _) = query(&["latest"]);
+    let (_, ndjson, _) = query(&["latest", "--format", "ndjson"]);
+    assert_eq!(piped, ndjson);
+    assert_eq!(ndjson.lines().count(), 24);
+    let first: serde_json::Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
+    let zone = first["zone"].as_str().unwrap().to_string();
+    let (code, range, _) = query(&[
+        "range",
+        "--zone",
+        &zone,
+        "--field",
+        "incidents",
+        "--step",
+        "1d",
+        "--agg",
+        "sum",
+        "--format",
+        "table",
+    ]);
+    assert_eq!(code, Some(0), "{range}");
+    assert!(range.lines().next().unwrap().contains("value"), "{range}");
+    // Refused, naming what is wrong.
+    for (args, says) in [
+        (
+            vec!["range", "--zone", "Atlantis", "--field", "incidents"],
+            "no zone `Atlantis`",
+        ),
+        (
+            vec!["range", "--zone", zone.as_str(), "--field", "happiness"],
+            "`happiness` is not an indicator field",
+        ),
+        (
+            vec![
+                "revisions",
+                "--zone",
+                zone.as_str(),
+                "--hour",
+                "2019-01-01T00:00:00Z",
+            ],
+            "out of the horizon",
+        ),
+        (
+            vec![
+                "explain",
+                "--zone",
+                zone.as_str(),
+                "--hour",
+                "2030-01-01T00:00:00Z",
+            ],
+            "out of the horizon",
+        ),
+        (
+            vec!["latest", "--at", "2019-01-01T00:00:00Z"],
+            "out of the horizon",
+        ),
+    ] {
+        let (code, _, err) = query(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

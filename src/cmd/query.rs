@@ -1,4 +1,7 @@
-//! `vigie query`: reads of the embedded store, as NDJSON on stdout.
+//! `vigie query`: reads of the embedded store — a readable table on a terminal, NDJSON
+//! otherwise (`--format table|ndjson` to choose). An unknown zone or field, or an hour out of
+//! the horizon around the store's clock (the default model's, 168 hours back and 720 ahead),
+//! is an error (exit code 2).
 //!
 //! - `latest`: every zone's figures at the current hour (the store's clock, or `--at`);
 //! - `range`: one zone and field over a period, one value per step;
@@ -10,11 +13,12 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader};
+use vigie_model::point::ALL_FIELDS;
 use vigie_model::time::{format_ts, hour_of, parse_ts_str, Calendar};
 use vigie_model::Record;
 use vigie_queries::explain::records_behind;
@@ -30,8 +34,17 @@ pub struct QueryArgs {
     /// Read as known at this time (RFC 3339 or Unix seconds): the latest revision up to it.
     #[arg(long, global = true)]
     as_of: Option<String>,
+    /// `table` (the default on a terminal) or `ndjson` (the default otherwise).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    format: Option<Format>,
     #[command(subcommand)]
     what: What,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Table,
+    Ndjson,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +118,114 @@ fn hour_json(h: &read::ZoneHour) -> Value {
     })
 }
 
+/// Lines of JSON objects, written as NDJSON or as a table of their keys (in the order of the
+/// first line; nested values as JSON).
+struct Out {
+    format: Format,
+    rows: Vec<Value>,
+}
+
+impl Out {
+    fn push(&mut self, v: Value) {
+        self.rows.push(v);
+    }
+
+    fn write(self, w: &mut impl Write) -> std::io::Result<()> {
+        if self.format == Format::Ndjson {
+            for r in &self.rows {
+                writeln!(w, "{r}")?;
+            }
+            return Ok(());
+        }
+        let Some(first) = self.rows.first().and_then(Value::as_object) else {
+            return writeln!(w, "(nothing)");
+        };
+        let keys: Vec<String> = first.keys().cloned().collect();
+        let cell = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "–".into(),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{f:.3}"),
+                _ => n.to_string(),
+            },
+            other => other.to_string(),
+        };
+        let cells: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| keys.iter().map(|k| cell(&r[k.as_str()])).collect())
+            .collect();
+        let widths: Vec<usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                cells
+                    .iter()
+                    .map(|c| c[i].chars().count())
+                    .chain([k.len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |w: &mut dyn Write, row: &[String]| -> std::io::Result<()> {
+            let padded: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, n)| format!("{c:<n$}"))
+                .collect();
+            writeln!(w, "{}", padded.join("  ").trim_end())
+        };
+        line(w, &keys)?;
+        line(
+            w,
+            &widths.iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>(),
+        )?;
+        for c in &cells {
+            line(w, c)?;
+        }
+        Ok(())
+    }
+}
+
+/// An hour (ms) must lie in the horizon around the store's clock.
+fn in_horizon(hour_ms: i64, clock: Option<i64>, what: &str) -> anyhow::Result<()> {
+    let Some(clock) = clock else { return Ok(()) };
+    let m = vigie_config::ModelParams::default();
+    let (from, to) = (
+        clock - m.past_hours * HOUR_MS,
+        clock + m.future_hours * HOUR_MS,
+    );
+    if hour_ms < from || hour_ms > to {
+        bail!(
+            "{what} {} is out of the horizon ({} to {}, around the store's clock)",
+            format_ts(hour_ms * 1000),
+            format_ts(from * 1000),
+            format_ts(to * 1000)
+        );
+    }
+    Ok(())
+}
+
+/// A zone the store knows, and a field of model v1 or v2.
+fn known(store: &Store, zone: &str, field: Option<&str>) -> anyhow::Result<()> {
+    let zones = read::zones(store);
+    if !zones.iter().any(|z| z == zone) {
+        bail!(
+            "no zone `{zone}` in the store (zones: {})",
+            zones.join(", ")
+        );
+    }
+    if let Some(f) = field {
+        if !ALL_FIELDS.contains(&f) {
+            bail!(
+                "`{f}` is not an indicator field; one of {}",
+                ALL_FIELDS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 fn open(dir: &Path) -> anyhow::Result<Store> {
     if !dir.join("blocks").is_dir() {
         bail!("{} is not a vigie store (no blocks folder)", dir.display());
@@ -123,15 +244,35 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         .map(|s| time_ms(s, "--as-of"))
         .transpose()?;
     let clock = read::clock_ms(&store);
-    let mut out = std::io::stdout().lock();
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Ndjson
+    });
+    let mut out = Out {
+        format,
+        rows: Vec::new(),
+    };
     match args.what {
         What::Latest { at } => {
             let at = match at {
                 Some(s) => time_ms(&s, "--at")?,
                 None => clock.context("the store holds no indicator yet")?,
             };
+            in_horizon(at.div_euclid(HOUR_MS) * HOUR_MS, clock, "--at")?;
             for h in read::latest_per_zone(&store, at, as_of)? {
-                writeln!(out, "{}", hour_json(&h))?;
+                out.push(match format {
+                    Format::Ndjson => hour_json(&h),
+                    Format::Table => {
+                        let mut row = serde_json::Map::new();
+                        row.insert("zone".into(), json!(h.zone));
+                        row.insert("hour".into(), json!(format_ts(h.hour_ms * 1000)));
+                        for (k, v) in &h.values {
+                            row.insert(k.to_string(), json!(v.is_finite().then_some(*v)));
+                        }
+                        Value::Object(row)
+                    }
+                });
             }
         }
         What::Range {
@@ -153,22 +294,17 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                 None => start + 30 * 24 * HOUR_MS,
             };
             let step = step_ms(&step)?;
+            known(&store, &zone, Some(&field))?;
             for (t, v) in read::range(&store, &zone, &field, start, end, step, agg, as_of)? {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"zone": zone, "field": field, "time": format_ts(t * 1000), "value": v})
-                )?;
+                out.push(json!({"zone": zone, "field": field, "time": format_ts(t * 1000), "value": v.is_finite().then_some(v)}));
             }
         }
         What::Revisions { zone, field, hour } => {
             let h = time_ms(&hour, "--hour")?;
+            known(&store, &zone, Some(&field))?;
+            in_horizon(h.div_euclid(HOUR_MS) * HOUR_MS, clock, "--hour")?;
             for (rev, v) in read::revisions(&store, &zone, &field, h)? {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"zone": zone, "field": field, "hour": format_ts(h * 1000), "known_at": format_ts(rev * 1000), "value": v})
-                )?;
+                out.push(json!({"zone": zone, "field": field, "hour": format_ts(h * 1000), "known_at": format_ts(rev * 1000), "value": v.is_finite().then_some(v)}));
             }
         }
         What::Explain {
@@ -178,6 +314,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             inputs,
         } => {
             let h = time_ms(&hour, "--hour")?.div_euclid(HOUR_MS) * HOUR_MS;
+            known(&store, &zone, None)?;
+            in_horizon(h, clock, "--hour")?;
             let stored = read::zone_hour(&store, &zone, h, as_of)?.with_context(|| {
                 format!("no figures for zone {zone} at {}", format_ts(h * 1000))
             })?;
@@ -264,12 +402,42 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                     .is_some_and(|s| (s - v).abs() <= 1e-9 * s.abs().max(1.0))
             });
             answer["agree"] = json!(agree);
-            writeln!(out, "{answer}")?;
+            match format {
+                Format::Ndjson => out.push(answer.clone()),
+                Format::Table => {
+                    // One line a figure: stored, and recomputed from the records where it is.
+                    for (field, value) in &stored.values {
+                        let recomputed = answer["recomputed"]
+                            .get(*field)
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        out.push(json!({"field": field, "stored": value.is_finite().then_some(*value), "recomputed": recomputed}));
+                    }
+                }
+            }
+            let mut w = std::io::stdout().lock();
+            out.write(&mut w)?;
+            if format == Format::Table {
+                for (what, list) in answer["records"].as_object().into_iter().flatten() {
+                    for r in list.as_array().into_iter().flatten() {
+                        writeln!(
+                            w,
+                            "{what}: {} line {} ({}, {})",
+                            r["input"].as_str().unwrap_or(""),
+                            r["line"],
+                            r["feed"].as_str().unwrap_or(""),
+                            r["ts"].as_str().unwrap_or("")
+                        )?;
+                    }
+                }
+            }
             if !agree {
                 eprintln!("vigie: the stored figures differ from the records given: another replay, or other inputs?");
                 return Ok(ExitCode::from(1));
             }
+            return Ok(ExitCode::SUCCESS);
         }
     }
+    out.write(&mut std::io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }
