@@ -15,6 +15,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigie::{Setup, Vigie, OPERATOR, VIEWER};
 
+/// `vigie run` with `alerts` (TOML; `MQTT_PORT` names the embedded broker's port) and
+/// evaluations every 200 ms; `ops` writes incidents, events and densities.
+fn start(dir: &std::path::Path, alerts: &str) -> Vigie {
+    Vigie::start(
+        dir,
+        Setup {
+            feeds: &["incident", "event", "density"],
+            extra: &format!("[alerts]\ntick_ms = 200\n{alerts}"),
+            ..Setup::default()
+        },
+    )
+}
+
 /// A webhook receiver: a real HTTP server on `port` that records each POST body and answers
 /// 200.
 fn receiver(port: u16, got: Arc<Mutex<Vec<Value>>>) {
@@ -91,18 +104,7 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
         "[[alerts.rules]]\nname = \"risk-13001\"\nindicator = \"risk_score\"\nzones = [\"13001\"]\nthreshold = 70.0\nreset = 50.0\nseverity = \"critical\"\n\
          [[alerts.notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n"
     );
-    let run = Vigie::start(
-        dir.path(),
-        Setup {
-            feeds: &["incident", "event", "density"],
-            extra: &format!(
-                "[alerts]
-tick_ms = 200
-{alerts}"
-            ),
-            ..Setup::default()
-        },
-    );
+    let run = start(dir.path(), &alerts);
     let ts = now_s() - 1;
     let ids: Vec<String> = (0..6).map(|i| format!("inc-{i}")).collect();
     run.post_records(
@@ -157,18 +159,7 @@ tick_ms = 200
 
     // A restart while firing: no second firing notification.
     run.stop();
-    let run = Vigie::start(
-        dir.path(),
-        Setup {
-            feeds: &["incident", "event", "density"],
-            extra: &format!(
-                "[alerts]
-tick_ms = 200
-{alerts}"
-            ),
-            ..Setup::default()
-        },
-    );
+    let run = start(dir.path(), &alerts);
     wait_for(20, "epochs after the restart", || {
         run.metric("vigie_engine_epochs_total", "") >= 10.0
     });
@@ -244,18 +235,7 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
     let dir = tempfile::tempdir().unwrap();
     let alerts = "[alerts.groups]\nstadium = [\"13008\", \"13009\"]\n\
          [[alerts.rules]]\nname = \"forecast-stadium\"\nindicator = \"risk_score\"\ngroup = \"stadium\"\nthreshold = 75.0\nreset = 60.0\nlookahead_h = 300\n";
-    let run = Vigie::start(
-        dir.path(),
-        Setup {
-            feeds: &["incident", "event", "density"],
-            extra: &format!(
-                "[alerts]
-tick_ms = 200
-{alerts}"
-            ),
-            ..Setup::default()
-        },
-    );
+    let run = start(dir.path(), alerts);
     let target = now_s() / 3600 + 240; // ten days ahead
                                        // A baseline for that hour of the week: incidents 3 to 6 weeks before it (any daylight
                                        // saving shift moves them by an hour at most, inside the event's three hours).
@@ -332,18 +312,7 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
     let alerts = "[[alerts.rules]]\nname = \"density-silent\"\nindicator = \"feed_silence\"\nfeed = \"density\"\nthreshold = 2\n\
          [[alerts.rules]]\nname = \"broker-silent\"\nindicator = \"feed_silence\"\nsource = \"embedded-mqtt\"\nthreshold = 2\n\
          [[alerts.notify]]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:MQTT_PORT\"\ntopic = \"city/alerts\"\n";
-    let run = Vigie::start(
-        dir.path(),
-        Setup {
-            feeds: &["incident", "event", "density"],
-            extra: &format!(
-                "[alerts]
-tick_ms = 200
-{alerts}"
-            ),
-            ..Setup::default()
-        },
-    );
+    let run = start(dir.path(), alerts);
     // An operator's MQTT client subscribed to the notifications.
     let notified = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
     {

@@ -641,6 +641,49 @@ fn output_figures(path: &Path) -> Figures {
             };
             fields.insert(f.to_string(), x);
         }
+        // Model v2's fields, as the store keeps them (numbers; an undefined one absent).
+        if v.get("criticality").is_some() {
+            let trend = |t: &serde_json::Value| match t.as_str() {
+                Some("falling") => Some(-1.0),
+                Some("rising") => Some(1.0),
+                Some(_) => Some(0.0),
+                None => None,
+            };
+            let confidence = match v["confidence"].as_str().unwrap() {
+                "low" => 0.0,
+                "reduced" => 1.0,
+                _ => 2.0,
+            };
+            let missing: f64 = v["missing"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| match m.as_str().unwrap() {
+                    "density" => 1.0,
+                    "incident" => 2.0,
+                    _ => 4.0,
+                })
+                .sum();
+            let c = &v["contributions"];
+            for (f, x) in [
+                ("calls", v["calls"].as_f64()),
+                ("criticality", v["criticality"].as_f64()),
+                ("traffic", v["traffic"].as_f64()),
+                ("fluidity", v["fluidity"].as_f64()),
+                ("fluidity_level", v["fluidity_level"].as_f64()),
+                ("load_trend", trend(&v["load_trend"])),
+                ("fluidity_trend", trend(&v["fluidity_trend"])),
+                ("confidence", Some(confidence)),
+                ("missing", Some(missing)),
+                ("exposure", c["exposure"].as_f64()),
+                ("spill", c["spill"].as_f64()),
+                ("surge", c["surge"].as_f64()),
+            ] {
+                if let Some(x) = x {
+                    fields.insert(f.to_string(), x);
+                }
+            }
+        }
         rows.insert((s("zone"), ms(&s("hour"))), fields);
     }
     (rows, clashes)
@@ -655,6 +698,7 @@ fn store_figures(store: &vigie_store::Store, want: &Figures, as_of: Option<i64>)
             .map(|h| {
                 h.values
                     .into_iter()
+                    .filter(|(_, v)| !v.is_nan()) // a field that became undefined
                     .map(|(k, v)| (k.to_string(), v))
                     .collect()
             })
@@ -1280,14 +1324,12 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         (format!("city/incident/{zone}"), zone, hour, payload)
     };
     let total = 800;
-    let run = Vigie::start(
-        dir.path(),
-        Setup {
-            extra: &mqtt,
-            embedded_broker: false,
-            ..Setup::default()
-        },
-    );
+    let external = || Setup {
+        extra: &mqtt,
+        embedded_broker: false,
+        ..Setup::default()
+    };
+    let run = Vigie::start(dir.path(), external());
     // One message from Mosquitto's own client…
     let (topic, _, _, payload) = record(0);
     mosquitto::mosquitto_pub(mport, &topic, &payload);
@@ -1332,14 +1374,7 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         total - 1,
         "the broker acknowledged every message"
     );
-    let run = Vigie::start(
-        dir.path(),
-        Setup {
-            extra: &mqtt,
-            embedded_broker: false,
-            ..Setup::default()
-        },
-    );
+    let run = Vigie::start(dir.path(), external());
     // Read back from the log, then the broker's queue for the persistent session.
     let started = std::time::Instant::now();
     while metric(run.port, "vigie_engine_records_total", "") < total as f64 {
@@ -1522,7 +1557,7 @@ fn the_embedded_broker_lets_in_only_the_logins_of_the_sources() {
     let run = Vigie::start(
         dir.path(),
         Setup {
-            extra: extra,
+            extra,
             ..Setup::default()
         },
     );

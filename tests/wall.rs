@@ -196,6 +196,14 @@ async fn click(b: &fantoccini::Client, css: &str) {
     panic!("{css} kept being redrawn");
 }
 
+/// Types `token` into the field `input` and submits it with `button`.
+async fn type_token(b: &fantoccini::Client, input: &str, button: &str, token: &str) {
+    let field = b.find(fantoccini::Locator::Id(input)).await.unwrap();
+    field.send_keys(token).await.unwrap();
+    let submit = b.find(fantoccini::Locator::Css(button)).await.unwrap();
+    submit.click().await.unwrap();
+}
+
 /// Publishes `payload` to the embedded broker (QoS 1) and waits for its acknowledgement.
 async fn publish(port: u16, topic: &str, payload: String) {
     let mut options = rumqttc::MqttOptions::new("wall-test", "127.0.0.1", port);
@@ -623,18 +631,7 @@ async fn the_wall_shows_the_city_at_both_sizes_and_follows_it_live() {
     shot(&b, "wall-mode-banner", "1920x1080").await;
     click(&b, "#wall-mode").await;
     // …an operator's, typed into the page, goes through, and every wall sees it live.
-    b.find(fantoccini::Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(OPERATOR)
-        .await
-        .unwrap();
-    b.find(fantoccini::Locator::Css("#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_token(&b, "token", "#login button", OPERATOR).await;
     js_wait(
         &b,
         10,
@@ -678,18 +675,7 @@ async fn a_missing_token_is_asked_for_and_a_lost_connection_greys_the_map() {
         let why = js_wait(&b, 10, "the token prompt", "const a = document.getElementById('auth'); return !a.hidden && document.getElementById('auth-why').textContent;").await;
         assert!(why.as_str().unwrap().contains("401"), "{why}");
         shot(&b, "wall-401-prompt", size).await;
-        b.find(fantoccini::Locator::Id("auth-token"))
-            .await
-            .unwrap()
-            .send_keys(VIEWER)
-            .await
-            .unwrap();
-        b.find(fantoccini::Locator::Css("#auth-form button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        type_token(&b, "auth-token", "#auth-form button", VIEWER).await;
         js_wait(&b, 15, "the wall after the token", "return document.getElementById('auth').hidden && document.querySelectorAll('#map g.zone[data-level]').length === 16 && document.getElementById('live').className === 'up';").await;
         b.close().await.unwrap();
     }

@@ -18,7 +18,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub field: Option<String>,
-    extra: Map<String, Value>,
+    /// Boxed: an error stays small on the paths that return it.
+    extra: Option<Box<Map<String, Value>>>,
     influx: bool,
 }
 
@@ -29,7 +30,7 @@ impl ApiError {
             status,
             message: message.into(),
             field: None,
-            extra: Map::new(),
+            extra: None,
             influx: false,
         }
     }
@@ -72,7 +73,9 @@ impl ApiError {
 
     /// Adds a key to the answer (an ingest answer's counts and rejected lines).
     pub fn with(mut self, key: &str, value: Value) -> ApiError {
-        self.extra.insert(key.to_string(), value);
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.to_string(), value);
         self
     }
 
@@ -109,7 +112,9 @@ impl IntoResponse for ApiError {
                 body.insert("field".into(), json!(f));
             }
         }
-        body.extend(self.extra);
+        if let Some(extra) = self.extra {
+            body.extend(*extra);
+        }
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json; charset=utf-8")],

@@ -525,33 +525,17 @@ async fn explain_gives_v2_s_formula_step_by_step_and_cites_the_records() {
     assert_eq!(ids, ["demo-1", "market-1"]);
     assert_eq!(d["records"]["agree"], true, "{}", d["records"]);
 
-    refused(
-        &h.get("/api/v1/explain?zone=13001", Some(VIEWER)).await,
-        400,
-        Some("hour"),
-        "no hour",
-    );
-    refused(
-        &h.get("/api/v1/explain?zone=13001&hour=946684800", Some(VIEWER))
-            .await,
-        404,
-        Some("hour"),
-        "an hour with no figures",
-    );
-    refused(
-        &h.get("/api/v1/explain?zone=nowhere&hour=0", Some(VIEWER))
-            .await,
-        404,
-        Some("zone"),
-        "unknown zone",
-    );
-    refused(
-        &h.get("/api/v1/explain?zone=13001&hour=0&x=1", Some(VIEWER))
-            .await,
-        400,
-        Some("x"),
-        "unknown parameter",
-    );
+    for (query, status, field) in [
+        ("zone=13001", 400, "hour"),
+        ("zone=13001&hour=946684800", 404, "hour"),
+        ("zone=nowhere&hour=0", 404, "zone"),
+        ("zone=13001&hour=0&x=1", 400, "x"),
+    ] {
+        let a = h
+            .get(&format!("/api/v1/explain?{query}"), Some(VIEWER))
+            .await;
+        refused(&a, status, Some(field), query);
+    }
 }
 
 #[tokio::test]

@@ -180,11 +180,7 @@ pub fn random_token(prefix: &str) -> String {
     let part = |salt: u64| {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(salt);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
+        h.write_i64(vigie_model::clock::now_us());
         h.finish()
     };
     format!("{prefix}{:016x}{:016x}", part(1), part(2))
