@@ -194,8 +194,15 @@ mod tests {
         index.advance(113); // floor 101
         assert_eq!(seqs(&index), Vec::<u64>::new());
         assert_eq!(index.read(|w| w.complete_from), 101);
-        // A record from before the window is not taken in.
-        index.insert(&[incident(90, 5, None, false)]);
+        // The cancellation of hour 101 is kept (it still beats a late older version); a
+        // record from before the window is not taken in.
+        assert_eq!(index.len(), 1);
+        index.insert(&[
+            incident(100, 6, Some("b"), false),
+            incident(90, 5, None, false),
+        ]);
+        assert_eq!(seqs(&index), Vec::<u64>::new());
+        index.advance(114);
         assert!(index.is_empty());
     }
 
