@@ -71,6 +71,12 @@ fn get(v: &Vigie, path: &str) -> Value {
     body
 }
 
+/// Zone `zone`'s row in an answer of `/api/v1/indicators`.
+fn row_in<'a>(answer: &'a Value, zone: &Value) -> &'a Value {
+    let rows = answer["indicators"].as_array().unwrap();
+    rows.iter().find(|r| r["zone"] == *zone).unwrap()
+}
+
 /// Zone `zone`'s row at `hour`.
 fn row(v: &Vigie, zone: &str, hour: i64) -> Value {
     let all = get(v, &format!("/api/v1/indicators?hour={}", hour * 3600));
@@ -267,12 +273,7 @@ async fn the_wall_at(v: &Vigie, driver: &Driver, (w, h, size): (u32, u32, &str),
     let latest = get(v, "/api/v1/indicators");
     let mut fills = std::collections::BTreeMap::new();
     for z in zones.as_array().unwrap() {
-        let r = latest["indicators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["zone"] == z[0])
-            .unwrap();
+        let r = row_in(&latest, &z[0]);
         assert_eq!(z[1], r["risk_level"].to_string(), "zone {}", z[0]);
         fills
             .entry(z[1].to_string())
@@ -403,12 +404,7 @@ async fn the_wall_at(v: &Vigie, driver: &Driver, (w, h, size): (u32, u32, &str),
     slide(&b, hour, 0).await;
     let crit = js(&b, "return Array.from(document.querySelectorAll('#map g.zone[data-zone]')).map(g => [g.dataset.zone, g.dataset.level]);").await;
     for z in crit.as_array().unwrap() {
-        let r = latest["indicators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["zone"] == z[0])
-            .unwrap();
+        let r = row_in(&latest, &z[0]);
         assert_eq!(
             z[1],
             r["criticality"].to_string(),

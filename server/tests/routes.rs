@@ -16,6 +16,25 @@ fn rfc3339(hour: i64) -> String {
     vigie_model::time::format_hour(hour)
 }
 
+/// A request that must be refused: method, path, token, body, status, field at fault.
+type Refusal<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'static str,
+    u16,
+    Option<&'a str>,
+);
+
+/// The `name` of each object of a JSON list.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect()
+}
+
 fn incident(zone: &str, ts: i64, severity: u8) -> String {
     json!({"feed": "incident", "ts": ts, "zone": zone, "severity": severity}).to_string()
 }
@@ -438,12 +457,7 @@ async fn explain_gives_v2_s_formula_step_by_step_and_cites_the_records() {
         (score - want).abs() < 1e-9 * want.max(1.0),
         "{score} vs {want}: {e}"
     );
-    let steps: Vec<&str> = e["formula"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let steps = names(&e["formula"]["steps"]);
     assert_eq!(
         steps,
         [
@@ -457,14 +471,9 @@ async fn explain_gives_v2_s_formula_step_by_step_and_cites_the_records() {
             "risk_level"
         ]
     );
-    let names: Vec<&str> = e["contributions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let parts = names(&e["contributions"]);
     assert_eq!(
-        names,
+        parts,
         [
             "baseline",
             "recent",
@@ -553,14 +562,9 @@ async fn explain_gives_v1_s_formula_when_the_model_is_v1() {
         .json;
     assert_eq!(e["model"], 1);
     assert!(e.get("v2").is_none(), "{e}");
-    let names: Vec<&str> = e["contributions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let parts = names(&e["contributions"]);
     assert_eq!(
-        names,
+        parts,
         [
             "baseline",
             "recent",
@@ -890,7 +894,7 @@ async fn rules_silences_and_alerts_with_roles_and_errors_naming_the_field() {
     assert_eq!(history.status, 200);
     // Refused, each with its status and the field at fault (in this order: some undo others).
     let other = r#"{"name":"other","indicator":"risk_score","zones":["13001"],"threshold":80}"#;
-    let refusals: [(&str, &str, &str, &str, u16, Option<&str>); 18] = [
+    let refusals: [Refusal; 18] = [
         ("POST", "/api/v1/rules", VIEWER, rule, 403, None),
         ("POST", "/api/v1/rules", "bad", rule, 401, None),
         ("POST", "/api/v1/rules", OPERATOR, rule, 409, None),
@@ -969,7 +973,7 @@ async fn rules_silences_and_alerts_with_roles_and_errors_naming_the_field() {
         204
     );
     refused(
-        &call("DELETE", silence, OPERATOR, "").await,
+        &call("DELETE", silence.clone(), OPERATOR, "").await,
         404,
         None,
         "gone",
