@@ -15,7 +15,7 @@
 
 use crate::auth::{Caller, Operator};
 use crate::error::{json_body, ApiError};
-use crate::AppState;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -14,9 +14,6 @@
 //!   once, never logged, and not shown by `Debug`.
 
 use crate::error::ApiError;
-use crate::AppState;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use vigie_config::{Config, Role};
 use vigie_model::Feed;
@@ -194,38 +191,6 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         return Err(refused());
     }
     Ok(Some(token))
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        state.tokens().caller(bearer(&parts.headers)?)
-    }
-}
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Operator, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.role < Role::Operator {
-            return Err(ApiError::forbidden(format!(
-                "{} is a {}; this needs an operator",
-                caller.name,
-                caller.role.as_str()
-            )));
-        }
-        Ok(Operator(caller))
-    }
-}
-
-impl FromRequestParts<AppState> for Source {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Source, ApiError> {
-        state.tokens().source(bearer(&parts.headers)?)
-    }
 }
 
 #[cfg(test)]

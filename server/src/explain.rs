@@ -12,7 +12,7 @@
 
 use crate::error::ApiError;
 use crate::query::{clock, only, time_param, zone_param};
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde_json::{json, Map, Value};

@@ -29,7 +29,7 @@
 
 use crate::auth::{bearer, Source};
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};

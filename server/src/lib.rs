@@ -17,6 +17,7 @@
 //!   route, which answers in InfluxDB's `{"code", "message"}`.
 //! - [`board`]: the latest rows, clashes and feeds, and the events of the live stream.
 //! - [`shutdown`]: the stop signal the server shares with the sources and the engine loop.
+//! - [`state`]: the application state, and how a request's token names its caller.
 //!
 //! Build the state with [`AppState::new`] from its [`Parts`] (every collaborator handed in
 //! before the first request), then [`app`] gives the router and [`serve`] serves it until the
@@ -31,25 +32,18 @@ pub mod ingest;
 pub mod metrics;
 pub mod query;
 pub mod shutdown;
+pub mod state;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use std::path::PathBuf;
-use std::sync::Arc;
-use vigie_alerts::Service;
-use vigie_config::Config;
-use vigie_connectors::ingest::{CompactionStats, DeadLetters, IngestLog, Metrics, MqttCounters};
-use vigie_connectors::privacy::Privacy;
-use vigie_model::EngineStats;
-use vigie_queries::recent::RecentRecords;
-use vigie_store::SharedStore;
 
 pub use auth::Tokens;
 pub use board::Board;
 pub use error::ApiError;
 pub use shutdown::Shutdown;
+pub use state::{AppState, Parts};
 
 /// The wall page and its parts (no external resource), and the OpenAPI description.
 pub mod assets {
@@ -58,111 +52,6 @@ pub mod assets {
     pub const WALL_JS: &str = include_str!("../assets/wall.js");
     /// The OpenAPI 3.1 description of every route.
     pub const OPENAPI: &str = include_str!("../assets/openapi.json");
-}
-
-/// What the server is built from; every part exists before the first request.
-pub struct Parts {
-    pub config: Arc<Config>,
-    /// Where accepted records are committed.
-    pub log: IngestLog,
-    /// The ingest log's folder (its size on `/metrics`) and its running compactions.
-    pub log_dir: PathBuf,
-    pub compactions: Arc<CompactionStats>,
-    /// HTTP ingest's counters (also read by the alerting's deadman rules and the feeds' health).
-    pub ingest_metrics: Arc<Metrics>,
-    /// The MQTT source's counters, when it runs.
-    pub mqtt: Option<Arc<MqttCounters>>,
-    pub engine: Arc<EngineStats>,
-    pub board: Arc<Board>,
-    pub store: SharedStore,
-    pub recent: Arc<RecentRecords>,
-    pub alerts: Arc<Service>,
-    pub shutdown: Shutdown,
-}
-
-struct Inner {
-    parts: Parts,
-    tokens: Tokens,
-    privacy: Arc<Privacy>,
-    dead_letters: DeadLetters,
-}
-
-/// The application state every route shares; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("tokens", &self.inner.tokens)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AppState {
-    /// Reads the tokens and the privacy key (once; the error names the entry at fault, never
-    /// a secret).
-    pub fn new(parts: Parts) -> Result<AppState, String> {
-        let tokens = Tokens::load(&parts.config)?;
-        let privacy = Arc::new(Privacy::from_config(&parts.config.privacy)?);
-        let dead_letters = DeadLetters::new(parts.config.ingest.dead_letters);
-        Ok(AppState {
-            inner: Arc::new(Inner {
-                parts,
-                tokens,
-                privacy,
-                dead_letters,
-            }),
-        })
-    }
-
-    pub fn config(&self) -> &Arc<Config> {
-        &self.inner.parts.config
-    }
-    pub fn tokens(&self) -> &Tokens {
-        &self.inner.tokens
-    }
-    pub fn board(&self) -> &Arc<Board> {
-        &self.inner.parts.board
-    }
-    pub fn store(&self) -> &SharedStore {
-        &self.inner.parts.store
-    }
-    pub fn recent(&self) -> &RecentRecords {
-        &self.inner.parts.recent
-    }
-    pub fn alerts(&self) -> &Arc<Service> {
-        &self.inner.parts.alerts
-    }
-    pub fn engine(&self) -> &EngineStats {
-        &self.inner.parts.engine
-    }
-    pub fn shutdown(&self) -> &Shutdown {
-        &self.inner.parts.shutdown
-    }
-    pub fn ingest_metrics(&self) -> &Arc<Metrics> {
-        &self.inner.parts.ingest_metrics
-    }
-    pub fn dead_letters(&self) -> &DeadLetters {
-        &self.inner.dead_letters
-    }
-    fn log(&self) -> &IngestLog {
-        &self.inner.parts.log
-    }
-    fn log_dir(&self) -> &std::path::Path {
-        &self.inner.parts.log_dir
-    }
-    fn compactions(&self) -> &CompactionStats {
-        &self.inner.parts.compactions
-    }
-    fn mqtt(&self) -> Option<&MqttCounters> {
-        self.inner.parts.mqtt.as_deref()
-    }
-    fn privacy(&self) -> &Arc<Privacy> {
-        &self.inner.privacy
-    }
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {

@@ -2,7 +2,7 @@
 //! log (its size and running compactions), the MQTT source when there is one, the alerting,
 //! the live stream and the index of recent records. No token needed.
 
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -20,7 +20,7 @@
 use crate::auth::{bearer, Caller};
 use crate::board::{clash_json, row_json, Event};
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
