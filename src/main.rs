@@ -10,21 +10,15 @@
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
 //! - `vigie mqtt-acl`: the password and ACL files of a Mosquitto broker, from the sources.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
+//!
+//! The binary holds the command line (`cmd/`: one module a command) and the wiring of
+//! `vigie run` (`run/`); what `vigie run` serves over HTTP is the `vigie-server` crate, and
+//! everything else the workspace's crates (`ARCHITECTURE.md`).
 
-mod alerts_api;
-mod api;
-mod auth;
-mod broker;
-mod demo;
-mod live;
-mod mqtt_acl;
-mod query;
-mod replay;
+mod cmd;
 mod run;
 mod sink;
-mod wall;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -44,15 +38,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Replays recorded feeds through the indicator graph and prints a report.
-    Replay(replay::ReplayArgs),
+    Replay(cmd::replay::ReplayArgs),
     /// Runs the engine on live feeds (HTTP, MQTT) until SIGTERM or Ctrl-C; `--demo` plays a
     /// bundled real sample into it live.
     Run(run::RunArgs),
     /// Reads the embedded store: latest figures, ranges, revisions, explanations.
-    Query(query::QueryArgs),
+    Query(cmd::query::QueryArgs),
     /// Writes a Mosquitto password file and ACL file from `[[sources]]` and `[ingest.mqtt]`:
     /// each source may publish on its own topics only.
-    MqttAcl(mqtt_acl::MqttAclArgs),
+    MqttAcl(cmd::mqtt_acl::MqttAclArgs),
     /// Validates a configuration file and prints what it holds.
     CheckConfig {
         /// The configuration file (TOML).
@@ -64,11 +58,11 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay(args) => replay::run(args),
-        Command::Query(args) => query::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
+        Command::Query(args) => cmd::query::run(args),
         Command::Run(args) => run::run(args),
-        Command::MqttAcl(args) => mqtt_acl::run(args),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::MqttAcl(args) => cmd::mqtt_acl::run(args),
+        Command::CheckConfig { config } => cmd::check_config::run(&config),
     };
     match result {
         Ok(code) => code,
@@ -84,21 +78,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
-}
-
-fn check_config(path: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
-    let c = vigie_config::Config::from_file(path)
-        .with_context(|| format!("loading {}", path.display()))?;
-    println!("{}: valid", path.display());
-    println!("  time zone: {}", c.timezone);
-    let located = c.zones.iter().filter(|z| z.polygon.is_some()).count();
-    println!("  zones: {} ({} with a polygon)", c.zones.len(), located);
-    println!(
-        "  model: W = {} weeks, horizon {} h back and {} h ahead",
-        c.model.weeks, c.model.past_hours, c.model.future_hours
-    );
-    for (name, m) in &c.mappings {
-        println!("  mapping {name}: CSV to feed {}", m.feed);
-    }
-    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -3,122 +3,29 @@
 
 #[path = "support/client.rs"]
 mod client;
+#[path = "support/vigie.rs"]
+mod vigie;
 
-use client::{free_port, now_s, request, wait_for};
+use client::{free_port, now_s, wait_for};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vigie::{Setup, Vigie, OPERATOR, VIEWER};
 
-const SOURCE_TOKEN: &str = "s3cret-token";
-const OPERATOR: &str = "duty-s3cret";
-const VIEWER: &str = "wall-s3cret";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A plain HTTP/1.1 request on loopback: status and body.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> Option<(u16, String)> {
-    request(port, method, path, token, "application/json", "", body)
-}
-
-fn json(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let (code, text) = http(port, method, path, token, body).expect("vigie answers");
-    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn post_records(port: u16, lines: &[String]) {
-    let (code, body) = http(
-        port,
-        "POST",
-        "/api/v1/records",
-        Some(SOURCE_TOKEN),
-        &lines.join("\n"),
+/// `vigie run` with `alerts` (TOML; `MQTT_PORT` names the embedded broker's port) and
+/// evaluations every 200 ms; `ops` writes incidents, events and densities.
+fn start(dir: &std::path::Path, alerts: &str) -> Vigie {
+    Vigie::start(
+        dir,
+        Setup {
+            feeds: &["incident", "event", "density"],
+            extra: &format!("[alerts]\ntick_ms = 200\n{alerts}"),
+            ..Setup::default()
+        },
     )
-    .expect("vigie answers");
-    assert_eq!(code, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["accepted"].as_u64(), Some(lines.len() as u64), "{body}");
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let Some((200, text)) = http(port, "GET", "/metrics", None, "") else {
-        return 0.0;
-    };
-    text.lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(" ")?.parse::<f64>().ok())
-        .sum()
-}
-
-/// `vigie run` on a data folder with `alerts` (TOML) in its configuration.
-struct Running {
-    child: std::process::Child,
-    port: u16,
-    mqtt: u16,
-}
-
-impl Running {
-    /// `alerts` may name the embedded broker's port as `MQTT_PORT`.
-    fn start(dir: &Path, alerts: &str) -> Running {
-        Running::start_on(dir, &repo().join("config/zones/marseille.geojson"), alerts)
-    }
-
-    /// The same on the zone file `zones`.
-    fn start_on(dir: &Path, zones: &Path, alerts: &str) -> Running {
-        let config = dir.join("run.toml");
-        let (port, mqtt) = (free_port(), free_port());
-        let alerts = alerts.replace("MQTT_PORT", &mqtt.to_string());
-        std::fs::write(
-            &config,
-            format!(
-                "zones = {:?}\n[ingest]\nepoch_ms = 100\n\
-                 [[sources]]\nname = \"ops\"\nfeeds = [\"incident\", \"event\", \"density\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n\
-                 [[api.tokens]]\nname = \"duty\"\nrole = \"operator\"\ntoken_env = \"VIGIE_TEST_OPERATOR\"\n\
-                 [[api.tokens]]\nname = \"wall\"\nrole = \"viewer\"\ntoken_env = \"VIGIE_TEST_VIEWER\"\n\
-                 [alerts]\ntick_ms = 200\n{alerts}",
-                zones.display().to_string()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")])
-            .env("VIGIE_TEST_TOKEN", SOURCE_TOKEN)
-            .env("VIGIE_TEST_OPERATOR", OPERATOR)
-            .env("VIGIE_TEST_VIEWER", VIEWER)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
-        client::wait_healthy(port, Some(&dir.join("stderr.log")));
-        Running { child, port, mqtt }
-    }
-
-    fn stop(mut self) {
-        client::stop_cleanly(&mut self.child);
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A webhook receiver: a real HTTP server on `port` that records each POST body and answers
@@ -197,25 +104,23 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
         "[[alerts.rules]]\nname = \"risk-13001\"\nindicator = \"risk_score\"\nzones = [\"13001\"]\nthreshold = 70.0\nreset = 50.0\nseverity = \"critical\"\n\
          [[alerts.notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/hook\"\nretry_min_ms = 100\nretry_max_ms = 400\ntimeout_ms = 2000\n"
     );
-    let run = Running::start(dir.path(), &alerts);
-    let port = run.port;
+    let run = start(dir.path(), &alerts);
     let ts = now_s() - 1;
     let ids: Vec<String> = (0..6).map(|i| format!("inc-{i}")).collect();
-    post_records(
-        port,
+    run.post_records(
         &ids.iter()
             .map(|id| incident(id, ts, false))
             .collect::<Vec<_>>(),
     );
     wait_for(20, "the alert to fire", || {
-        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+        run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
             .1
             .as_array()
             .is_some_and(|a| a.len() == 1)
     });
     // The receiver is down: deliveries fail and are retried.
     wait_for(20, "failed deliveries", || {
-        metric(port, "vigie_alerts_delivery_failures_total") >= 3.0
+        run.metric("vigie_alerts_delivery_failures_total", "") >= 3.0
     });
     let got = Arc::new(Mutex::new(Vec::new()));
     receiver(hook, got.clone());
@@ -239,34 +144,28 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
 
     // Acknowledgement: roles, then the operator.
     let ack = format!("/api/v1/alerts/{id}/ack");
-    assert_eq!(json(port, "POST", &ack, None, "{}").0, 401);
-    assert_eq!(json(port, "POST", &ack, Some("nope"), "{}").0, 401);
-    assert_eq!(json(port, "POST", &ack, Some(VIEWER), "{}").0, 403);
+    assert_eq!(run.json("POST", &ack, None, "{}").0, 401);
+    assert_eq!(run.json("POST", &ack, Some("nope"), "{}").0, 401);
+    assert_eq!(run.json("POST", &ack, Some(VIEWER), "{}").0, 403);
     assert_eq!(
-        json(port, "POST", "/api/v1/alerts/999/ack", Some(OPERATOR), "{}").0,
+        run.json("POST", "/api/v1/alerts/999/ack", Some(OPERATOR), "{}")
+            .0,
         404
     );
-    let (code, acked) = json(
-        port,
-        "POST",
-        &ack,
-        Some(OPERATOR),
-        r#"{"comment":"patrol sent"}"#,
-    );
+    let (code, acked) = run.json("POST", &ack, Some(OPERATOR), r#"{"comment":"patrol sent"}"#);
     assert_eq!(code, 200, "{acked}");
     assert_eq!(acked["acknowledged"]["by"], "duty");
     assert_eq!(acked["acknowledged"]["comment"], "patrol sent");
 
     // A restart while firing: no second firing notification.
     run.stop();
-    let run = Running::start(dir.path(), &alerts);
-    let port = run.port;
+    let run = start(dir.path(), &alerts);
     wait_for(20, "epochs after the restart", || {
-        metric(port, "vigie_engine_epochs_total") >= 10.0
+        run.metric("vigie_engine_epochs_total", "") >= 10.0
     });
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(events(&got), vec![("firing".to_string(), id.clone())]);
-    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let (_, firing) = run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
     assert_eq!(firing[0]["id"], id.as_str());
     assert_eq!(
         firing[0]["acknowledged"]["by"], "duty",
@@ -274,8 +173,7 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
     );
 
     // The value falls back (the incidents are cancelled): the resolution goes out, once.
-    post_records(
-        port,
+    run.post_records(
         &ids.iter()
             .map(|id| incident(id, ts + 1, true))
             .collect::<Vec<_>>(),
@@ -289,13 +187,7 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
             ("resolved".to_string(), id.clone())
         ]
     );
-    let (_, history) = json(
-        port,
-        "GET",
-        "/api/v1/alerts/history?zone=13001",
-        Some(VIEWER),
-        "",
-    );
+    let (_, history) = run.json("GET", "/api/v1/alerts/history?zone=13001", Some(VIEWER), "");
     let kinds: Vec<&str> = history
         .as_array()
         .unwrap()
@@ -304,7 +196,8 @@ fn a_webhook_down_then_up_gets_each_notification_once_and_a_restart_while_firing
         .collect();
     assert_eq!(kinds, ["firing", "acknowledged", "resolved"]);
     assert_eq!(
-        json(port, "GET", "/api/v1/alerts?state=active", Some(VIEWER), "").1,
+        run.json("GET", "/api/v1/alerts?state=active", Some(VIEWER), "")
+            .1,
         serde_json::json!([])
     );
     run.stop();
@@ -342,8 +235,7 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
     let dir = tempfile::tempdir().unwrap();
     let alerts = "[alerts.groups]\nstadium = [\"13008\", \"13009\"]\n\
          [[alerts.rules]]\nname = \"forecast-stadium\"\nindicator = \"risk_score\"\ngroup = \"stadium\"\nthreshold = 75.0\nreset = 60.0\nlookahead_h = 300\n";
-    let run = Running::start(dir.path(), alerts);
-    let port = run.port;
+    let run = start(dir.path(), alerts);
     let target = now_s() / 3600 + 240; // ten days ahead
                                        // A baseline for that hour of the week: incidents 3 to 6 weeks before it (any daylight
                                        // saving shift moves them by an hour at most, inside the event's three hours).
@@ -356,10 +248,10 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
             ));
         }
     }
-    post_records(port, &lines);
+    run.post_records(&lines);
     std::thread::sleep(Duration::from_millis(1000));
     // The baseline alone (about 3.8 → risk 32) stays below 75.
-    let (_, all) = json(port, "GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
+    let (_, all) = run.json("GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
     assert_eq!(all, serde_json::json!([]), "no alert before the event");
     let event = |status: &str| {
         format!(
@@ -369,14 +261,14 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
             (target + 3) * 3600
         )
     };
-    post_records(port, &[event("")]);
+    run.post_records(&[event("")]);
     wait_for(20, "the forecast alert", || {
-        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+        run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
             .1
             .as_array()
             .is_some_and(|a| !a.is_empty())
     });
-    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let (_, firing) = run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
     let a = &firing[0];
     assert_eq!(a["zone"], "13008", "{a}");
     assert!(a["value"].as_f64().unwrap() >= 75.0, "{a}");
@@ -397,12 +289,13 @@ fn a_large_event_ten_days_ahead_raises_a_forecast_alert_and_its_cancellation_res
         "{a}"
     );
     std::thread::sleep(Duration::from_millis(1100)); // the cancellation's ts is later
-    post_records(port, &[event(",\"status\":\"cancelled\"")]);
+    run.post_records(&[event(",\"status\":\"cancelled\"")]);
     wait_for(20, "the resolution", || {
-        json(port, "GET", "/api/v1/alerts?state=active", Some(VIEWER), "").1
+        run.json("GET", "/api/v1/alerts?state=active", Some(VIEWER), "")
+            .1
             == serde_json::json!([])
     });
-    let (_, history) = json(port, "GET", "/api/v1/alerts/history", Some(VIEWER), "");
+    let (_, history) = run.json("GET", "/api/v1/alerts/history", Some(VIEWER), "");
     let kinds: Vec<(&str, &str)> = history
         .as_array()
         .unwrap()
@@ -419,8 +312,7 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
     let alerts = "[[alerts.rules]]\nname = \"density-silent\"\nindicator = \"feed_silence\"\nfeed = \"density\"\nthreshold = 2\n\
          [[alerts.rules]]\nname = \"broker-silent\"\nindicator = \"feed_silence\"\nsource = \"embedded-mqtt\"\nthreshold = 2\n\
          [[alerts.notify]]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:MQTT_PORT\"\ntopic = \"city/alerts\"\n";
-    let run = Running::start(dir.path(), alerts);
-    let port = run.port;
+    let run = start(dir.path(), alerts);
     // An operator's MQTT client subscribed to the notifications.
     let notified = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
     {
@@ -442,7 +334,7 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
         });
     }
     let history = |rule: &str| -> Vec<String> {
-        json(port, "GET", "/api/v1/alerts/history", Some(VIEWER), "")
+        run.json("GET", "/api/v1/alerts/history", Some(VIEWER), "")
             .1
             .as_array()
             .unwrap()
@@ -455,7 +347,7 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
     wait_for(15, "the never-seen deadman", || {
         history("density-silent") == ["firing"]
     });
-    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let (_, firing) = run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
     let dead = firing
         .as_array()
         .unwrap()
@@ -525,9 +417,8 @@ fn a_deadman_alert_fires_when_a_live_mqtt_feed_stops_and_resolves_when_it_resume
 }
 
 /// The indicator row of `zone` at `hour` (hours since the epoch) through the query API.
-fn row_at(port: u16, zone: &str, hour: i64) -> Value {
-    let (code, v) = json(
-        port,
+fn row_at(run: &Vigie, zone: &str, hour: i64) -> Value {
+    let (code, v) = run.json(
         "GET",
         &format!("/api/v1/indicators?hour={}", hour * 3600),
         Some(VIEWER),
@@ -574,37 +465,41 @@ fn the_seeds_match_reaches_level_4_a_month_ahead_spills_to_the_neighbours_and_a_
     .unwrap();
     let alerts = "[[alerts.rules]]\nname = \"stadium-level-4\"\nindicator = \"risk_level\"\nzones = [\"stadium\"]\nthreshold = 4\nlookahead_h = 720\nseverity = \"critical\"\n\
          [[alerts.rules]]\nname = \"stadium-critical\"\nindicator = \"criticality\"\nzones = [\"stadium\"]\nthreshold = 4\nlookahead_h = 720\nseverity = \"critical\"\n";
-    let run = Running::start_on(dir.path(), &zones, alerts);
-    let port = run.port;
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            feeds: &["incident", "event", "density"],
+            extra: &format!("[alerts]\ntick_ms = 200\n{alerts}"),
+            zones: Some(zones.clone()),
+            ..Setup::default()
+        },
+    );
     let now_hour = now_s() / 3600;
     let target = now_hour + 29 * 24;
     wait_for(20, "the first rows", || {
-        json(port, "GET", "/api/v1/indicators", Some(VIEWER), "").0 == 200
+        run.json("GET", "/api/v1/indicators", Some(VIEWER), "").0 == 200
     });
     // Before: no incident, no event, no density: every risk 0, no alert.
     for zone in ["stadium", "north", "east", "far"] {
-        assert_eq!(row_at(port, zone, target)["risk_score"], 0.0, "{zone}");
+        assert_eq!(row_at(&run, zone, target)["risk_score"], 0.0, "{zone}");
     }
-    assert_eq!(row_at(port, "far", now_hour)["risk_score"], 0.0);
-    let (_, all) = json(port, "GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
+    assert_eq!(row_at(&run, "far", now_hour)["risk_score"], 0.0);
+    let (_, all) = run.json("GET", "/api/v1/alerts?state=all", Some(VIEWER), "");
     assert_eq!(all, serde_json::json!([]));
 
-    post_records(
-        port,
-        &[format!(
+    run.post_records(&[format!(
             "{{\"feed\":\"event\",\"id\":\"match-1\",\"ts\":{},\"zone\":\"stadium\",\"start\":{},\"end\":{},\"attendance\":80000,\"kind\":\"sport\"}}",
             now_s(),
             target * 3600,
             (target + 3) * 3600
-        )],
-    );
+        )]);
     wait_for(20, "both forecast alerts", || {
-        json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
+        run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "")
             .1
             .as_array()
             .is_some_and(|a| a.len() == 2)
     });
-    let (_, firing) = json(port, "GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
+    let (_, firing) = run.json("GET", "/api/v1/alerts?state=firing", Some(VIEWER), "");
     let hours: Vec<String> = (target..target + 3)
         .map(vigie_model::time::format_hour)
         .collect();
@@ -627,7 +522,7 @@ fn the_seeds_match_reaches_level_4_a_month_ahead_spills_to_the_neighbours_and_a_
     // incident: X = 9.6, raw = 9.6 · (1 + 0.8 · (81,000/19,230 − 1)), risk 96.8, level 4, and
     // with no agent deployed, criticality 4.
     let x = 80_000.0 / 1000.0 * 0.12;
-    let stadium = row_at(port, "stadium", target);
+    let stadium = row_at(&run, "stadium", target);
     let raw = x * (1.0 + 0.8 * (81_000.0 / 19_230.0 - 1.0));
     let risk = 100.0 * (1.0 - (-raw / 10.0f64).exp());
     assert!(
@@ -644,7 +539,7 @@ fn the_seeds_match_reaches_level_4_a_month_ahead_spills_to_the_neighbours_and_a_
     let spill = 0.25 * x;
     assert!((spill - 2.4).abs() < 1e-12);
     for zone in ["north", "east"] {
-        let r = row_at(port, zone, target);
+        let r = row_at(&run, zone, target);
         let c = &r["contributions"];
         assert!((c["spill"].as_f64().unwrap() - spill).abs() < 1e-12, "{r}");
         assert!(
@@ -657,7 +552,7 @@ fn the_seeds_match_reaches_level_4_a_month_ahead_spills_to_the_neighbours_and_a_
             "{r}"
         );
     }
-    let far = row_at(port, "far", target);
+    let far = row_at(&run, "far", target);
     assert_eq!(far["contributions"]["spill"], 0.0, "{far}");
     assert_eq!(far["risk_score"], 0.0, "{far}");
 
@@ -665,16 +560,13 @@ fn the_seeds_match_reaches_level_4_a_month_ahead_spills_to_the_neighbours_and_a_
     // crowd is its default 1,000: surge = 0.05 · 49 = 2.45, and its risk rises from 0.
     let ts = now_s();
     let hour = ts / 3600;
-    post_records(
-        port,
-        &[format!(
-            "{{\"feed\":\"density\",\"ts\":{ts},\"zone\":\"far\",\"people\":50000}}"
-        )],
-    );
+    run.post_records(&[format!(
+        "{{\"feed\":\"density\",\"ts\":{ts},\"zone\":\"far\",\"people\":50000}}"
+    )]);
     wait_for(20, "the surge", || {
-        row_at(port, "far", hour)["risk_score"].as_f64() > Some(0.0)
+        row_at(&run, "far", hour)["risk_score"].as_f64() > Some(0.0)
     });
-    let far = row_at(port, "far", hour);
+    let far = row_at(&run, "far", hour);
     let surge = 0.05 * (50_000.0 - 1_000.0) / 1000.0;
     let c = &far["contributions"];
     assert!(

@@ -13,7 +13,10 @@ mod client;
 mod mosquitto;
 #[path = "support/victoria.rs"]
 mod victoria;
-use client::{free_port, wait_for};
+#[path = "support/vigie.rs"]
+mod vigie;
+use client::{free_port, metric, wait_for};
+use vigie::{Setup, Vigie, SOURCE_TOKEN};
 
 fn vigie() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vigie"))
@@ -946,6 +949,49 @@ fn output_figures(path: &Path) -> Figures {
                 fields.insert(f.to_string(), x);
             }
         }
+        // Model v2's fields, as the store keeps them (numbers; an undefined one absent).
+        if v.get("criticality").is_some() {
+            let trend = |t: &serde_json::Value| match t.as_str() {
+                Some("falling") => Some(-1.0),
+                Some("rising") => Some(1.0),
+                Some(_) => Some(0.0),
+                None => None,
+            };
+            let confidence = match v["confidence"].as_str().unwrap() {
+                "low" => 0.0,
+                "reduced" => 1.0,
+                _ => 2.0,
+            };
+            let missing: f64 = v["missing"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| match m.as_str().unwrap() {
+                    "density" => 1.0,
+                    "incident" => 2.0,
+                    _ => 4.0,
+                })
+                .sum();
+            let c = &v["contributions"];
+            for (f, x) in [
+                ("calls", v["calls"].as_f64()),
+                ("criticality", v["criticality"].as_f64()),
+                ("traffic", v["traffic"].as_f64()),
+                ("fluidity", v["fluidity"].as_f64()),
+                ("fluidity_level", v["fluidity_level"].as_f64()),
+                ("load_trend", trend(&v["load_trend"])),
+                ("fluidity_trend", trend(&v["fluidity_trend"])),
+                ("confidence", Some(confidence)),
+                ("missing", Some(missing)),
+                ("exposure", c["exposure"].as_f64()),
+                ("spill", c["spill"].as_f64()),
+                ("surge", c["surge"].as_f64()),
+            ] {
+                if let Some(x) = x {
+                    fields.insert(f.to_string(), x);
+                }
+            }
+        }
         rows.insert((s("zone"), ms(&s("hour"))), fields);
     }
     (rows, clashes)
@@ -960,6 +1006,7 @@ fn store_figures(store: &vigie_store::Store, want: &Figures, as_of: Option<i64>)
             .map(|h| {
                 h.values
                     .into_iter()
+                    .filter(|(_, v)| !v.is_nan()) // a field that became undefined
                     .map(|(k, v)| (k.to_string(), v))
                     .collect()
             })
@@ -1512,82 +1559,6 @@ fn now_hour() -> i64 {
         / 3600
 }
 
-/// `DIR/run.toml`: a source `ops` allowed to write incidents (HTTP token), then `extra`. The
-/// ingest log is compacted while running from 16 KiB on, so the tests that kill vigie kill it
-/// around compactions too.
-fn run_config(dir: &Path, extra: &str) -> PathBuf {
-    let config = dir.join("run.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "zones = {:?}\n[ingest]\nepoch_ms = 100\ncompact_every_ms = 50\ncompact_min_bytes = 16384\n[[sources]]\nname = \"ops\"\nfeeds = [\"incident\"]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n{extra}",
-            repo().join("config/zones/marseille.geojson").display().to_string()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// `vigie run` on a data folder, with a source allowed to write incidents, and its embedded
-/// MQTT broker on a free port.
-struct Running {
-    child: std::process::Child,
-    port: u16,
-    mqtt: u16,
-}
-
-impl Running {
-    fn start(dir: &Path) -> Running {
-        Running::start_with(dir, "")
-    }
-
-    /// With `extra` appended to the configuration (an `[ingest.mqtt]` section: then no
-    /// embedded broker).
-    fn start_with(dir: &Path, extra: &str) -> Running {
-        Running::launch(dir, extra, false)
-    }
-
-    /// With `extra` appended and the embedded broker (`extra` has no `[ingest.mqtt]`).
-    fn start_with_embedded(dir: &Path, extra: &str) -> Running {
-        Running::launch(dir, extra, true)
-    }
-
-    fn launch(dir: &Path, extra: &str, embedded: bool) -> Running {
-        let config = run_config(dir, extra);
-        let port = free_port();
-        let mqtt = free_port();
-        let mut cmd = vigie();
-        cmd.args(["run", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
-        if extra.is_empty() || embedded {
-            cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
-        }
-        let child = cmd
-            .env("VIGIE_TEST_TOKEN", "s3cret-token")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        client::wait_healthy(port, None);
-        Running { child, port, mqtt }
-    }
-
-    /// SIGTERM, as an operator stops it; waits for a clean exit.
-    fn stop(mut self) {
-        client::stop_cleanly(&mut self.child);
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -1605,7 +1576,7 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
         (zone, hour, line)
     };
     let total = 1600;
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let port = run.port;
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let poster = {
@@ -1613,7 +1584,7 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
         std::thread::spawn(move || {
             for batch in (0..total).collect::<Vec<_>>().chunks(10) {
                 let body: String = batch.iter().map(|&i| record(i).2 + "\n").collect();
-                match http(port, "POST", "/api/v1/records", Some("s3cret-token"), &body) {
+                match http(port, "POST", "/api/v1/records", Some(SOURCE_TOKEN), &body) {
                     Some((200, _)) => acked.lock().unwrap().extend_from_slice(batch),
                     _ => return,
                 }
@@ -1640,7 +1611,7 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
         "{} acknowledged",
         acked.len()
     );
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     std::thread::sleep(std::time::Duration::from_millis(500));
     run.stop();
     let (store, _) = vigie_store::Store::open(
@@ -1669,20 +1640,6 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
     assert!(counted >= acked.len());
 }
 
-/// The sum of a metric's samples on `/metrics` whose labels contain `labels`.
-fn metric(port: u16, name: &str, labels: &str) -> f64 {
-    let Some((200, text)) = http(port, "GET", "/metrics", None, "") else {
-        return 0.0;
-    };
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']) && rest.contains(labels))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits (up to `secs`) for `ok`.
 
 #[test]
@@ -1694,7 +1651,7 @@ fn vigie_run_with_no_broker_configured_takes_mqtt_from_its_embedded_broker() {
         .as_secs() as i64
         / 3600
         - 2;
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let port = run.port;
     wait_for(15, "vigie's subscription to its broker", || {
         metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
@@ -1784,10 +1741,11 @@ fn vigie_run_demo_plays_the_sample_over_mqtt_and_http_into_the_indicators() {
         std::io::Read::read_to_string(&mut { stderr }, &mut text).unwrap();
         text
     });
-    let run = Running {
+    let run = Vigie {
         child,
         port,
         mqtt: 0,
+        log: PathBuf::new(),
     };
     // 2,720 records: about 2,100 before the horizon at once, then the last week in ~3 s.
     wait_for(20, "records over both doors", || {
@@ -1854,7 +1812,12 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         (format!("city/incident/{zone}"), zone, hour, payload)
     };
     let total = 800;
-    let run = Running::start_with(dir.path(), &mqtt);
+    let external = || Setup {
+        extra: &mqtt,
+        embedded_broker: false,
+        ..Setup::default()
+    };
+    let run = Vigie::start(dir.path(), external());
     // One message from Mosquitto's own client…
     let (topic, _, _, payload) = record(0);
     mosquitto::mosquitto_pub(mport, &topic, &payload);
@@ -1899,7 +1862,7 @@ fn mqtt_records_reach_the_indicators_and_survive_a_sigkill_of_vigie() {
         total - 1,
         "the broker acknowledged every message"
     );
-    let run = Running::start_with(dir.path(), &mqtt);
+    let run = Vigie::start(dir.path(), external());
     // Read back from the log, then the broker's queue for the persistent session.
     let started = std::time::Instant::now();
     while metric(run.port, "vigie_engine_records_total", "") < total as f64 {
@@ -1962,7 +1925,11 @@ fn mosquitto_with_the_files_of_mqtt_acl_holds_each_source_to_its_feeds() {
                        {{ filter = \"city/density/+\", feed = \"density\", source = \"sensors\", zone_from_topic = 2 }}]\n"
         ),
     );
-    let config = run_config(dir.path(), &extra);
+    let config = Setup {
+        extra: &extra,
+        ..Setup::default()
+    }
+    .write(dir.path(), 0);
     let acl_dir = dir.path().join("acl");
     let (out, stderr) = run(vigie()
         .args(["mqtt-acl", "--config"])
@@ -1985,7 +1952,14 @@ fn mosquitto_with_the_files_of_mqtt_acl_holds_each_source_to_its_feeds() {
             acl_dir.join("acl").display()
         ),
     );
-    let run = Running::start_with(dir.path(), &extra);
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra: &extra,
+            embedded_broker: false,
+            ..Setup::default()
+        },
+    );
     let port = run.port;
     wait_for(15, "vigie's subscription to Mosquitto", || {
         metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
@@ -2068,7 +2042,13 @@ fn the_embedded_broker_lets_in_only_the_logins_of_the_sources() {
     // carry that source's feeds only.
     std::fs::write(dir.path().join("police.pw"), "police-pw\n").unwrap();
     let extra = "[[sources]]\nname = \"police\"\nfeeds = [\"incident\"]\nmqtt_username = \"police\"\nmqtt_password_file = \"police.pw\"\n";
-    let run = Running::start_with_embedded(dir.path(), extra);
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra,
+            ..Setup::default()
+        },
+    );
     let (port, mport) = (run.port, run.mqtt);
     wait_for(15, "vigie's subscription to its broker", || {
         metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
@@ -2138,18 +2118,18 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
             port,
             "POST",
             "/api/v1/records",
-            Some("s3cret-token"),
+            Some(SOURCE_TOKEN),
             &format!("Idempotency-Key: {key}\r\n"),
             body,
         )
         .unwrap()
     };
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let (code, first) = post(run.port, "batch-0042", &body);
     assert_eq!(code, 200, "{first}");
     // vigie is killed; the client never saw its answer, and sends the request again.
     drop(run);
-    let run = Running::start(dir.path());
+    let run = Vigie::start(dir.path(), Setup::default());
     let (code, again) = post(run.port, "batch-0042", &body);
     assert_eq!(code, 200, "{again}");
     let first: serde_json::Value = serde_json::from_str(&first).unwrap();
@@ -2168,7 +2148,7 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
         run.port,
         "POST",
         "/api/v1/records",
-        Some("s3cret-token"),
+        Some(SOURCE_TOKEN),
         &bad,
     )
     .unwrap();
@@ -2190,5 +2170,132 @@ fn an_http_retry_with_its_idempotency_key_after_a_sigkill_is_counted_once() {
         let key = vigie_store::SeriesKey::new("feed", &[("feed", feed)], "rejected");
         let got = store.last_before(&key, i64::MAX, None).unwrap();
         assert_eq!(got.map(|(_, v)| v), Some(want), "feed {feed}");
+    }
+}
+
+#[test]
+fn sigterm_with_a_wall_following_the_stream_stops_cleanly() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let run = Vigie::start(dir.path(), Setup::default());
+    // A wall follows the live stream, and never hangs up.
+    let mut wall = std::net::TcpStream::connect(("127.0.0.1", run.port)).unwrap();
+    write!(
+        wall,
+        "GET /api/v1/stream?access_token={} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        vigie::VIEWER
+    )
+    .unwrap();
+    wall.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = wall.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    wait_for(10, "the stream counted", || {
+        metric(run.port, "vigie_wall_streams", "") >= 1.0
+    });
+    // SIGTERM: the stream ends, and vigie stops cleanly (a graceful shutdown must not wait
+    // for screens that never hang up).
+    let started = std::time::Instant::now();
+    run.stop();
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "vigie took {:?} to stop",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let _ = wall.read_to_end(&mut rest);
+}
+
+#[test]
+fn vigie_query_prints_a_table_or_ndjson_and_refuses_an_unknown_zone_field_or_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (out, text) = run(vigie().arg("replay").arg("--store").arg(&store_dir));
+    assert!(out.status.success(), "{text}");
+    let query = |args: &[&str]| {
+        let mut cmd = vigie();
+        cmd.arg("query").args(args).arg("--store").arg(&store_dir);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // A table: a header, a rule, one line a zone (24 Vancouver zones).
+    let (code, table, _) = query(&["latest", "--format", "table"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("zone") && lines[0].contains("risk_score"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("----"), "{table}");
+    assert_eq!(lines.len(), 2 + 24, "{table}");
+    // NDJSON when piped (no terminal here), or asked for.
+    let (_, piped, _) = query(&["latest"]);
+    let (_, ndjson, _) = query(&["latest", "--format", "ndjson"]);
+    assert_eq!(piped, ndjson);
+    assert_eq!(ndjson.lines().count(), 24);
+    let first: serde_json::Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
+    let zone = first["zone"].as_str().unwrap().to_string();
+    let (code, range, _) = query(&[
+        "range",
+        "--zone",
+        &zone,
+        "--field",
+        "incidents",
+        "--step",
+        "1d",
+        "--agg",
+        "sum",
+        "--format",
+        "table",
+    ]);
+    assert_eq!(code, Some(0), "{range}");
+    assert!(range.lines().next().unwrap().contains("value"), "{range}");
+    // Refused, naming what is wrong.
+    for (args, says) in [
+        (
+            vec!["range", "--zone", "Atlantis", "--field", "incidents"],
+            "no zone `Atlantis`",
+        ),
+        (
+            vec!["range", "--zone", zone.as_str(), "--field", "happiness"],
+            "`happiness` is not an indicator field",
+        ),
+        (
+            vec![
+                "revisions",
+                "--zone",
+                zone.as_str(),
+                "--hour",
+                "2019-01-01T00:00:00Z",
+            ],
+            "out of the horizon",
+        ),
+        (
+            vec![
+                "explain",
+                "--zone",
+                zone.as_str(),
+                "--hour",
+                "2030-01-01T00:00:00Z",
+            ],
+            "out of the horizon",
+        ),
+        (
+            vec!["latest", "--at", "2019-01-01T00:00:00Z"],
+            "out of the horizon",
+        ),
+    ] {
+        let (code, _, err) = query(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
     }
 }

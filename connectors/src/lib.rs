@@ -1,7 +1,8 @@
 //! Connectors: where records come from and where results go. File replay (NDJSON and mapped
 //! CSV) and the validation every source shares; the output file ([`output`]); the InfluxDB 2
-//! sink with its on-disk buffer ([`influx`]); live ingest ([`ingest`]): its durable log and the
-//! HTTP endpoint.
+//! sink with its on-disk buffer ([`influx`]); live ingest ([`ingest`]): privacy at the door, its
+//! durable log, the MQTT source, and what HTTP ingest (the `vigie-server` crate) parses bodies
+//! with. No HTTP server here.
 //!
 //! Validation happens here, at the edge: the engine receives only typed, checked
 //! [`vigie_model::Record`]s, and every bad line comes back as a [`files::Rejection`] that says

@@ -24,7 +24,7 @@ use timely::dataflow::operators::core::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 use vigie_model::time::hour_of;
-use vigie_model::{ClashRow, Feed, IndicatorRow, Record, ZoneIdx};
+use vigie_model::{Changes, ClashRow, Feed, IndicatorRow, Record, ZoneIdx};
 
 /// When records stop mattering.
 #[derive(Clone)]
@@ -280,15 +280,6 @@ struct Tracker {
     emitted: FxHashMap<(ZoneIdx, i64), IndicatorRow>,
     clash_dirty: FxHashSet<ClashRow>,
     clash_emitted: FxHashSet<ClashRow>,
-}
-
-/// The output changes of complete epochs, for sinks.
-#[derive(Default, Debug)]
-pub struct Changes {
-    /// `(row handed out before, if any; the row now)` for each indicator that changed.
-    pub indicators: Vec<(Option<IndicatorRow>, IndicatorRow)>,
-    /// Clashes that appeared (`true`) or ended (`false`).
-    pub clashes: Vec<(ClashRow, bool)>,
 }
 
 impl Collected {

@@ -12,7 +12,7 @@ pub mod driver;
 pub mod graph;
 pub mod zone;
 
-pub use driver::{Changes, Collected, Driver, Expiry};
+pub use driver::{Collected, Driver, Expiry};
 pub use graph::{build, GraphParams, Inputs, Outputs};
 
 /// The timely version the engine is built on, for starting workers and clusters.

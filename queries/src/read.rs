@@ -2,8 +2,9 @@
 //! one zone and hour with all its figures, and the revisions of a value.
 //!
 //! Indicators are written by the engine as measurement `indicator`, tag `zone`, one series
-//! per field of [`vigie_model::point::ALL_FIELDS`] (v2's only under model v2), stamped with the
-//! start of the hour (ms). Every read can be made "as known at" an earlier revision.
+//! per field of [`vigie_model::point::ALL_FIELDS`] (v1's fields, and v2's when the model is v2;
+//! an undefined value is NaN), stamped with the start of the hour (ms). Every read can be made
+//! "as known at" an earlier revision.
 
 use std::collections::BTreeMap;
 use vigie_model::point::{ALL_FIELDS, INDICATOR, INDICATOR_FIELDS};
@@ -61,7 +62,7 @@ pub fn clock_ms(store: &Store) -> Option<i64> {
     (r != i64::MIN).then(|| r.div_euclid(HOUR_MS) * HOUR_MS)
 }
 
-/// Every indicator field of `zone` at the hour starting at `hour_ms`, as known at `as_of`.
+/// Every indicator field (v1's and v2's) of `zone` at the hour starting at `hour_ms`, as known at `as_of`.
 pub fn zone_hour(
     store: &Store,
     zone: &str,

@@ -26,6 +26,10 @@ pub use db::{downsample, resolve, Ack, Agg, CompactReport, OpenReport, Options, 
 pub use series::SeriesKey;
 pub use wal::{Recovered, Wal, WalError};
 
+/// A store shared between the one thread that writes it (the engine's sinks) and its readers
+/// (the query API of `vigie run`).
+pub type SharedStore = std::sync::Arc<std::sync::RwLock<Store>>;
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

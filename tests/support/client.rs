@@ -97,3 +97,18 @@ pub fn stop_cleanly(child: &mut std::process::Child) {
     let status = child.wait().unwrap();
     assert!(status.success(), "vigie run exited with {status}");
 }
+
+/// The sum of a metric's samples on `/metrics` whose labels contain `labels` (0 when vigie
+/// does not answer).
+pub fn metric(port: u16, name: &str, labels: &str) -> f64 {
+    let Some((200, text)) = request(port, "GET", "/metrics", None, "text/plain", "", "") else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']) && rest.contains(labels))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

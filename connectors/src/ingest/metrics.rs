@@ -1,9 +1,8 @@
 //! Counters of live ingest, rendered in the Prometheus text format for `GET /metrics`.
 //!
 //! Lines received, accepted and rejected per source and feed (rejected also per kind), and
-//! requests per route and status. `vigie run` appends its own lines (lag, queue depth, log
-//! size) to the same page through [`super::http::HttpState::add_metrics`], or renders
-//! [`Metrics::render`] into a page of its own.
+//! requests per route and status. The server (`vigie-server`) renders them first on its
+//! `/metrics` page, then its other counters (engine, log, MQTT, alerting, wall).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

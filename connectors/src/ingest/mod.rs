@@ -8,19 +8,19 @@
 //! reads back everything the log holds.
 //!
 //! - [`log`]: the durable ingest log.
-//! - [`http`]: HTTP ingest on axum (JSON/NDJSON, CSV through a mapping, the InfluxDB 2 write
-//!   API), with [`payload`] (request bodies to records and rejected lines), [`lineproto`] (the
-//!   line-protocol reader), [`dead_letters`] and [`metrics`].
+//! - [`mqtt`]: the MQTT source.
+//! - What HTTP ingest (the `vigie-server` crate) and MQTT share: [`payload`] (request bodies to
+//!   records and rejected lines), [`lineproto`] (the line-protocol reader), [`dead_letters`] and
+//!   [`metrics`].
 
 pub mod dead_letters;
-pub mod http;
 pub mod lineproto;
 pub mod log;
 pub mod metrics;
 pub mod mqtt;
 pub mod payload;
 
-pub use http::{router, serve, HttpState};
+pub use dead_letters::DeadLetters;
 pub use log::{
     Committed, Compaction, CompactionStats, Delivery, IngestError, IngestLog, Keep, Outcome,
 };
@@ -40,7 +40,7 @@ pub struct LineError {
 }
 
 /// SHA-256 of the parts joined by a 0 byte, in hex: the digest of a delivery.
-pub(crate) fn digest(parts: &[&[u8]]) -> String {
+pub fn digest(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for (i, p) in parts.iter().enumerate() {

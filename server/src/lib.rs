@@ -1,0 +1,172 @@
+//! The HTTP face of `vigie run`, on axum: every route it serves, one application state, one
+//! error shape, one table of tokens. It builds without the engine (no timely, no
+//! differential): the binary wires the engine to it through plain data of `vigie_model`
+//! ([`vigie_model::Changes`], [`vigie_model::FeedHealth`], [`vigie_model::EngineStats`]) and
+//! the shared [`Board`], the store and the index of recent records.
+//!
+//! | module | routes |
+//! |---|---|
+//! | [`ingest`] | `POST /api/v1/records`, `POST /api/v1/csv/{mapping}`, `POST /api/v2/write` (InfluxDB), `GET /api/v1/dead-letters` |
+//! | [`query`], [`explain`] | `GET /api/v1/zones`, `/indicators`, `/indicators/range`, `/explain`, `/clashes`, `/feeds`, `/stream`, `/whoami` |
+//! | [`alerts`] | alerts, their history and acknowledgement, rules, silences |
+//! | [`metrics`] | `GET /metrics` |
+//! | here | `GET /` (the wall), `/wall.css`, `/wall.js`, `/api/openapi.json`, `/health` |
+//!
+//! - [`auth`]: sources' and API roles' tokens, one parser, one constant-time comparison.
+//! - [`error`]: [`ApiError`], `{"error", "field"}` on every route but the InfluxDB write
+//!   route, which answers in InfluxDB's `{"code", "message"}`.
+//! - [`board`]: the latest rows, clashes and feeds, and the events of the live stream.
+//! - [`shutdown`]: the stop signal the server shares with the sources and the engine loop.
+//! - [`state`]: the application state, and how a request's token names its caller.
+//!
+//! Build the state with [`AppState::new`] from its [`Parts`] (every collaborator handed in
+//! before the first request), then [`app`] gives the router and [`serve`] serves it until the
+//! shutdown signal.
+
+pub mod alerts;
+pub mod auth;
+pub mod board;
+pub mod error;
+pub mod explain;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
+pub mod shutdown;
+pub mod state;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+pub use auth::Tokens;
+pub use board::Board;
+pub use error::ApiError;
+pub use shutdown::Shutdown;
+pub use state::{AppState, Parts};
+
+/// The wall page and its parts (no external resource), and the OpenAPI description.
+pub mod assets {
+    pub const INDEX_HTML: &str = include_str!("../assets/index.html");
+    pub const WALL_CSS: &str = include_str!("../assets/wall.css");
+    pub const WALL_JS: &str = include_str!("../assets/wall.js");
+    /// The OpenAPI 3.1 description of every route.
+    pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.shutdown().is_triggered() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn not_found(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    state.ingest_metrics().request("other", 404);
+    ApiError::not_found("path", "no such route").into_response()
+}
+
+/// Every route of `vigie run`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", assets::INDEX_HTML) }),
+        )
+        .route(
+            "/wall.css",
+            get(|| async { asset("text/css; charset=utf-8", assets::WALL_CSS) }),
+        )
+        .route(
+            "/wall.js",
+            get(|| async { asset("text/javascript; charset=utf-8", assets::WALL_JS) }),
+        )
+        .route(
+            "/api/openapi.json",
+            get(|| async { asset("application/json", assets::OPENAPI) }),
+        )
+        .route("/health", get(health))
+        .route("/metrics", get(metrics::get_metrics))
+        .route(ingest::ROUTE_RECORDS, post(ingest::post_records))
+        .route(ingest::ROUTE_CSV, post(ingest::post_csv))
+        .route(ingest::ROUTE_WRITE, post(ingest::post_write))
+        .route(ingest::ROUTE_DEAD_LETTERS, get(ingest::get_dead_letters))
+        .route("/api/v1/zones", get(query::zones))
+        .route("/api/v1/indicators", get(query::indicators))
+        .route("/api/v1/indicators/range", get(query::range))
+        .route("/api/v1/explain", get(explain::explain))
+        .route("/api/v1/clashes", get(query::clashes))
+        .route("/api/v1/feeds", get(query::feeds))
+        .route("/api/v1/stream", get(query::stream))
+        .route("/api/v1/whoami", get(query::whoami))
+        .route("/api/v1/alerts", get(alerts::list_alerts))
+        .route("/api/v1/alerts/history", get(alerts::history))
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
+        .route(
+            "/api/v1/rules",
+            get(alerts::list_rules).post(alerts::create_rule),
+        )
+        .route(
+            "/api/v1/rules/{name}",
+            get(alerts::get_rule)
+                .put(alerts::put_rule)
+                .delete(alerts::delete_rule),
+        )
+        .route(
+            "/api/v1/silences",
+            get(alerts::list_silences).post(alerts::add_silence),
+        )
+        .route("/api/v1/silences/{id}", delete(alerts::delete_silence))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Sends the alerting's transitions to the live stream (a client that lagged is told to
+/// refetch); ends when the alert service closes.
+pub fn forward_alerts(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let mut events = state.alerts().subscribe();
+    let board = state.board().clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(event) => match serde_json::to_value(&event) {
+                    Ok(v) => board.publish("alert", &v),
+                    Err(e) => eprintln!("vigie server: an alert event for the stream: {e}"),
+                },
+                Err(RecvError::Lagged(n)) => board.publish(
+                    "reset",
+                    &serde_json::json!({"reason": format!("{n} alert events missed")}),
+                ),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+/// Serves [`app`] on `listener` until the shutdown signal (SIGTERM, Ctrl-C, or a trigger);
+/// requests under way are finished (their records committed), open streams end.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let forwarding = forward_alerts(&state);
+    let shutdown = state.shutdown().clone();
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.on_signals().await;
+            eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
+        })
+        .await;
+    forwarding.abort();
+    served
+}

@@ -1,0 +1,6 @@
+//! The commands of `vigie` other than `run` (which is `crate::run`), one module each.
+
+pub mod check_config;
+pub mod mqtt_acl;
+pub mod query;
+pub mod replay;
