@@ -14,6 +14,10 @@
 //!    medians reported. Every result is checked against the plain loop's: the peers' rows
 //!    exactly, vigie's `incidents` (and severity sums through `recent`) wherever vigie reports
 //!    the zone and hour. Ratios are vigie / peer and vigie / plain loop, from the same run.
+//!    Beside them, Pathway and Bytewax on the same model as vigie's
+//!    (`benchmarks/peers/*_model_peer.py`, written from the model's definition): the same
+//!    configuration and input, vigie's NDJSON out, each line compared with vigie's
+//!    (`tests/tools/compare_outputs.py`); the report's first table.
 //! 2. `replay-bench`, `store-bench` and `ingest-bench` as they are (real files of
 //!    the repository's `data/`, store bytes per point, live latency over HTTP and MQTT).
 //! 3. **Soak**: `vigie run` fed at a fixed rate over HTTP and MQTT for a while, its memory and
@@ -412,6 +416,41 @@ fn peers_python(spec: &PeersSpec) -> anyhow::Result<(PathBuf, String)> {
     Ok((py, v))
 }
 
+/// Compares a same-model peer's NDJSON with vigie's through `tests/tools/compare_outputs.py`
+/// (lines matched by zone and hour or by clash, numbers within 1e-9 relative): its summary's
+/// counts, and whether every line is equal.
+fn compare_outputs(python: &Path, expected: &Path, actual: &Path) -> anyhow::Result<Value> {
+    let o = Command::new(python)
+        .arg(repo().join("tests/tools/compare_outputs.py"))
+        .arg(expected)
+        .arg(actual)
+        .output()
+        .context("tests/tools/compare_outputs.py")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("expected "))
+        .with_context(|| format!("compare_outputs.py printed no summary: {text}"))?
+        .to_string();
+    // "expected N lines, actual M lines: K matched, D differing, X missing, Y extra, P other problems"
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [expected_lines, actual_lines, matched, differing, missing, extra, other] = numbers[..]
+    else {
+        bail!("compare_outputs.py: unexpected summary {summary:?}");
+    };
+    let first: Vec<&str> = text.lines().take(3).collect();
+    Ok(json!({
+        "ok": o.status.success(), "expected_lines": expected_lines, "actual_lines": actual_lines,
+        "matched": matched, "differing": differing, "missing": missing, "extra": extra,
+        "other_problems": other, "summary": summary,
+        "first_differences": if o.status.success() { Vec::new() } else { first },
+    }))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -566,7 +605,75 @@ fn peers_section(
                 own_reports: vec![],
             });
         }
+        // The same model as vigie's (`peers/*_model_peer.py`, written from indicators.md):
+        // the same configuration and mapping, vigie's NDJSON out, compared with vigie's lines.
+        let config = spec_dir.join(&spec.vigie_config);
+        let input = format!("{}={}", spec.mapping, events.display());
+        for &t in &spec.pathway_threads {
+            let name = format!("pathway-model-{t}.ndjson");
+            let mut c = Command::new(&py);
+            c.arg(scripts.join("pathway_model_peer.py"))
+                .arg("--config")
+                .arg(&config)
+                .args(["--input", &input])
+                .arg("--output")
+                .arg(out(&name))
+                .env("PATHWAY_THREADS", t.to_string())
+                .env("PYTHONDONTWRITEBYTECODE", "1"); // no __pycache__ in the source tree
+            systems.push(System {
+                label: format!(
+                    "Pathway, same model, {t} thread{}",
+                    if t > 1 { "s" } else { "" }
+                ),
+                kind: "pathway-model",
+                parallelism: t,
+                command: c,
+                output: out(&name),
+                report: None,
+                runs: vec![],
+                own_reports: vec![],
+            });
+        }
+        let mut workers: Vec<usize> = spec.bytewax.iter().map(|b| b.workers).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        for w in workers {
+            let name = format!("bytewax-model-{w}.ndjson");
+            let mut c = Command::new(&py);
+            c.args(["-m", "bytewax.run", "bytewax_model_peer:flow", "-w"])
+                .arg(w.to_string())
+                .current_dir(&scripts)
+                .env("PEER_CONFIG", &config)
+                .env("PEER_INPUT", &input)
+                .env("PEER_OUTPUT", out(&name))
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            systems.push(System {
+                label: format!(
+                    "Bytewax, same model, {w} worker{}",
+                    if w > 1 { "s" } else { "" }
+                ),
+                kind: "bytewax-model",
+                parallelism: w,
+                command: c,
+                output: out(&name),
+                report: None,
+                runs: vec![],
+                own_reports: vec![],
+            });
+        }
     }
+    // The output the same-model peers are compared with: vigie's first configuration's, which
+    // runs before them in every round.
+    let vigie_output = systems
+        .iter()
+        .find(|s| s.kind == "vigie")
+        .map(|s| s.output.clone())
+        .context("no vigie configuration in the suite")?;
+    let compare_python = if python_version.is_null() {
+        PathBuf::from("python3")
+    } else {
+        repo().join("target/peers-venv/bin/python")
+    };
     // Runs interleaved, so a disturbance spreads over every system rather than one.
     let mut checks: Vec<Value> = vec![Value::Null; systems.len()];
     for run in 1..=runs {
@@ -604,7 +711,17 @@ fn peers_section(
             }
             s.runs.push(m);
             if run == 1 {
-                checks[i] = if s.kind == "vigie" {
+                checks[i] = if s.kind.ends_with("-model") {
+                    let c = compare_outputs(&compare_python, &vigie_output, &s.output)?;
+                    if c["ok"] != true {
+                        eprintln!(
+                            "{}: its lines differ from vigie's: {}",
+                            s.label,
+                            c["summary"].as_str().unwrap_or("?")
+                        );
+                    }
+                    c
+                } else if s.kind == "vigie" {
                     let c = peers::check_vigie(&s.output, &reference)?;
                     if !c.ok() {
                         bail!(
@@ -673,25 +790,13 @@ fn peers_section(
             "memory_ratio": f(v, "peak_rss_bytes") / f(&plain_row, "peak_rss_bytes"),
         }));
     }
-    let mut md = format!(
-        "## vigie against Pathway, Bytewax and the plain loop, on the same file\n\n{n} incidents (`events.csv`: `ts,zone,category,severity`, unix seconds over 30 days, 100 zones, 5 % late by up to 300 s; seed {}) and `zones.csv`. Pathway and Bytewax compute per zone and hour the count and the severity sum of the incidents, joined with the zone table; the plain loop does the same in one pass of hand-written Rust; vigie runs its full indicator model (`benchmarks/workloads/peers.toml`: baseline, recent incidents, crowd, risk score and level, protection rate, trend, for every zone over its horizon) and writes its {} indicator rows. Each system runs in its own process from start to exit, reading the file and writing its result: records/s = {n} / wall time of the whole process, peak memory = the largest summed resident set of its process tree (sampled every 50 ms; vigie's and the loop's own peak counted too). {runs} runs each, interleaved; medians. Python {}.\n\n| system | wall s (median) | records/s | peak MiB | CPU s | disturbed runs | result check |\n|---|---|---|---|---|---|---|\n",
-        spec.seed,
-        checks
-            .iter()
-            .find_map(|c| c["vigie_rows"].as_u64())
-            .unwrap_or(0),
-        python_version.as_str().unwrap_or("not used")
-    );
-    for (r, c) in rows.iter().zip(&checks) {
-        let check = if r["kind"] == "vigie" {
-            format!(
-                "incidents = count on all {} shared (zone, hour); severity sums ok on {}",
-                c["overlap"], c["recent_checked"]
-            )
-        } else {
-            format!("{} rows, all equal", c["rows"])
-        };
-        md.push_str(&format!(
+    let is_model = |r: &Value| r["kind"].as_str().is_some_and(|k| k.ends_with("-model"));
+    let vigie_rows = checks
+        .iter()
+        .find_map(|c| c["vigie_rows"].as_u64())
+        .unwrap_or(0);
+    let row_md = |r: &Value, check: &str| {
+        format!(
             "| {} | {:.2} | {:.0} | {:.0} | {:.1} | {} of {runs} | {check} |\n",
             r["label"].as_str().unwrap_or("?"),
             f(r, "wall_s"),
@@ -699,10 +804,9 @@ fn peers_section(
             f(r, "peak_rss_bytes") / 1048576.0,
             f(r, "tree_cpu_s"),
             r["disturbed_runs"],
-        ));
-    }
-    md.push_str("\n### Ratios and goals\n\nvigie / other, same run; vigie on as many workers as the other has threads or workers. Goals: throughput at least 10× Pathway's and Bytewax's with less than a fifth of their peak memory, and at least a third of the plain loop's throughput.\n\n| vigie | against | throughput ratio | goal | memory ratio | goal |\n|---|---|---|---|---|---|\n");
-    for r in &ratios {
+        )
+    };
+    let ratio_md = |r: &Value| {
         let t = f(r, "throughput_ratio");
         let mem = f(r, "memory_ratio");
         let (tgoal, mgoal) = if r["kind"] == "plain" {
@@ -716,24 +820,80 @@ fn peers_section(
                 format!("< 0.2: {}", if mem < 0.2 { "met" } else { "missed" }),
             )
         };
-        md.push_str(&format!(
+        format!(
             "| {} | {} | {t:.2}× | {tgoal} | {mem:.2}× | {mgoal} |\n",
             r["vigie"].as_str().unwrap_or("?"),
             r["other"].as_str().unwrap_or("?"),
-        ));
-    }
-    let disturbed: usize = rows
-        .iter()
-        .map(|r| r["disturbed_runs"].as_u64().unwrap_or(0) as usize)
-        .sum();
-    md.push_str(&format!(
-        "\n{}\n",
+        )
+    };
+    let disturbed_md = |rows: &[&Value]| {
+        let disturbed: usize = rows
+            .iter()
+            .map(|r| r["disturbed_runs"].as_u64().unwrap_or(0) as usize)
+            .sum();
         if disturbed == 0 {
             "No run was disturbed: other processes used less than a tenth of each run's wall time in CPU.".to_string()
         } else {
             format!("**{disturbed} runs were disturbed** (other processes used more than a tenth of the run's wall time in CPU: see `foreign_cpu_s` in the JSON); ratios come from the same run and suffer less than absolute figures, but rerun on a quiet machine to confirm.")
         }
+    };
+    let table_head = "| system | wall s (median) | records/s | peak MiB | CPU s | disturbed runs | result check |\n|---|---|---|---|---|---|---|\n";
+    let ratio_head = "| vigie | against | throughput ratio | goal | memory ratio | goal |\n|---|---|---|---|---|---|\n";
+    let mut md = String::new();
+    // The same model: vigie's rows and the model peers', their lines compared with vigie's.
+    if rows.iter().any(is_model) {
+        md.push_str(&format!(
+            "## vigie against Pathway and Bytewax on the same model\n\nThe {n} incidents of `events.csv` (below), and the same work: Pathway (`benchmarks/peers/pathway_model_peer.py`: tables, groupby, joins, the file read by Pathway's static CSV reader) and Bytewax (`benchmarks/peers/bytewax_model_peer.py`: keyed folds to the end of the input and joins) compute vigie's indicator model v2, written from the model's definition (`indicators.md`, its precise readings included) and not from vigie's code, with vigie's configuration (`benchmarks/workloads/peers.toml`, the same CSV mapping and zone file): the clock (the greatest incident ts), the baseline over the 52 weeks before the clock's week, recent incidents, crowd and load, exposure, risk score and level, required agents, protection rate, criticality, confidence and the three trends, for every zone and hour of the horizon (the clock's hour −168 … +720): {vigie_rows} NDJSON lines with every key of vigie's output. Result check: each peer's lines against vigie's (its first configuration, first run) with `tests/tools/compare_outputs.py`, every field, numbers within 1e-9 relative. Measured as below: the whole process, {runs} runs each interleaved with the others, medians.\n\n{table_head}"
+        ));
+        for r in rows.iter().filter(|r| r["kind"] == "vigie") {
+            md.push_str(&row_md(r, "the reference"));
+        }
+        for (r, c) in rows.iter().zip(&checks).filter(|(r, _)| is_model(r)) {
+            let check = if c["ok"] == true {
+                format!(
+                    "{} of {} lines equal vigie's",
+                    c["matched"], c["expected_lines"]
+                )
+            } else {
+                format!(
+                    "**differs from vigie's**: {}",
+                    c["summary"].as_str().unwrap_or("?")
+                )
+            };
+            md.push_str(&row_md(r, &check));
+        }
+        md.push_str(&format!("\n### Ratios and goals on the same model\n\nvigie / peer, same run; vigie on as many workers as the peer has threads or workers. Goals (issue 18): throughput at least 10× theirs with less than a fifth of their peak memory.\n\n{ratio_head}"));
+        for r in ratios.iter().filter(|r| is_model(r)) {
+            md.push_str(&ratio_md(r));
+        }
+        let section: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["kind"] == "vigie" || is_model(r))
+            .collect();
+        md.push_str(&format!("\n{}\n\n", disturbed_md(&section)));
+    }
+    md.push_str(&format!(
+        "## vigie against Pathway, Bytewax and the plain loop, on the same file: the simple comparison\n\n{n} incidents (`events.csv`: `ts,zone,category,severity`, unix seconds over 30 days, 100 zones, 5 % late by up to 300 s; seed {}) and `zones.csv`. Pathway and Bytewax compute per zone and hour the count and the severity sum of the incidents, joined with the zone table; the plain loop does the same in one pass of hand-written Rust; vigie runs its full indicator model (`benchmarks/workloads/peers.toml`: baseline, recent incidents, crowd, risk score and level, protection rate, trend, for every zone over its horizon) and writes its {vigie_rows} indicator rows: vigie does more work than the others here (the table above compares the same work). Each system runs in its own process from start to exit, reading the file and writing its result: records/s = {n} / wall time of the whole process, peak memory = the largest summed resident set of its process tree (sampled every 50 ms; vigie's and the loop's own peak counted too). {runs} runs each, interleaved; medians. Python {}.\n\n{table_head}",
+        spec.seed,
+        python_version.as_str().unwrap_or("not used")
     ));
+    for (r, c) in rows.iter().zip(&checks).filter(|(r, _)| !is_model(r)) {
+        let check = if r["kind"] == "vigie" {
+            format!(
+                "incidents = count on all {} shared (zone, hour); severity sums ok on {}",
+                c["overlap"], c["recent_checked"]
+            )
+        } else {
+            format!("{} rows, all equal", c["rows"])
+        };
+        md.push_str(&row_md(r, &check));
+    }
+    md.push_str(&format!("\n### Ratios and goals\n\nvigie / other, same run; vigie on as many workers as the other has threads or workers. Goals: throughput at least 10× Pathway's and Bytewax's with less than a fifth of their peak memory, and at least a third of the plain loop's throughput.\n\n{ratio_head}"));
+    for r in ratios.iter().filter(|r| !is_model(r)) {
+        md.push_str(&ratio_md(r));
+    }
+    let section: Vec<&Value> = rows.iter().filter(|r| !is_model(r)).collect();
+    md.push_str(&format!("\n{}\n", disturbed_md(&section)));
     if let Some(v) = rows
         .iter()
         .find(|r| r["kind"] == "vigie" && r["parallelism"] == 1)
