@@ -1,10 +1,11 @@
 //! A progress line for long runs (`replay`, `backtest`): records done, rate and time left.
 //!
 //! It is drawn on stdout only when stdout is a terminal, and only once the run has lasted
-//! [`DELAY`], so short runs, pipes and files see nothing of it. Counting goes on while it is
-//! hidden, so the rate and the estimate are right from the first drawing.
+//! [`DELAY`] (or `VIGIE_PROGRESS_AFTER_MS` milliseconds), so short runs, pipes and files see
+//! nothing of it. Counting goes on while it is hidden, so the rate and the estimate are right
+//! from the first drawing.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ pub struct Progress {
     /// `None` when stdout is not a terminal: nothing is counted or drawn.
     bar: Option<ProgressBar>,
     started: Instant,
+    delay: Duration,
     shown: AtomicBool,
 }
 
@@ -29,9 +31,14 @@ impl Progress {
             bar.set_style(style(total.is_some()));
             bar
         });
+        let delay = std::env::var("VIGIE_PROGRESS_AFTER_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(DELAY, Duration::from_millis);
         Progress {
             bar,
             started: Instant::now(),
+            delay,
             shown: AtomicBool::new(false),
         }
     }
@@ -46,7 +53,7 @@ impl Progress {
         let Some(bar) = &self.bar else { return };
         bar.inc(n);
         if !self.shown.load(Ordering::Relaxed)
-            && self.started.elapsed() >= DELAY
+            && self.started.elapsed() >= self.delay
             && !self.shown.swap(true, Ordering::Relaxed)
         {
             bar.set_draw_target(ProgressDrawTarget::stdout());
@@ -57,6 +64,14 @@ impl Progress {
     pub fn set_message(&self, message: impl Into<Cow<'static, str>>) {
         if let Some(bar) = &self.bar {
             bar.set_message(message);
+        }
+    }
+
+    /// Sets the total once it is known.
+    pub fn set_total(&self, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_style(style(true));
         }
     }
 
@@ -76,11 +91,17 @@ impl Drop for Progress {
 
 fn style(known_total: bool) -> ProgressStyle {
     let template = if known_total {
-        "{msg} [{bar:30}] {human_pos}/{human_len} records, {per_sec}, ETA {eta}"
+        "{msg} [{bar:30}] {human_pos}/{human_len} records, {rate}, ETA {eta}"
     } else {
-        "{spinner} {msg} {human_pos} records, {per_sec}, {elapsed}"
+        "{spinner} {msg} {human_pos} records, {rate}, {elapsed}"
     };
     ProgressStyle::with_template(template)
         .expect("a valid template")
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ")
 }

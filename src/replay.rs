@@ -11,6 +11,7 @@ use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
 use vigie_engine::{timely, Driver, GraphParams};
 
+use crate::progress::Progress;
 use crate::sink::{change_points, FeedHealth, LocalHealth, Sinks, SinksReport};
 
 /// Rejections kept with their reason, per process.
@@ -115,6 +116,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let health = Arc::new(FeedHealth::default());
     let shared = (config.clone(), inputs.clone());
+    // The lines to read, counted only for a progress line on a terminal; a process of a
+    // cluster reads its share.
+    let progress = Progress::new(None);
+    if progress.enabled() {
+        let lines: std::io::Result<u64> = inputs.iter().map(InputSpec::line_count).sum();
+        if let Ok(lines) = lines {
+            progress.set_total(lines / args.processes.max(1) as u64);
+        }
+    }
+    progress.set_message("replaying");
+    let progress = Arc::new(progress);
+    let shown = progress.clone();
 
     eprintln!(
         "vigie replay: {} input(s), {} zones, {} worker(s) × {} process(es), batches of {}",
@@ -175,7 +188,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut chunk_start = Instant::now();
         let mut local_health = LocalHealth::default();
         let reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
+        let mut unshown = 0;
         for item in reader {
+            unshown += 1;
+            if unshown == 4096 {
+                shown.inc(unshown);
+                unshown = 0;
+            }
             match item {
                 Item::Record(r) => {
                     if chunk_count == 0 {
@@ -227,6 +246,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        shown.inc(unshown);
         health.add(&mut local_health);
         if chunk_count > 0 {
             chunks.push((chunk_start, chunk_count));
@@ -269,6 +289,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     let elapsed = started.elapsed();
+    progress.finish();
     Ok(print_report(&args, &inputs, reports, elapsed))
 }
 
