@@ -277,7 +277,7 @@ fn read(config: &Config, specs: Vec<InputSpec>) -> anyhow::Result<(Vec<Record>, 
     let mut records = Vec::new();
     for item in RecordReader::new(config, specs) {
         inputs.read += 1;
-        if inputs.read % 4096 == 0 {
+        if inputs.read.is_multiple_of(4096) {
             progress.inc(4096);
         }
         match item {
@@ -356,13 +356,17 @@ pub fn cutoffs(
     out
 }
 
+/// The winning version of an incident id so far: its `ts` and `seq`, and the zone, hour and
+/// severity it counts for (none: cancelled).
+type Version = (i64, u64, Option<(ZoneIdx, i64, i64)>);
+
 /// The incidents' severity per zone and hour as known from the records seen: records without
 /// id add up; of each incident id, the version with the greatest `ts` (then `seq`) counts,
 /// none when it is a cancellation — the model's rule, in any order of arrival.
 #[derive(Clone, Debug, Default)]
 pub struct Severity {
     by_hour: HashMap<(ZoneIdx, i64), i64>,
-    winners: HashMap<String, (i64, u64, Option<(ZoneIdx, i64, i64)>)>,
+    winners: HashMap<String, Version>,
     /// The first and last hour of any incident record seen.
     pub span: Option<(i64, i64)>,
 }
@@ -511,7 +515,7 @@ fn forecast(
                 v1.insert(r.clone());
                 v2.insert(r.clone());
                 next += 1;
-                if (next - start) % 4096 == 0 {
+                if (next - start).is_multiple_of(4096) {
                     shown.inc(4096);
                 }
             }

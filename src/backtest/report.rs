@@ -22,6 +22,9 @@ pub struct Run {
     pub timings: Timings,
 }
 
+/// One of a forecast's scores at a cutoff.
+type Metric = fn(&Scores) -> Option<f64>;
+
 /// One forecast's scores over all cutoffs: the mean of each index over the cutoffs where it
 /// is defined, and the alarms pooled.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,9 +84,7 @@ impl Run {
     fn summaries(&self) -> Vec<Summary> {
         (0..FORECASTS.len())
             .map(|i| {
-                let of = |f: fn(&Scores) -> Option<f64>| {
-                    mean(self.scored.iter().map(|s| f(&s.scores[i])))
-                };
+                let of = |f: Metric| mean(self.scored.iter().map(|s| f(&s.scores[i])));
                 let mut hits = super::Hits::default();
                 for s in &self.scored {
                     hits.add(s.scores[i].hits);
@@ -329,7 +330,7 @@ impl Run {
     }
 
     fn svg(&self) -> String {
-        let panels: [(&str, fn(&Scores) -> Option<f64>); 2] = [
+        let panels: [(&str, Metric); 2] = [
             ("PAI at 10 % of zone-hours", |s| s.pai10),
             ("Spearman rank correlation", |s| s.spearman),
         ];
@@ -338,7 +339,7 @@ impl Run {
             .iter()
             .map(|s| format_hour(s.cutoff)[..10].to_string())
             .collect();
-        let series = |f: fn(&Scores) -> Option<f64>| -> Vec<Vec<Option<f64>>> {
+        let series = |f: Metric| -> Vec<Vec<Option<f64>>> {
             (0..FORECASTS.len())
                 .map(|i| self.scored.iter().map(|s| f(&s.scores[i])).collect())
                 .collect()
