@@ -86,21 +86,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             vec![InputSpec::embedded_sample()],
         ),
         (Some(path), true) => bail!("no --input given to replay with {}", path.display()),
-        (path, false) => {
-            let config = match path {
-                Some(p) => {
-                    Config::from_file(p).with_context(|| format!("loading {}", p.display()))?
-                }
-                None => Config::embedded_default(),
-            };
-            let inputs = args
-                .inputs
-                .iter()
-                .map(|a| InputSpec::parse(a, &config))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
-            (config, inputs)
-        }
+        (path, false) => config_and_inputs(path.as_deref(), &args.inputs)?,
     };
     let workers = args.workers.unwrap_or(config.engine.workers).max(1);
     let batch = args.batch.unwrap_or(config.engine.batch).max(1);
@@ -291,6 +277,24 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     progress.finish();
     Ok(print_report(&args, &inputs, reports, elapsed))
+}
+
+/// The configuration of `path` (none: the embedded default one) and the `--input` values read
+/// against it.
+pub fn config_and_inputs(
+    path: Option<&std::path::Path>,
+    inputs: &[String],
+) -> anyhow::Result<(Config, Vec<InputSpec>)> {
+    let config = match path {
+        Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
+        None => Config::embedded_default(),
+    };
+    let inputs = inputs
+        .iter()
+        .map(|a| InputSpec::parse(a, &config))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    Ok((config, inputs))
 }
 
 /// Waits until at most `keep` epochs are in flight, recording the latency of completed ones;

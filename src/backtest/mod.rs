@@ -138,16 +138,7 @@ pub struct Timings {
 }
 
 pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
-        Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
-        None => Config::embedded_default(),
-    };
-    let specs = args
-        .inputs
-        .iter()
-        .map(|a| InputSpec::parse(a, &config))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+    let (config, specs) = crate::replay::config_and_inputs(args.config.as_deref(), &args.inputs)?;
     let every = hours_of(&args.every).context("--every")?;
     let warmup = hours_of(&args.warmup).context("--warmup")?;
     let future = config.model.future_hours;
@@ -435,18 +426,7 @@ impl Severity {
 /// A naive forecast's score and level: its value taken as the model's `raw` (as the baseline
 /// alone, with nothing else), through the zone's scale and the level thresholds.
 fn naive(model: &ModelParams, zone: &ZoneParams, raw: f64) -> (f64, u8) {
-    let inputs = HourInputs {
-        baseline: raw,
-        recent: 0.0,
-        crowd: 0.0,
-        events: 0.0,
-        weather: 1.0,
-        demonstration: false,
-        exposure: 0.0,
-        spill: 0.0,
-        surge: 0.0,
-    };
-    let score = formula::risk_score(model, zone, &inputs);
+    let score = formula::risk_score(model, zone, &HourInputs::baseline_only(raw));
     (score, formula::risk_level(model, score))
 }
 
