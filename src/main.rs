@@ -8,6 +8,8 @@
 //!   ingest log, the store, `/metrics`. `vigie run --demo` replays the bundled sample live.
 //! - `vigie query`: reads the embedded store a replay wrote (`--store`): the latest figures
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
+//! - `vigie backtest`: replays a history and scores the forecast known at each cutoff against
+//!   what happened (models v1 and v2 against naive forecasts); Markdown, JSON and SVG reports.
 //! - `vigie mqtt-acl`: the password and ACL files of a Mosquitto broker, from the sources.
 //! - `vigie check-config`: loads and validates a configuration, and says what it holds.
 //!
@@ -42,6 +44,8 @@ enum Command {
     /// Runs the engine on live feeds (HTTP, MQTT) until SIGTERM or Ctrl-C; `--demo` plays a
     /// bundled real sample into it live.
     Run(run::RunArgs),
+    /// Scores the forecasts as known at each cutoff of a history against what happened.
+    Backtest(cmd::backtest::BacktestArgs),
     /// Reads the embedded store: latest figures, ranges, revisions, explanations.
     Query(cmd::query::QueryArgs),
     /// Writes a Mosquitto password file and ACL file from `[[sources]]` and `[ingest.mqtt]`:
@@ -60,6 +64,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Query(args) => cmd::query::run(args),
+        Command::Backtest(args) => cmd::backtest::run(args),
         Command::Run(args) => run::run(args),
         Command::MqttAcl(args) => cmd::mqtt_acl::run(args),
         Command::CheckConfig { config } => cmd::check_config::run(&config),

@@ -84,6 +84,22 @@ impl InputSpec {
         }
     }
 
+    /// The number of lines of the input (a CSV's header included; a last line without a line
+    /// break counts), read through once: how many records to expect, for a progress estimate.
+    pub fn line_count(&self) -> std::io::Result<u64> {
+        let mut reader = self.open()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut lines, mut last) = (0, b'\n');
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok(lines + u64::from(last != b'\n'));
+            }
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            last = buf[n - 1];
+        }
+    }
+
     fn open(&self) -> std::io::Result<Box<dyn Read>> {
         let Some(path) = &self.path else {
             return Ok(Box::new(vigie_config::embedded::SAMPLE_DATA.as_bytes()));

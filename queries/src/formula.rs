@@ -63,6 +63,24 @@ pub struct HourInputs {
     pub surge: f64,
 }
 
+impl HourInputs {
+    /// An hour with a baseline and nothing else: no recent incident, crowd, event or
+    /// exposure, neutral weather, no demonstration. Its `raw` is the baseline.
+    pub fn baseline_only(baseline: f64) -> HourInputs {
+        HourInputs {
+            baseline,
+            recent: 0.0,
+            crowd: 0.0,
+            events: 0.0,
+            weather: 1.0,
+            demonstration: false,
+            exposure: 0.0,
+            spill: 0.0,
+            surge: 0.0,
+        }
+    }
+}
+
 /// Zone parameters the formula needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ZoneParams {
@@ -313,17 +331,7 @@ mod tests {
         assert_eq!(protection_rate(3, 5), 0.6);
         assert_eq!(protection_rate(9, 5), 1.0);
         assert_eq!(protection_rate(0, 0), 1.0);
-        let quiet = HourInputs {
-            baseline: 0.0,
-            recent: 0.0,
-            crowd: 0.0,
-            events: 0.0,
-            weather: 1.0,
-            demonstration: false,
-            exposure: 0.0,
-            spill: 0.0,
-            surge: 0.0,
-        };
+        let quiet = HourInputs::baseline_only(0.0);
         assert_eq!(risk_score(&p, &zone(), &quiet), 0.0);
         assert_eq!(required_agents(&zone(), 0.0), 1);
     }

@@ -22,11 +22,14 @@ pub fn parse_step(s: &str) -> Result<i64, String> {
         "m" => 60_000,
         "h" => HOUR_MS,
         "d" => 24 * HOUR_MS,
-        _ => return Err(format!("`{s}`: a number with s, m, h or d")),
+        "w" => 168 * HOUR_MS,
+        _ => return Err(format!("`{s}`: a number with s, m, h, d or w")),
     };
     match n.parse::<i64>() {
         Ok(n) if n > 0 => Ok(n * factor),
-        _ => Err(format!("`{s}`: a positive whole number with s, m, h or d")),
+        _ => Err(format!(
+            "`{s}`: a positive whole number with s, m, h, d or w"
+        )),
     }
 }
 
@@ -138,9 +141,10 @@ mod tests {
         assert_eq!(parse_step("1h"), Ok(HOUR_MS));
         assert_eq!(parse_step("7d"), Ok(7 * 24 * HOUR_MS));
         assert_eq!(parse_step("15s"), Ok(15_000));
-        for bad in ["", "h", "0h", "-1h", "1.5h", "1w", "1H"] {
+        assert_eq!(parse_step("2w"), Ok(2 * 168 * HOUR_MS));
+        for bad in ["", "h", "0h", "-1h", "1.5h", "1y", "1H"] {
             let e = parse_step(bad).unwrap_err();
-            assert!(e.contains("s, m, h or d"), "{bad}: {e}");
+            assert!(e.contains("s, m, h, d or w"), "{bad}: {e}");
         }
     }
 }

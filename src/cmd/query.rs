@@ -70,7 +70,7 @@ enum What {
         /// End, excluded (default: 30 days after the start).
         #[arg(long)]
         to: Option<String>,
-        /// Step: a number with s, m, h or d (default 1h).
+        /// Step: a number with s, m, h, d or w (default 1h).
         #[arg(long, default_value = "1h")]
         step: String,
         /// mean, min, max, last, sum or count.

@@ -11,6 +11,7 @@ use vigie_config::Config;
 use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
 use vigie_engine::{timely, Driver, GraphParams};
 
+use super::progress::Progress;
 use crate::sink::{change_points, Sinks, SinksReport};
 use vigie_model::{FeedHealth, LocalHealth};
 
@@ -105,21 +106,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             vec![InputSpec::embedded_sample()],
         ),
         (Some(path), true) => bail!("no --input given to replay with {}", path.display()),
-        (path, false) => {
-            let config = match path {
-                Some(p) => {
-                    Config::from_file(p).with_context(|| format!("loading {}", p.display()))?
-                }
-                None => Config::embedded_default(),
-            };
-            let inputs = args
-                .inputs
-                .iter()
-                .map(|a| InputSpec::parse(a, &config))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
-            (config, inputs)
-        }
+        (path, false) => config_and_inputs(path.as_deref(), &args.inputs)?,
     };
     let workers = args.workers.unwrap_or(config.engine.workers).max(1);
     let batch = args.batch.unwrap_or(config.engine.batch).max(1);
@@ -140,6 +127,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let health = Arc::new(FeedHealth::default());
     let shared = (config.clone(), inputs.clone());
+    // The lines to read, counted only for a progress line on a terminal; a process of a
+    // cluster reads its share.
+    let progress = Progress::new(None);
+    if progress.enabled() {
+        let lines: std::io::Result<u64> = inputs.iter().map(InputSpec::line_count).sum();
+        if let Ok(lines) = lines {
+            progress.set_total(lines / args.processes.max(1) as u64);
+        }
+    }
+    progress.set_message("replaying");
+    let progress = Arc::new(progress);
+    let shown = progress.clone();
 
     eprintln!(
         "vigie replay: {} input(s), {} zones, {} worker(s) × {} process(es), batches of {}",
@@ -204,7 +203,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut chunk_start = Instant::now();
         let mut local_health = LocalHealth::default();
         let mut reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
+        let mut unshown = 0;
         for item in reader.by_ref() {
+            unshown += 1;
+            if unshown == 4096 {
+                shown.inc(unshown);
+                unshown = 0;
+            }
             match item {
                 Item::Record(r) => {
                     if chunk_count == 0 {
@@ -257,6 +262,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         }
         report.defaulted_ends = reader.defaulted_ends();
+        shown.inc(unshown);
         health.add(&mut local_health);
         if chunk_count > 0 {
             chunks.push((chunk_start, chunk_count));
@@ -301,7 +307,26 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     let elapsed = started.elapsed();
+    progress.finish();
     Ok(print_report(&args, &inputs, reports, elapsed))
+}
+
+/// The configuration of `path` (none: the embedded default one) and the `--input` values read
+/// against it.
+pub fn config_and_inputs(
+    path: Option<&std::path::Path>,
+    inputs: &[String],
+) -> anyhow::Result<(Config, Vec<InputSpec>)> {
+    let config = match path {
+        Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
+        None => Config::embedded_default(),
+    };
+    let inputs = inputs
+        .iter()
+        .map(|a| InputSpec::parse(a, &config))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    Ok((config, inputs))
 }
 
 /// Waits until at most `keep` epochs are in flight, recording the latency of completed ones;
