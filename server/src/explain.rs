@@ -237,8 +237,8 @@ fn records(
     let config = state.config();
     state.recent().read(|window| {
         let complete = hour - 2 >= window.complete_from;
-        let ev = records_behind(&window.counted, zone, hour, clock, &config);
-        let re = ev.recompute(&config);
+        let ev = records_behind(&window.counted, zone, hour, clock, config);
+        let re = ev.recompute(config);
         // The figures the window's records give whole: the hour's own records and those of the
         // two hours before. The baseline and the typical crowd and traffic (hence a crowd or a
         // surge without a count, and the missing inputs) read weeks the window does not keep.
@@ -267,14 +267,25 @@ fn records(
                 json!({"field": f, "stored": s, "recomputed": v, "agree": agree})
             })
             .collect();
-        let mut evidence = ev.to_json(&re, &config, &|r: &Record| cite(r));
+        let mut evidence = ev.to_json(&re, config, &|r: &Record| cite(r));
         if let Value::Object(o) = &mut evidence {
+            // The cited records, by figure, at the top of the answer; the weather record is
+            // one (or none).
+            if let Some(Value::Object(records)) = o.remove("records") {
+                for (k, v) in records {
+                    let v = match (k.as_str(), v) {
+                        ("weather", Value::Array(mut list)) => list.pop().unwrap_or(Value::Null),
+                        (_, v) => v,
+                    };
+                    o.insert(k, v);
+                }
+            }
             o.insert("complete".into(), json!(complete));
             o.insert(
                 "complete_from".into(),
                 json!(format_ts(window.complete_from.saturating_mul(3_600_000_000))),
             );
-            o.insert("baseline_records".into(), json!({"cited": false, "why": "the records behind the baseline (the same hour of the week over the past weeks) are older than the horizon, which is all the running engine keeps at hand; `vigie query explain` cites them from the replay's files"}));
+            o.insert("baseline".into(), json!({"cited": false, "why": "the records behind the baseline (the same hour of the week over the past weeks) are older than the horizon, which is all the running engine keeps at hand; `vigie query explain` cites them from the replay's files"}));
             o.insert(
                 "agree".into(),
                 json!(complete && checks.iter().all(|c| c["agree"] == true)),

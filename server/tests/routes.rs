@@ -401,7 +401,7 @@ async fn zones_indicators_and_ranges_carry_model_v2() {
     for (extra, field, what) in [
         ("&field=nonsense", "field", "bad field"),
         ("&step=0h", "step", "zero step"),
-        ("&step=5w", "step", "bad unit"),
+        ("&step=5y", "step", "bad unit"),
         ("&step=1s", "step", "too many values"),
         ("&agg=median", "agg", "bad agg"),
         ("&from=soon", "from", "bad from"),
