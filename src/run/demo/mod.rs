@@ -1,27 +1,43 @@
-//! `vigie run --demo`: the bundled real sample replayed live into the running engine.
+//! `vigie run --demo`: a scenario played live into the running engine, so that a newcomer sees
+//! in a few minutes what vigie is for.
 //!
-//! The engine starts as usual (the embedded Vancouver configuration unless `--config`, the
-//! embedded MQTT broker unless `[ingest.mqtt]`, a new data folder in the system's temporary
-//! folder unless `--data`); then a feeder thread plays the 2,720 Vancouver Police Department
-//! incidents of December 2020 (`config/samples/`) into it, through the same doors as any
-//! live source:
+//! Two scenarios (`--demo [marseille|vancouver]`):
 //!
-//! - **Times.** Records are shifted by a whole number of hours so that the sample's last hour
-//!   becomes the current hour: live, the engine's clock is the wall clock's hour, and its
-//!   horizon is the past week and the next 30 days, so the shifted sample falls inside it.
-//! - **Pace.** The records older than the horizon (the sample's first three weeks or so,
-//!   which only feed the baseline) are sent at once; the last week is then played at
-//!   `--demo-speed` sample seconds per wall second: at the default 3600, one sample hour a
-//!   second, the week takes under three minutes. The sample is played once.
-//! - **Doors.** Every other record goes over MQTT (QoS 1, a rumqttc client, to
-//!   `vigie/incident/<zone>` on the embedded broker, the zone taken from the topic), the
-//!   others over HTTP (`POST /api/v1/records` with the token of a `demo` source the demo
-//!   configures for itself, kept in `DATA/demo-token`). With an external broker configured,
-//!   everything goes over HTTP.
-//! - **Idempotent.** Each record carries an id (`vpd-<line>`), so running the demo again on
-//!   the same `--data` upserts the same incidents instead of counting them twice.
-//! - **What it prints.** Every few seconds: the sample time reached, records sent and
-//!   accepted by each door, and the busiest zone of the past sample day with its figures now.
+//! - **`marseille`** (the default; [`marseille`]): the embedded default configuration — the 16
+//!   arrondissements of Marseille, model v2 — and a scripted day that exercises every feed:
+//!   real incident history for the baseline (the bundled Vancouver incidents, remapped onto the
+//!   arrondissements), telecom-like crowd densities with a surge, hotline calls, traffic
+//!   counts, observed weather and a heat-wave forecast, the agenda (the Christmas market, a
+//!   match at the Stade Vélodrome with a fan zone next door, a demonstration crossing
+//!   roadworks) and the patrols deployed, which leave a shortfall; one zone's density feed
+//!   falls silent. The scenario, record by record, is documented in that module.
+//! - **`vancouver`**: the embedded Vancouver configuration and the 2,720 Vancouver Police
+//!   Department incidents of December 2020 (`config/samples/`), shifted so that the sample's
+//!   last hour is the current hour; nothing but incidents.
+//!
+//! How either is played, through the same doors as any live source:
+//!
+//! - **Times.** Every record's times are relative to the current hour H (live, the engine's
+//!   clock is the wall clock's hour, its horizon the past week and the next 30 days). A record
+//!   is sent at the time it would have become known: its `ts`, or a forecast's `issued_at`.
+//! - **Pace.** What became known before the last 24 hours (H−23 on; the baseline's history, the
+//!   older agenda) is sent at once, as soon as the HTTP endpoint answers, so the wall has
+//!   figures from its first second; the last 24 hours are then played at `--demo-speed`
+//!   scenario seconds per wall second: at the default 3600, one hour a second, 24 seconds in
+//!   all. The scenario is played once; vigie then keeps running until Ctrl-C.
+//! - **Doors.** Each record goes over MQTT (QoS 1, a rumqttc client, to the embedded broker:
+//!   `vigie/<feed>/<zone>` without the zone in the record, or `vigie/<feed>` with it) or over
+//!   HTTP (`POST /api/v1/records` with the token of a `demo` source the demo configures for
+//!   itself, kept in `DATA/demo-token`), as the scenario says. With an external broker
+//!   configured, everything goes over HTTP.
+//! - **Idempotent.** Every record carries an id (`vpd-<line>` for the Vancouver incidents,
+//!   names or the absolute hour for the rest), so running the demo again on the same `--data`
+//!   upserts the same records instead of counting them twice.
+//! - **What it prints.** The scenario's scenes as they are played, and every few seconds the
+//!   scenario time reached, the records sent and accepted by each door, and the zone with the
+//!   highest risk now.
+
+pub mod marseille;
 
 use super::broker;
 use anyhow::{bail, Context};
@@ -43,13 +59,41 @@ use vigie_server::Board;
 /// The name of the HTTP source the demo adds.
 pub const SOURCE: &str = "demo";
 const HOUR_US: i64 = 3_600_000_000;
-/// Horizon of the engine into the past (hours): `docs/model.md`.
-const PAST_HOURS: i64 = 168;
+/// Hours before the current one played at the demo's pace (the rest is sent at once).
+const PLAYED_HOURS: i64 = 24;
 /// How often the feeder wakes to send what is due, and how often it prints.
 const TICK: Duration = Duration::from_millis(100);
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// Records per HTTP request.
 const HTTP_BATCH: usize = 500;
+
+/// Which scenario `--demo` plays.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Marseille's arrondissements, every feed, a scripted day (the default).
+    Marseille,
+    /// The Vancouver incidents of December 2020 alone, on Vancouver's neighbourhoods.
+    Vancouver,
+}
+
+impl Scenario {
+    /// The configuration the scenario runs on when `--config` is not given.
+    pub fn config(self) -> Config {
+        match self {
+            Scenario::Marseille => Config::embedded_default(),
+            Scenario::Vancouver => Config::embedded_sample(),
+        }
+    }
+
+    /// What the scenario adds to the configuration besides the `demo` source (Marseille: its
+    /// roads and its alert rule, [`marseille::prepare`]).
+    pub fn prepare(self, config: &mut Config) -> anyhow::Result<()> {
+        match self {
+            Scenario::Marseille => marseille::prepare(config),
+            Scenario::Vancouver => Ok(()),
+        }
+    }
+}
 
 /// A new data folder for a demo: `<temp>/vigie-demo-<pid>`.
 pub fn data_dir() -> anyhow::Result<PathBuf> {
@@ -92,6 +136,7 @@ pub fn add_source(config: &mut Config, dir: &Path) -> anyhow::Result<String> {
 
 /// What the feeder needs of the running engine.
 pub struct Demo {
+    pub scenario: Scenario,
     pub config: Arc<Config>,
     pub http: SocketAddr,
     pub token: String,
@@ -105,16 +150,34 @@ pub struct Demo {
     pub stopping: Arc<AtomicBool>,
 }
 
-/// One sample record, shifted: time (µs), zone id, its NDJSON line without and with the zone.
-struct Shifted {
-    ts: i64,
-    zone: String,
-    bare: String,
-    full: String,
+/// Through which door a record goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    Mqtt,
+    Http,
 }
 
-/// The sample's incidents, sorted by time, shifted so the last hour is the current hour.
-fn shifted_sample(now_hour: i64) -> anyhow::Result<Vec<Shifted>> {
+/// One record of a scenario, its times already relative to the current hour.
+pub struct Scripted {
+    /// When it is sent: the scenario time (µs) at which it became known.
+    pub at: i64,
+    pub door: Door,
+    pub feed: Feed,
+    /// The record as one NDJSON line, with its zone (if it has one).
+    pub full: String,
+    /// Published on `vigie/<feed>/<zone>`: the zone, and the line without it.
+    pub per_zone: Option<(String, String)>,
+    /// A scene of the scenario, printed when the record is played.
+    pub scene: Option<String>,
+}
+
+/// The Vancouver sample's incidents, shifted so that the sample's last hour is `now_hour`,
+/// each in the zone `zone_of` gives its Vancouver neighbourhood (by index in the sample's zone
+/// file); even ones over MQTT, odd ones over HTTP, with ids `vpd-<line>`.
+pub fn vancouver_incidents(
+    now_hour: i64,
+    zone_of: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<Scripted>> {
     let sample = Config::embedded_sample();
     let mut records = Vec::new();
     for item in RecordReader::new(&sample, vec![InputSpec::embedded_sample()]) {
@@ -130,28 +193,43 @@ fn shifted_sample(now_hour: i64) -> anyhow::Result<Vec<Shifted>> {
         .max()
         .context("the sample is empty")?;
     let shift = (now_hour - last_hour) * HOUR_US;
+    records.sort_by_key(|r| (r.ts, r.seq));
     let mut out = Vec::with_capacity(records.len());
-    for r in records {
+    for (i, r) in records.into_iter().enumerate() {
         let Some(Body::Incident { zone, severity }) = r.body else {
             continue;
         };
         let ts = r.ts + shift;
-        let zone = sample.zones.get(zone).id.clone();
+        let zone = zone_of(zone as usize);
         let line = r.seq & ((1 << 40) - 1);
         let head = format!(
             "{{\"feed\":\"incident\",\"id\":\"vpd-{line}\",\"ts\":{}",
             ts.div_euclid(1_000_000)
         );
         let tail = format!(",\"severity\":{severity}}}");
-        out.push(Shifted {
-            bare: format!("{head}{tail}"),
+        out.push(Scripted {
+            at: ts,
+            door: if i % 2 == 0 { Door::Mqtt } else { Door::Http },
+            feed: Feed::Incident,
             full: format!("{head},\"zone\":{}{tail}", serde_json::json!(zone)),
-            ts,
-            zone,
+            per_zone: Some((zone, format!("{head}{tail}"))),
+            scene: None,
         });
     }
-    out.sort_by_key(|s| s.ts);
     Ok(out)
+}
+
+/// The records of `scenario` for the current hour `now_hour`, sorted by the time they are sent.
+fn script(scenario: Scenario, config: &Config, now_hour: i64) -> anyhow::Result<Vec<Scripted>> {
+    let mut records = match scenario {
+        Scenario::Marseille => marseille::records(config, now_hour)?,
+        Scenario::Vancouver => {
+            let sample = Config::embedded_sample();
+            vancouver_incidents(now_hour, |z| sample.zones.get(z as u32).id.clone())?
+        }
+    };
+    records.sort_by_key(|r| r.at);
+    Ok(records)
 }
 
 /// Starts the feeder thread; it ends once `stopping` is set.
@@ -159,11 +237,12 @@ pub fn start(demo: Demo) -> anyhow::Result<JoinHandle<()>> {
     if !(demo.speed.is_finite() && demo.speed > 0.0) {
         bail!("--demo-speed must be a positive number");
     }
-    let records = shifted_sample(wall_hour())?;
+    let now_hour = wall_hour();
+    let records = script(demo.scenario, &demo.config, now_hour)?;
     std::thread::Builder::new()
         .name("demo".into())
         .spawn(move || {
-            if let Err(e) = feed(&demo, records) {
+            if let Err(e) = feed(&demo, records, now_hour) {
                 eprintln!("vigie demo: stopped: {e:#}");
             }
         })
@@ -214,7 +293,7 @@ struct Sent {
     http_accepted: AtomicU64,
 }
 
-fn feed(demo: &Demo, records: Vec<Shifted>) -> anyhow::Result<()> {
+fn feed(demo: &Demo, records: Vec<Scripted>, now_hour: i64) -> anyhow::Result<()> {
     // Wait for the endpoint, and for vigie's subscription on the embedded broker (a message
     // published before it would find no subscriber).
     let ready = Instant::now();
@@ -225,7 +304,7 @@ fn feed(demo: &Demo, records: Vec<Shifted>) -> anyhow::Result<()> {
         if ready.elapsed() > Duration::from_secs(30) {
             bail!("the HTTP endpoint did not answer");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     if demo.mqtt.is_some() {
         while demo.counters.snapshot().subscriptions_acked == 0 {
@@ -235,29 +314,29 @@ fn feed(demo: &Demo, records: Vec<Shifted>) -> anyhow::Result<()> {
             if ready.elapsed() > Duration::from_secs(30) {
                 bail!("vigie's MQTT source did not subscribe to the embedded broker");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     let publisher = demo
         .mqtt
         .map(|a| Publisher::connect(a, demo.stopping.clone()));
-    let now_hour = wall_hour();
-    let horizon_start = (now_hour - PAST_HOURS + 1) * HOUR_US;
-    let warm = records.iter().take_while(|r| r.ts < horizon_start).count();
-    let live_start = records.get(warm).map_or(horizon_start, |r| r.ts);
+    let live_start = (now_hour - PLAYED_HOURS + 1) * HOUR_US;
     let live_end = (now_hour + 1) * HOUR_US;
+    let warm = records.iter().take_while(|r| r.at < live_start).count();
+    let by_door = |d: Door| records.iter().filter(|r| r.door == d).count();
     eprintln!(
-        "vigie demo: {} Vancouver incidents (Dec 2020) shifted to end at the current hour; {} before the \
-         horizon sent at once, the last {:.0} h played at {}× (about {:.0} s), half over MQTT, half over HTTP",
+        "vigie demo: {} — {} records, times relative to the current hour; {} known before the last {PLAYED_HOURS} h sent at once, \
+         the rest played at {}× (about {:.0} s); {} over MQTT, {} over HTTP",
+        match demo.scenario {
+            Scenario::Marseille => "Marseille, a scripted day on every feed (model v2)",
+            Scenario::Vancouver => "Vancouver, the VPD incidents of Dec 2020",
+        },
         records.len(),
         warm,
-        (live_end - live_start) as f64 / HOUR_US as f64,
         demo.speed,
-        (live_end - live_start) as f64 / 1e6 / demo.speed
-    );
-    eprintln!(
-        "vigie demo: watch http://{}/metrics; after Ctrl-C, read the store with `vigie query --store <the store above> latest`",
-        demo.http
+        (live_end - live_start) as f64 / 1e6 / demo.speed,
+        by_door(Door::Mqtt),
+        by_door(Door::Http),
     );
     let sent = Sent::default();
     let mut next = 0;
@@ -268,15 +347,20 @@ fn feed(demo: &Demo, records: Vec<Shifted>) -> anyhow::Result<()> {
         if demo.stopping.load(Ordering::SeqCst) {
             break;
         }
-        // Sample time reached: the warm-up at once, then the horizon at the demo's pace.
+        // Scenario time reached: the history at once, then the last hours at the demo's pace.
         let sim = live_start + (started.elapsed().as_secs_f64() * demo.speed * 1e6) as i64;
         let due = if next < warm {
             warm
         } else {
-            next + records[next..].iter().take_while(|r| r.ts <= sim).count()
+            next + records[next..].iter().take_while(|r| r.at <= sim).count()
         };
         if due > next {
-            send(demo, publisher.as_ref(), &records, next, due, &sent);
+            for r in &records[next..due] {
+                if let Some(scene) = &r.scene {
+                    eprintln!("vigie demo: {} {scene}", relative(r.at, now_hour));
+                }
+            }
+            send(demo, publisher.as_ref(), &records[next..due], &sent);
             next = due;
         }
         if last_status.elapsed() >= STATUS_EVERY || (!done && next == records.len()) {
@@ -285,7 +369,7 @@ fn feed(demo: &Demo, records: Vec<Shifted>) -> anyhow::Result<()> {
         }
         if !done && next == records.len() {
             done = true;
-            eprintln!("vigie demo: the sample is played; vigie keeps running until Ctrl-C");
+            eprintln!("vigie demo: the scenario is played; vigie keeps running until Ctrl-C");
         }
         std::thread::sleep(TICK);
     }
@@ -296,31 +380,40 @@ fn feed(demo: &Demo, records: Vec<Shifted>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `records[from..to]`: even ones over MQTT (one message per zone), odd ones over HTTP.
-fn send(
-    demo: &Demo,
-    publisher: Option<&Publisher>,
-    records: &[Shifted],
-    from: usize,
-    to: usize,
-    sent: &Sent,
-) {
-    let mut by_zone: BTreeMap<&str, String> = BTreeMap::new();
+/// A scenario time as `H-3`, `H+0` (hours from the current one) and its clock time in UTC.
+fn relative(at: i64, now_hour: i64) -> String {
+    format!(
+        "[H{:+}, {} UTC]",
+        at.div_euclid(HOUR_US) - now_hour,
+        show(at)
+            .trim_end_matches(" UTC")
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+    )
+}
+
+/// Sends `records`: MQTT ones grouped into one message per topic, HTTP ones in batches.
+fn send(demo: &Demo, publisher: Option<&Publisher>, records: &[Scripted], sent: &Sent) {
+    let mut by_topic: BTreeMap<String, String> = BTreeMap::new();
     let mut posted: Vec<&str> = Vec::new();
-    for (i, r) in records.iter().enumerate().take(to).skip(from) {
-        match publisher {
-            Some(_) if i % 2 == 0 => {
-                let p = by_zone.entry(&r.zone).or_default();
-                p.push_str(&r.bare);
+    for r in records {
+        match (publisher, r.door) {
+            (Some(_), Door::Mqtt) => {
+                let (topic, line) = match &r.per_zone {
+                    Some((zone, bare)) => (broker::topic(r.feed, Some(zone)), bare),
+                    None => (broker::topic(r.feed, None), &r.full),
+                };
+                let p = by_topic.entry(topic).or_default();
+                p.push_str(line);
                 p.push('\n');
             }
             _ => posted.push(&r.full),
         }
     }
     if let Some(p) = publisher {
-        for (zone, payload) in by_zone {
+        for (topic, payload) in by_topic {
             let n = payload.lines().count() as u64;
-            let topic = broker::topic(Feed::Incident, Some(zone));
             if p.client
                 .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
                 .is_ok()
@@ -340,11 +433,12 @@ fn send(
             &body,
         ) {
             Some((200, answer)) => {
-                let accepted = serde_json::from_str::<serde_json::Value>(&answer)
-                    .ok()
-                    .and_then(|v| v["accepted"].as_u64())
-                    .unwrap_or(0);
-                sent.http_accepted.fetch_add(accepted, Ordering::Relaxed);
+                let v = serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default();
+                sent.http_accepted
+                    .fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                if v["rejected_total"].as_u64().unwrap_or(0) > 0 {
+                    eprintln!("vigie demo: HTTP records rejected: {}", v["rejected"]);
+                }
             }
             Some((code, answer)) => {
                 eprintln!("vigie demo: HTTP {code}: {}", answer.trim())
@@ -354,7 +448,7 @@ fn send(
     }
 }
 
-/// One line: sample time, sent and accepted per door, the busiest zone of the past sample day.
+/// One line: scenario time, sent and accepted per door, the zone with the highest risk now.
 fn status(demo: &Demo, sent: &Sent, sim: i64) {
     let mqtt_accepted: u64 = demo
         .counters
@@ -363,38 +457,33 @@ fn status(demo: &Demo, sent: &Sent, sim: i64) {
         .values()
         .map(|t| t.accepted)
         .sum();
-    let sim_hour = sim.div_euclid(HOUR_US);
     let now = wall_hour();
-    let busiest = demo.board.read(|b| {
-        let mut per_zone: BTreeMap<u32, u64> = BTreeMap::new();
-        let day = sim_hour - 23..=sim_hour;
-        for ((zone, _), row) in b.rows.iter().filter(|((_, h), _)| day.contains(h)) {
-            *per_zone.entry(*zone).or_default() += row.incidents;
-        }
-        let (zone, n) = per_zone
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .max_by_key(|(z, n)| (*n, std::cmp::Reverse(*z)))?;
-        let (risk, level) = b
-            .rows
-            .get(&(zone, now))
-            .map_or((0.0, 0), |r| (r.risk_score.get(), r.risk_level));
-        Some((zone, n, risk, level))
+    let top = demo.board.read(|b| {
+        let rows = b.rows.iter().filter(|((_, h), _)| *h == now).map(|(_, r)| r);
+        let high = rows.clone().filter(|r| r.risk_level >= 3).count();
+        let r = rows.max_by(|a, b| a.risk_score.get().total_cmp(&b.risk_score.get()))?;
+        let crit = r
+            .v2
+            .as_ref()
+            .map(|v| format!(", criticality {}", v.criticality))
+            .unwrap_or_default();
+        Some(format!(
+            "highest risk now: {} {:.1} (level {}{crit}, protection {:.2}); {high} zone(s) at level 3 or more; {} clash(es)",
+            demo.config.zones.get(r.zone).id,
+            r.risk_score.get(),
+            r.risk_level,
+            r.protection_rate.get(),
+            b.clashes.len(),
+        ))
     });
-    let zone = match busiest {
-        Some((z, n, risk, level)) => format!(
-            "busiest zone of the past sample day: {} ({n} incidents), risk now {risk:.1} (level {level})",
-            demo.config.zones.get(z).id
-        ),
-        None => "no incident in the past sample day yet".into(),
-    };
     eprintln!(
-        "vigie demo: sample time {} | sent {} MQTT + {} HTTP | accepted {} MQTT + {} HTTP | {zone}",
+        "vigie demo: scenario time {} | sent {} MQTT + {} HTTP | accepted {} MQTT + {} HTTP | {}",
         show(sim),
         sent.mqtt.load(Ordering::Relaxed),
         sent.http.load(Ordering::Relaxed),
         mqtt_accepted,
         sent.http_accepted.load(Ordering::Relaxed),
+        top.unwrap_or_else(|| "no figures yet".into()),
     );
 }
 
