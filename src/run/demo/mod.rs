@@ -64,8 +64,9 @@ const PLAYED_HOURS: i64 = 24;
 /// How often the feeder wakes to send what is due, and how often it prints.
 const TICK: Duration = Duration::from_millis(100);
 const STATUS_EVERY: Duration = Duration::from_secs(5);
-/// Records per HTTP request.
+/// Records per HTTP request, and per MQTT message (some 30 KB).
 const HTTP_BATCH: usize = 500;
+const MQTT_LINES: usize = 200;
 
 /// Which scenario `--demo` plays.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,7 +396,7 @@ fn relative(at: i64, now_hour: i64) -> String {
 
 /// Sends `records`: MQTT ones grouped into one message per topic, HTTP ones in batches.
 fn send(demo: &Demo, publisher: Option<&Publisher>, records: &[Scripted], sent: &Sent) {
-    let mut by_topic: BTreeMap<String, String> = BTreeMap::new();
+    let mut by_topic: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut posted: Vec<&str> = Vec::new();
     for r in records {
         match (publisher, r.door) {
@@ -404,21 +405,23 @@ fn send(demo: &Demo, publisher: Option<&Publisher>, records: &[Scripted], sent: 
                     Some((zone, bare)) => (broker::topic(r.feed, Some(zone)), bare),
                     None => (broker::topic(r.feed, None), &r.full),
                 };
-                let p = by_topic.entry(topic).or_default();
-                p.push_str(line);
-                p.push('\n');
+                by_topic.entry(topic).or_default().push(line);
             }
             _ => posted.push(&r.full),
         }
     }
     if let Some(p) = publisher {
-        for (topic, payload) in by_topic {
-            let n = payload.lines().count() as u64;
-            if p.client
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-                .is_ok()
-            {
-                sent.mqtt.fetch_add(n, Ordering::Relaxed);
+        for (topic, lines) in by_topic {
+            // Messages of at most MQTT_LINES records: the client refuses larger packets than
+            // its outgoing limit, and a refused packet costs the connection.
+            for chunk in lines.chunks(MQTT_LINES) {
+                let payload: String = chunk.iter().flat_map(|l| [*l, "\n"]).collect();
+                if p.client
+                    .publish(&topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                    .is_ok()
+                {
+                    sent.mqtt.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
             }
         }
     }
