@@ -231,8 +231,12 @@ fn a_missing_input_or_a_bad_config_is_an_error_that_names_it() {
 /// Records for the Marseille zones with no ties that arrival order would break, so that any
 /// order of the lines gives the same result.
 fn tie_free_records(seed: u64, n: usize) -> Vec<String> {
+    tie_free_records_from(seed, n, 1_790_000_000) // 2026-09-21
+}
+
+/// [`tie_free_records`] over the 40 days from `t0` (seconds).
+fn tie_free_records_from(seed: u64, n: usize, t0: i64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let t0: i64 = 1_790_000_000; // 2026-09-21
     let span = 40 * 86_400;
     let zones: Vec<String> = (1..=16).map(|i| format!("130{i:02}")).collect();
     let kinds = [
@@ -1640,7 +1644,88 @@ fn vigie_run_killed_mid_stream_counts_every_acknowledged_record_once() {
     assert!(counted >= acked.len());
 }
 
-/// Waits (up to `secs`) for `ok`.
+#[test]
+fn vigie_run_on_several_workers_or_processes_computes_what_a_replay_does() {
+    let feeds = ["incident", "density", "event", "weather", "deployment"];
+    // The live clock is the wall clock's hour: if it moves during a try, the runs may have
+    // closed their last epochs at different hours, and the try is made again.
+    for _ in 0..3 {
+        let hour = now_hour();
+        let records = tie_free_records_from(17, 3000, (hour - 20 * 24) * 3600);
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        // A cluster of two processes of one worker each; the second runs workers only.
+        let hostfile = dirs[2].path().join("hosts.txt");
+        std::fs::write(
+            &hostfile,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        )
+        .unwrap();
+        let hosts = hostfile.to_str().unwrap();
+        let setup = |args| Setup {
+            feeds: &feeds,
+            args,
+            ..Setup::default()
+        };
+        let config = setup(&[]).write(dirs[2].path(), 0);
+        let mut follower = vigie()
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--processes", "2", "--process", "1", "--hostfile", hosts])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let runs = [
+            Vigie::start(dirs[0].path(), setup(&["--workers", "1"])),
+            Vigie::start(dirs[1].path(), setup(&["--workers", "2"])),
+            Vigie::start(
+                dirs[2].path(),
+                setup(&["--processes", "2", "--process", "0", "--hostfile", hosts]),
+            ),
+        ];
+        for chunk in records.chunks(250) {
+            for run in &runs {
+                run.post_records(chunk);
+            }
+        }
+        for run in runs {
+            run.stop();
+        }
+        let status = follower.wait().unwrap();
+        assert!(status.success(), "the cluster's second process: {status}");
+        if now_hour() != hour {
+            continue;
+        }
+        let input = dirs[0].path().join("records.ndjson");
+        std::fs::write(&input, records.join("\n") + "\n").unwrap();
+        let output = dirs[0].path().join("replay.ndjson");
+        let (out, text) = run(vigie()
+            .args(["replay", "--config"])
+            .arg(dirs[0].path().join("run.toml"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .arg("--clock")
+            .arg(vigie_model::time::format_ts(hour * 3_600_000_000)));
+        assert!(out.status.success(), "{text}");
+        let want = output_figures(&output);
+        assert!(want.0.len() > 10_000 && !want.1.is_empty());
+        for (dir, what) in dirs
+            .iter()
+            .zip(["one worker", "two workers", "two processes"])
+        {
+            let (store, _) = vigie_store::Store::open(
+                &dir.path().join("data/store"),
+                vigie_store::Options::default(),
+            )
+            .unwrap();
+            assert_eq!(store_figures(&store, &want, None), want, "{what}");
+        }
+        return;
+    }
+    panic!("the wall clock's hour changed during each of three tries");
+}
 
 #[test]
 fn vigie_run_with_no_broker_configured_takes_mqtt_from_its_embedded_broker() {

@@ -72,6 +72,11 @@ pub struct RunArgs {
     /// Demo replay speed: sample seconds per wall second (3600: one sample hour a second).
     #[arg(long, value_name = "X", default_value_t = 3600.0, requires = "demo")]
     pub demo_speed: f64,
+    /// Timely workers and processes. Ingest, the store and the server run on process 0
+    /// (worker 0 takes the records); the other workers and processes hold their share of the
+    /// dataflow's state and work. A process other than 0 of a cluster runs workers only.
+    #[command(flatten)]
+    pub cluster: crate::cmd::cluster::ClusterArgs,
 }
 
 /// Where the run keeps its data.
@@ -117,6 +122,17 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         None if args.demo => Config::embedded_sample(),
         None => Config::embedded_default(),
     };
+    let workers = args.cluster.workers(config.engine.workers);
+    let cluster = args.cluster.timely_config(workers)?;
+    if args.cluster.process > 0 {
+        eprintln!(
+            "vigie run: process {} of {}: {workers} worker(s) of the dataflow; ingest, the store and the server run on process 0",
+            args.cluster.process, args.cluster.processes
+        );
+        engine::follow(&config, cluster)?;
+        eprintln!("vigie run: stopped");
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.demo && args.data.is_none() {
         args.data = Some(demo::data_dir()?);
     }
@@ -271,7 +287,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                let r = engine::run(parts);
+                let r = engine::run(parts, cluster);
                 if let Err(e) = &r {
                     // Taking records nobody computes would hide an outage: stop the sources.
                     eprintln!("vigie run: the engine stopped: {e:#}");

@@ -25,6 +25,8 @@ pub struct Setup<'a> {
     pub zones: Option<PathBuf>,
     /// Start the embedded broker even when `extra` is not empty (it has no `[ingest.mqtt]`).
     pub embedded_broker: bool,
+    /// More arguments of `vigie run` (`--workers 2`, say).
+    pub args: &'a [&'a str],
 }
 
 impl Default for Setup<'_> {
@@ -34,6 +36,7 @@ impl Default for Setup<'_> {
             extra: "",
             zones: None,
             embedded_broker: true,
+            args: &[],
         }
     }
 }
@@ -94,7 +97,8 @@ impl Vigie {
             .arg(&config)
             .arg("--data")
             .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(setup.args);
         if setup.embedded_broker && !setup.extra.contains("[ingest.mqtt]") {
             cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
         }
