@@ -26,6 +26,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use vigie_model::point::ALL_FIELDS;
@@ -291,11 +292,13 @@ pub(crate) async fn feeds(
     Ok(Json(state.board().feeds_json()))
 }
 
+/// An event as the stream writes it; id 0 (a `reset` made for one client) goes without id.
 fn sse_event(e: &Event) -> sse::Event {
-    sse::Event::default()
-        .id(e.id.to_string())
-        .event(e.kind)
-        .data(&e.data)
+    let event = sse::Event::default().event(e.kind).data(&e.data);
+    match e.id {
+        0 => event,
+        id => event.id(id.to_string()),
+    }
 }
 
 pub(crate) async fn stream(
@@ -321,26 +324,27 @@ pub(crate) async fn stream(
         };
     let board = state.board().clone();
     let (missed, rx) = board.subscribe(last);
-    let mut first: Vec<sse::Event> = Vec::new();
-    let mut seen = last.unwrap_or(0);
-    match missed {
+    // What the client missed, as shared events (their text is not copied): each is written
+    // out only as the client reads, so a reconnecting stream costs the ring's references, not
+    // its text.
+    let (missed, seen) = match missed {
         Some(events) => {
-            for e in &events {
-                first.push(sse_event(e));
-                seen = e.id;
-            }
+            let seen = events.last().map_or(last.unwrap_or(0), |e| e.id);
+            (events, seen)
         }
         None => {
-            first.push(
-                sse::Event::default()
-                    .event("reset")
-                    .data(json!({"reason": "missed more events than are kept"}).to_string()),
-            );
-            seen = 0;
+            let reset = Event {
+                id: 0,
+                kind: "reset",
+                data: json!({"reason": "missed more events than are kept"})
+                    .to_string()
+                    .into(),
+            };
+            (vec![reset], 0)
         }
-    }
-    let replay =
-        futures_util::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>));
+    };
+    let replay = futures_util::stream::iter(missed)
+        .map(|e| Ok::<_, std::convert::Infallible>(sse_event(&e)));
     // Open streams end when the server stops: a graceful shutdown must not wait for screens
     // that never hang up.
     let stopped = state.shutdown().clone();
@@ -367,7 +371,6 @@ pub(crate) async fn stream(
                 }
             }
         });
-    use futures_util::StreamExt;
     Ok(Sse::new(replay.chain(live))
         .keep_alive(KeepAlive::default())
         .into_response())
