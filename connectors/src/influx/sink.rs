@@ -19,8 +19,10 @@
 //! **Samples the server ignored.** A server may answer 2xx and still drop samples:
 //! VictoriaMetrics ignores those more than two days ahead or before its retention, and says so
 //! only in its own counter `vm_rows_ignored_total` (one row per field) at `/metrics`. The
-//! sink reads that counter before its first write and after confirmed writes (at most once a
-//! second, and after the batch that empties the buffer), and counts the increase in
+//! sink reads that counter before its first write, after confirmed writes (at most once a
+//! second, and after the batch that empties the buffer), and again 3 s after the last one
+//! (VictoriaMetrics counts a moment after it answers; a sink that stops waits for that last
+//! read), and counts the increase in
 //! [`SinkStats::samples_ignored`], logged when it grows. The counter is the server's, so what
 //! other clients get ignored meanwhile counts too. A server without the counter (InfluxDB 2,
 //! which refuses such points with a 422 instead) or whose `/metrics` cannot be read leaves it
@@ -481,6 +483,9 @@ enum Probe {
     Unsupported,
 }
 
+/// How long after a confirmed write the counter of ignored samples is read again.
+const RECOUNT_AFTER: Duration = Duration::from_secs(3);
+
 /// The count of samples the server ignored, from VictoriaMetrics' `vm_rows_ignored_total`.
 struct Ignored {
     http: reqwest::Client,
@@ -492,6 +497,8 @@ struct Ignored {
     /// again from 0).
     total: u64,
     read_at: Instant,
+    /// When to read the counter again after the last confirmed write.
+    recheck_at: Option<Instant>,
 }
 
 impl Ignored {
@@ -510,6 +517,7 @@ impl Ignored {
             last: 0,
             total: 0,
             read_at: Instant::now(),
+            recheck_at: None,
         })
     }
 
@@ -598,9 +606,17 @@ impl Sender {
         loop {
             body.clear();
             match self.next_step(&mut body) {
-                Step::Stop => return,
+                Step::Stop => {
+                    self.recount(true).await;
+                    return;
+                }
                 Step::Wait(d) => {
+                    let d = match self.ignored.lock().await.recheck_at {
+                        Some(t) => d.min(t.saturating_duration_since(Instant::now())),
+                        None => d,
+                    };
                     let _ = tokio::time::timeout(d, self.shared.wake.notified()).await;
+                    self.recount(false).await;
                 }
                 Step::Pause => {
                     if self.sleep(self.retry_max).await {
@@ -742,10 +758,35 @@ impl Sender {
         if ignored.probe != Probe::Counting {
             return;
         }
+        ignored.recheck_at = Some(Instant::now() + RECOUNT_AFTER);
         let last_batch = self.shared.lock().buffer.unconfirmed_lines() <= batch.lines;
         if !last_batch && ignored.read_at.elapsed() < Duration::from_secs(1) {
             return;
         }
+        self.read_ignored(&mut ignored).await;
+    }
+
+    /// Reads the counter again once [`RECOUNT_AFTER`] has passed since the last confirmed write
+    /// (at once, after waiting for it, when `stopping`): VictoriaMetrics counts what it ignores
+    /// when it processes its in-memory buffer, a moment after it answered.
+    async fn recount(&self, stopping: bool) {
+        let mut ignored = self.ignored.lock().await;
+        let Some(at) = ignored.recheck_at else {
+            return;
+        };
+        let left = at.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            if !stopping {
+                return;
+            }
+            tokio::time::sleep(left).await;
+        }
+        ignored.recheck_at = None;
+        self.read_ignored(&mut ignored).await;
+    }
+
+    /// Reads the counter, updates [`SinkStats::samples_ignored`], and says when it grew.
+    async fn read_ignored(&self, ignored: &mut Ignored) {
         let before = ignored.total;
         if let Some(n) = ignored.read().await {
             self.shared.lock().stats.samples_ignored = n;
