@@ -1415,6 +1415,105 @@ fn a_replay_killed_while_writing_loses_no_acknowledged_point() {
     }
 }
 
+/// The Vancouver sample moved forward by whole days so that its last incident falls a day or
+/// two before now: a replay of it makes its revisions at recent hours, and its forecasts reach
+/// about 30 days past now, far beyond the 2 days ahead VictoriaMetrics accepts.
+fn recent_vancouver(dir: &Path) -> PathBuf {
+    use chrono::NaiveDate;
+    let text =
+        std::fs::read_to_string(repo().join("config/samples/vancouver_crime_2020-12.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let time = |r: &[&str]| {
+        let n = |i: usize| r[i].parse::<u32>().unwrap();
+        NaiveDate::from_ymd_opt(n(1) as i32, n(2), n(3))
+            .unwrap()
+            .and_hms_opt(n(4), n(5), 0)
+            .unwrap()
+    };
+    let last = rows.iter().map(|r| time(r)).max().unwrap();
+    let days = (chrono::Utc::now().naive_utc() - last - chrono::Duration::days(1)).num_days();
+    let mut out = format!("{header}\n");
+    for r in &rows {
+        let t = time(r) + chrono::Duration::days(days);
+        use chrono::{Datelike, Timelike};
+        let moved = [
+            t.year().to_string(),
+            t.month().to_string(),
+            t.day().to_string(),
+            t.hour().to_string(),
+            t.minute().to_string(),
+        ];
+        let cells: Vec<&str> = r[..1]
+            .iter()
+            .copied()
+            .chain(moved.iter().map(String::as_str))
+            .chain(r[6..].iter().copied())
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    let path = dir.join("vancouver_crime_recent.csv");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// A series of `vigie_forecast_<field>` in VictoriaMetrics: zone, target hour (RFC 3339) and
+/// field.
+type ForecastKey = (String, String, String);
+
+/// `GET path` on VictoriaMetrics as JSON.
+fn victoria_json(port: u16, path: &str) -> serde_json::Value {
+    let (code, body) = victoria::get(port, path).unwrap();
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Every sample of the metrics matching `selector` (URL-encoded), by series labels: timestamp
+/// (ms) → value.
+fn victoria_export(
+    port: u16,
+    selector: &str,
+) -> std::collections::BTreeMap<
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<i64, f64>,
+> {
+    let (code, body) =
+        victoria::get(port, &format!("/api/v1/export?match%5B%5D={selector}")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let mut out = std::collections::BTreeMap::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let labels: std::collections::BTreeMap<String, String> = v["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let series: &mut std::collections::BTreeMap<i64, f64> = out.entry(labels).or_default();
+        for (t, x) in v["timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(v["values"].as_array().unwrap())
+        {
+            series.insert(t.as_i64().unwrap(), x.as_f64().unwrap());
+        }
+    }
+    out
+}
+
+/// VictoriaMetrics keeps about 12 significant digits (connectors/tests/influx_victoria.rs).
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-11 * a.abs().max(1.0)
+}
+
+/// A replay whose forecasts reach 30 days past now, sent to a real VictoriaMetrics in the
+/// model of `docs/tsdb.md`: every revision the store holds of every zone, hour and field is in
+/// VictoriaMetrics (so the latest value of the whole 37-day horizon reads back, not only the
+/// next 2 days), the documented MetricsQL reads the forecast as it was made at a past hour, and
+/// the `vigie_now` series holds the current hour's figures.
 #[test]
 fn a_replay_writes_to_influxdb_what_it_writes_to_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -1450,76 +1549,222 @@ fn a_replay_writes_to_influxdb_what_it_writes_to_the_store() {
         .arg("--input")
         .arg(format!(
             "vancouver_crime={}",
-            repo()
-                .join("config/samples/vancouver_crime_2020-12.csv")
-                .display()
+            recent_vancouver(dir.path()).display()
         ))
         .arg("--store")
         .arg(&store_dir));
     assert!(out.status.success(), "{text}");
     assert!(text.contains("0 left in the buffer"), "{text}");
-    // Every sample of the store, by VictoriaMetrics' naming: `measurement_field` and the tags.
+    // The sink read VictoriaMetrics' own counter: nothing was ignored.
+    assert!(text.contains("; 0 samples ignored by the server"), "{text}");
+
+    // Every version of every indicator the store holds: (zone, target, field) → revision →
+    // value. A field that became undefined (NaN) cannot be written in line protocol.
     let (store, _) = vigie_store::Store::open(&store_dir, vigie_store::Options::default()).unwrap();
-    let mut want = std::collections::BTreeMap::new();
+    let target = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let mut want: std::collections::BTreeMap<ForecastKey, std::collections::BTreeMap<i64, f64>> =
+        Default::default();
+    let mut fields = BTreeSet::new();
     for key in store.keys() {
-        let name = format!("{}_{}", key.measurement, key.field);
-        let series: Vec<(i64, f64)> = store.range(&key, i64::MIN, i64::MAX, None).unwrap();
-        want.insert((name, key.tags.clone()), series);
+        if key.measurement != "indicator" {
+            continue;
+        }
+        let zone = key
+            .tags
+            .iter()
+            .find(|(k, _)| k == "zone")
+            .unwrap()
+            .1
+            .clone();
+        fields.insert(key.field.clone());
+        for v in store.versions(&key, i64::MIN, i64::MAX).unwrap() {
+            if !v.value.is_nan() {
+                want.entry((zone.clone(), target(v.ts), key.field.clone()))
+                    .or_default()
+                    .insert(v.rev, v.value);
+            }
+        }
     }
-    let total: usize = want.values().map(Vec::len).sum();
-    assert!(total > 250_000, "{total} samples");
-    // VictoriaMetrics makes samples searchable about a second after it acknowledged them.
+    let revisions: BTreeSet<i64> = want.values().flat_map(|s| s.keys().copied()).collect();
+    let last_rev = *revisions.last().unwrap();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    assert!(
+        last_rev <= now_ms && last_rev > now_ms - 3 * 86_400_000,
+        "the replay's last revision is recent"
+    );
+    // The horizon reaches 30 days past the last revision, far past what VictoriaMetrics takes
+    // when a point is stamped at its hour (2 days ahead).
+    let hours: BTreeSet<&str> = want.keys().map(|(_, t, _)| t.as_str()).collect();
+    let beyond = target(now_ms + 2 * 86_400_000 + 3_600_000);
+    let far = hours.iter().filter(|t| **t > beyond.as_str()).count();
+    assert!(
+        far >= 25 * 24,
+        "{far} hours of the horizon beyond 2 days ahead"
+    );
+    let total: usize = want.values().map(|s| s.len()).sum();
+    assert!(total > 250_000, "{total} versions");
+
+    // What VictoriaMetrics holds, field by field (it makes samples searchable about a second
+    // after it acknowledged them).
     let started = std::time::Instant::now();
     let got = loop {
-        let (code, body) = victoria::get(
-            vm.port,
-            "/api/v1/export?match%5B%5D=%7B__name__%3D~%22.%2B%22%7D",
-        )
-        .unwrap();
-        assert_eq!(code, 200, "{body}");
-        let mut got = std::collections::BTreeMap::new();
-        for line in body.lines().filter(|l| !l.is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let mut tags: Vec<(String, String)> = v["metric"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                .collect();
-            tags.sort();
-            let at = tags.iter().position(|(k, _)| k == "__name__").unwrap();
-            let name = tags.remove(at).1;
-            let mut series: Vec<(i64, f64)> = v["timestamps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .zip(v["values"].as_array().unwrap())
-                .map(|(t, x)| (t.as_i64().unwrap(), x.as_f64().unwrap()))
-                .collect();
-            series.sort_by_key(|p| p.0);
-            got.insert((name, tags), series);
+        let mut got: std::collections::BTreeMap<ForecastKey, std::collections::BTreeMap<i64, f64>> =
+            Default::default();
+        for field in &fields {
+            for (labels, series) in victoria_export(vm.port, &format!("vigie_forecast_{field}")) {
+                let (zone, hour) = (labels["zone"].clone(), labels["target"].clone());
+                got.insert((zone, hour, field.clone()), series);
+            }
         }
-        let n: usize = got.values().map(Vec::len).sum();
-        if n >= total || started.elapsed() > std::time::Duration::from_secs(30) {
+        let n: usize = got.values().map(|s| s.len()).sum();
+        if n >= total || started.elapsed() > std::time::Duration::from_secs(120) {
             break got;
         }
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(std::time::Duration::from_millis(500));
     };
     assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "the same series"
+        got.len(),
+        want.len(),
+        "as many series as (zone, hour, field)"
     );
     for (key, series) in &want {
-        let theirs = &got[key];
-        assert_eq!(theirs.len(), series.len(), "{key:?}");
-        for ((t1, v1), (t2, v2)) in series.iter().zip(theirs) {
-            // VictoriaMetrics keeps about 12 significant digits (connectors/tests/influx_victoria.rs).
+        let theirs = got.get(key).unwrap_or_else(|| panic!("{key:?} missing"));
+        assert_eq!(
+            theirs.keys().collect::<Vec<_>>(),
+            series.keys().collect::<Vec<_>>(),
+            "{key:?}: the revisions"
+        );
+        for ((rev, v1), v2) in series.iter().zip(theirs.values()) {
             assert!(
-                t1 == t2 && (v1 - v2).abs() <= 1e-11 * v1.abs().max(1.0),
-                "{key:?}: {t1} {v1} in the store, {t2} {v2} in VictoriaMetrics"
+                close(*v1, *v2),
+                "{key:?} at revision {rev}: {v1} in the store, {v2} in VictoriaMetrics"
             );
         }
+    }
+    // The feeds' health, stamped at each revision as in the store.
+    let mut feeds = 0;
+    for key in store.keys() {
+        if key.measurement != "feed" {
+            continue;
+        }
+        let series = store.range(&key, i64::MIN, i64::MAX, None).unwrap();
+        let theirs = victoria_export(vm.port, &format!("vigie_feed_{}", key.field));
+        let labels: std::collections::BTreeMap<String, String> = key
+            .tags
+            .iter()
+            .cloned()
+            .chain([("__name__".to_string(), format!("vigie_feed_{}", key.field))])
+            .collect();
+        let theirs: Vec<(i64, f64)> = theirs[&labels].iter().map(|(t, v)| (*t, *v)).collect();
+        assert_eq!(theirs.len(), series.len(), "{key:?}");
+        for ((t1, v1), (t2, v2)) in series.iter().zip(&theirs) {
+            assert!(
+                t1 == t2 && close(*v1, *v2),
+                "{key:?}: {t1} {v1} vs {t2} {v2}"
+            );
+        }
+        feeds += 1;
+    }
+    assert!(feeds > 0, "feed health points");
+    // The lead time of each forecast is its target hour minus its revision's hour.
+    let leads = victoria_export(vm.port, "vigie_forecast_lead_h");
+    let (labels, series) = leads.iter().next().unwrap();
+    let target_h = chrono::DateTime::parse_from_rfc3339(&labels["target"])
+        .unwrap()
+        .timestamp()
+        / 3600;
+    for (rev, lead) in series {
+        assert_eq!(*lead as i64, target_h - rev / 3_600_000, "{labels:?}");
+    }
+
+    // The forecast as it was made at a past hour: the documented MetricsQL at a revision of an
+    // earlier hour than the last, against the store as known then.
+    let past: Vec<i64> = revisions
+        .iter()
+        .copied()
+        .filter(|r| r / 3_600_000 < last_rev / 3_600_000 - 24)
+        .collect();
+    let at = past[past.len() / 2];
+    let answer = victoria_json(
+        vm.port,
+        &format!(
+            "/api/v1/query?query=last_over_time%28vigie_forecast_risk_score%5B38d%5D%29&time={}.{:03}",
+            at / 1000,
+            at % 1000
+        ),
+    );
+    let mut then = std::collections::BTreeMap::new();
+    for r in answer["data"]["result"].as_array().unwrap() {
+        let m = &r["metric"];
+        let v: f64 = r["value"][1].as_str().unwrap().parse().unwrap();
+        then.insert(
+            (
+                m["zone"].as_str().unwrap().to_string(),
+                m["target"].as_str().unwrap().to_string(),
+            ),
+            v,
+        );
+    }
+    let mut known_then = std::collections::BTreeMap::new();
+    let mut latest = std::collections::BTreeMap::new();
+    for ((zone, hour, field), series) in &want {
+        if field == "risk_score" {
+            if let Some((_, v)) = series.range(..=at).next_back() {
+                known_then.insert((zone.clone(), hour.clone()), *v);
+            }
+            latest.insert(
+                (zone.clone(), hour.clone()),
+                *series.values().last().unwrap(),
+            );
+        }
+    }
+    assert_eq!(
+        then.keys().collect::<Vec<_>>(),
+        known_then.keys().collect::<Vec<_>>(),
+        "the hours forecast at {at}"
+    );
+    for (k, v) in &known_then {
+        assert!(
+            close(*v, then[k]),
+            "{k:?} as known at {at}: {v} vs {}",
+            then[k]
+        );
+    }
+    let revised = known_then
+        .iter()
+        .filter(|(k, v)| !close(**v, latest[*k]))
+        .count();
+    assert!(
+        revised > 0 && known_then.len() < latest.len(),
+        "the past revision differs from the latest ({revised} values revised)"
+    );
+
+    // The risk now: the last `vigie_now` sample of each zone is the store's latest figure for
+    // the last revision's hour.
+    let now_hour = target(last_rev / 3_600_000 * 3_600_000);
+    let now = victoria_export(vm.port, "vigie_now_risk_score");
+    let zones: BTreeSet<&str> = want.keys().map(|(z, _, _)| z.as_str()).collect();
+    assert_eq!(now.len(), zones.len(), "one now series per zone");
+    for (labels, series) in &now {
+        let key = (
+            labels["zone"].clone(),
+            now_hour.clone(),
+            "risk_score".into(),
+        );
+        let (ts, v) = series.iter().next_back().unwrap();
+        assert!(
+            *ts <= last_rev && ts / 3_600_000 == last_rev / 3_600_000,
+            "{labels:?}: stamped in the last revision's hour"
+        );
+        assert!(
+            close(*v, *want[&key].values().last().unwrap()),
+            "{labels:?}: the risk now"
+        );
     }
 }
 

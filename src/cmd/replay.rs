@@ -152,6 +152,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 store_dir.as_deref(),
                 &store_config,
                 config.outputs.influxdb.as_ref(),
+                config.timezone,
             ) {
                 Ok(s) if s.any() => {
                     driver.collected.borrow_mut().track_changes();
@@ -490,11 +491,15 @@ fn print_report(
     let influx = sinks.as_ref().and_then(|s| s.influx.as_ref());
     if let Some((flush, st)) = influx {
         println!(
-            "  influxdb:     {} points confirmed in {} requests ({} retries); {} left in the buffer for the next run{}",
+            "  influxdb:     {} points confirmed in {} requests ({} retries); {} left in the buffer for the next run; {}{}",
             st.points_confirmed,
             st.requests,
             st.retries,
             flush.unconfirmed_points,
+            match st.samples_ignored {
+                Some(n) => format!("{n} samples ignored by the server"),
+                None => "samples ignored by the server: cannot tell".into(),
+            },
             st.last_error
                 .as_ref()
                 .map(|e| format!("; last error: {e}"))
@@ -525,7 +530,7 @@ fn print_report(
             "indicator_updates": updates,
             "clashes": rows.map(|r| r.1),
             "store": store.map(|(samples, writes, busy, st)| serde_json::json!({"samples": samples, "writes": writes, "busy_s": busy.as_secs_f64(), "series": st.series, "blocks": st.blocks, "versions": st.block_versions, "bytes": st.block_bytes})),
-            "influxdb": influx.map(|(flush, st)| serde_json::json!({"confirmed": st.points_confirmed, "requests": st.requests, "retries": st.retries, "unconfirmed": flush.unconfirmed_points, "rejected": st.points_rejected})),
+            "influxdb": influx.map(|(flush, st)| serde_json::json!({"confirmed": st.points_confirmed, "requests": st.requests, "retries": st.retries, "unconfirmed": flush.unconfirmed_points, "rejected": st.points_rejected, "samples_ignored": st.samples_ignored})),
             "errors": failures,
         });
         if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).expect("json")) {

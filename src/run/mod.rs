@@ -225,6 +225,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(&dirs.store),
         &config.store,
         config.outputs.influxdb.as_ref(),
+        config.timezone,
     )?;
     let store = sinks.store().context("the store is open")?;
     let board = Board::new(config.clone(), stats.clone());
