@@ -7,6 +7,19 @@ use std::borrow::Cow;
 use std::fmt;
 use vigie_config::privacy::FIELDS;
 
+/// Characters of a value a reason quotes; a longer value is cut there ([`quote`]).
+pub const QUOTE_CHARS: usize = 40;
+
+/// `text` quoted for a reason: whole when it is short, else its first [`QUOTE_CHARS`]
+/// characters and its length (`"abc…" (4194304 bytes)`), so that a reason stays short
+/// whatever a line holds.
+pub fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some((i, _)) => format!("{:?} ({} bytes)", format!("{}…", &text[..i]), text.len()),
+    }
+}
+
 /// One JSON scalar (objects and arrays are kept only as their kind, to be reported).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar<'a> {
@@ -25,7 +38,7 @@ impl Scalar<'_> {
     pub fn describe(&self) -> String {
         match self {
             Scalar::Num(n) => n.to_string(),
-            Scalar::Str(s) => format!("{s:?}"),
+            Scalar::Str(s) => quote(s),
             Scalar::Bool(b) => b.to_string(),
             Scalar::Null => "null".into(),
             Scalar::Pair(a, b) => format!("[{a}, {b}]"),

@@ -614,7 +614,7 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
         return out;
     }
     let levels: Vec<&str> = topic.split('/').collect();
-    let checks: Checks = config.into();
+    let checks = Checks::from(config).live(config, vigie_model::clock::now_us());
     let Some(csv_plan) = &plan.csv else {
         for (i, line) in payload.split(|b| *b == b'\n').enumerate() {
             let n = i as u64 + 1;
