@@ -16,7 +16,20 @@ pub const QUOTE_CHARS: usize = 40;
 pub fn quote(text: &str) -> String {
     match text.char_indices().nth(QUOTE_CHARS) {
         None => format!("{text:?}"),
-        Some((i, _)) => format!("{:?} ({} bytes)", format!("{}…", &text[..i]), text.len()),
+        Some((i, _)) => {
+            let cut = format!("{}…", &text[..i]);
+            format!("{cut:?} ({} bytes)", text.len())
+        }
+    }
+}
+
+/// A number for a reason: as written when it is of a usual size, in scientific notation when
+/// it is huge or tiny (`1e308`, not its 309 digits).
+pub fn number_text(x: f64) -> String {
+    if x != 0.0 && !(1e-6..1e15).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
     }
 }
 
@@ -37,7 +50,7 @@ impl Scalar<'_> {
     /// How the value is described in error messages.
     pub fn describe(&self) -> String {
         match self {
-            Scalar::Num(n) => n.to_string(),
+            Scalar::Num(n) => number_text(*n),
             Scalar::Str(s) => quote(s),
             Scalar::Bool(b) => b.to_string(),
             Scalar::Null => "null".into(),

@@ -1,7 +1,7 @@
 //! Validation at the door: a [`RawRecord`] becomes a typed [`Record`], or an error that names
 //! the field and says what is wrong with it. Nothing past this point can see a bad value.
 
-use crate::raw::{quote, trim, RawRecord, Scalar};
+use crate::raw::{number_text, quote, trim, RawRecord, Scalar};
 use std::borrow::Cow;
 use std::fmt;
 use vigie_config::{Config, Ranges, ZoneSet};
@@ -151,12 +151,15 @@ fn opt_number(field: &'static str, v: &Option<Scalar>) -> R<Option<f64>> {
 fn count(field: &'static str, v: &Option<Scalar>, max: f64) -> R<f64> {
     let n = number(field, present(v).ok_or_else(|| missing(field))?)?;
     if n < 0.0 {
-        return Err(invalid(field, format!("{n} is negative")));
+        return Err(invalid(field, format!("{} is negative", number_text(n))));
     }
     if n > max {
         return Err(invalid(
             field,
-            format!("{n} is above {max}, the most it can physically be ([ranges])"),
+            format!(
+                "{} is above {max}, the most it can physically be ([ranges])",
+                number_text(n)
+            ),
         ));
     }
     Ok(n)
@@ -167,7 +170,10 @@ fn measure(field: &'static str, v: &Option<Scalar>, [lo, hi]: [f64; 2]) -> R<Opt
     match opt_number(field, v)? {
         Some(x) if !(lo..=hi).contains(&x) => Err(invalid(
             field,
-            format!("{x} is outside [{lo}, {hi}], its physical range ([ranges])"),
+            format!(
+                "{} is outside [{lo}, {hi}], its physical range ([ranges])",
+                number_text(x)
+            ),
         )),
         x => Ok(x.map(F64)),
     }
@@ -413,7 +419,7 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -
                     "kind",
                     format!(
                         "unknown event kind {} (expected one of {})",
-                        quote(k),
+                        quote(&k),
                         EventKind::ALL.map(EventKind::name).join(", ")
                     ),
                 )
@@ -434,7 +440,7 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -
                 _ => {
                     return Err(invalid(
                         "kind",
-                        format!("{} is neither \"observed\" nor \"forecast\"", quote(k)),
+                        format!("{} is neither \"observed\" nor \"forecast\"", quote(&k)),
                     ))
                 }
             };
@@ -677,6 +683,7 @@ mod tests {
         let checks = Checks {
             zones: &zones,
             ranges: &ranges,
+            window: None,
         };
         let line = r#"{"feed":"weather","ts":1,"kind":"observed","temperature_c":50}"#;
         assert!(parse_ndjson_line(line, Checks::zones(&zones), 1).is_ok());

@@ -1002,6 +1002,9 @@ feed = "density"
 time = { column = "time", format = "unix" }
 location = { from_topic = true }
 fields.people = { column = "count" }
+# The tests send fixed dates (ts 1): live ingest takes any date of the past century.
+[ingest]
+max_past_days = 36500
 [ingest.mqtt]
 url = "mqtt://127.0.0.1:1"
 topics = [
