@@ -253,7 +253,10 @@ mod tests {
         let (_, v, _) = body(ApiError::unavailable(full.to_string()).into_response()).await;
         assert_eq!(
             v["error"],
-            format!("store I/O on <path>: {}", std::io::Error::from(std::io::ErrorKind::StorageFull))
+            format!(
+                "store I/O on <path>: {}",
+                std::io::Error::from(std::io::ErrorKind::StorageFull)
+            )
         );
         assert_eq!(
             without_paths("cannot open \"/etc/vigie/key\" (or '/run/x', `/tmp/y`)"),
