@@ -1152,8 +1152,9 @@ async fn bad_values_are_quoted_short_and_unknown_zones_withheld() {
         reason(0)
     );
     assert!(!reason(1).contains("Dupont"), "{}", reason(1));
+    // Live, a reason about an identifier withholds it (a replay gives its length).
     assert!(
-        reason(2).contains("129 bytes") && !reason(2).contains("xx"),
+        reason(2).contains("withheld") && !reason(2).contains("xx"),
         "{}",
         reason(2)
     );
