@@ -2629,3 +2629,200 @@ fn vigie_query_prints_a_table_or_ndjson_and_refuses_an_unknown_zone_field_or_hou
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// The resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib / 1024.0
+}
+
+/// Hostile input against the real `vigie run` (issue 19): 120 requests whose record has a 4 MiB
+/// zone leave the resident memory within a bound and every reason short; damaged CSV is counted
+/// row by row; a record dated 9999, an id over 128 bytes and a name typed into `zone` are
+/// refused without quoting them; a huge range step is a 400; every answer carries the security
+/// headers, `/metrics` takes a token, and the data folder is its owner's only.
+#[test]
+fn hostile_input_is_counted_and_costs_bounded_memory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra: "[mappings.incidents_csv]\nfeed = \"incident\"\n\
+                    time = { column = \"t\", format = \"unix\" }\n\
+                    location = { zone = { column = \"z\" } }\nfields.severity = { column = \"s\" }\n",
+            live_window: true,
+            ..Setup::default()
+        },
+    );
+    let pid = run.child.id();
+    let now = chrono::Utc::now().timestamp();
+    let post = |path: &str, content_type: &str, body: &str| -> (u16, serde_json::Value) {
+        let (code, text) = client::request(
+            run.port,
+            "POST",
+            path,
+            Some(SOURCE_TOKEN),
+            content_type,
+            "",
+            body,
+        )
+        .expect("vigie answers");
+        (code, serde_json::from_str(&text).unwrap_or_default())
+    };
+    // Warm up (the first requests allocate what every request reuses), then measure.
+    for _ in 0..5 {
+        let (code, _) = post(
+            "/api/v1/records",
+            "application/json",
+            &format!(r#"{{"feed":"incident","ts":{now},"zone":"13001","severity":2}}"#),
+        );
+        assert_eq!(code, 200);
+    }
+    let before = rss_mib(pid);
+    let zone = "Z".repeat(4 << 20);
+    for i in 0..120 {
+        let body = format!(r#"{{"feed":"incident","ts":{now},"zone":"{zone}{i}","severity":2}}"#);
+        let (code, answer) = post("/api/v1/records", "application/json", &body);
+        assert_eq!(code, 400, "{answer}");
+        assert_eq!(answer["rejected_total"], 1, "{answer}");
+        let reason = answer["rejected"][0]["reason"].as_str().unwrap();
+        assert!(reason.len() < 100 && !reason.contains("ZZ"), "{reason}");
+    }
+    let after = rss_mib(pid);
+    eprintln!("RSS of vigie run: {before:.1} MiB before, {after:.1} MiB after 120 requests with a 4 MiB zone");
+    // The issue measured +499 MiB (160 → 659); what stays now is the allocator's slack of a few
+    // request bodies, not the rejected values.
+    assert!(
+        after - before < 64.0,
+        "RSS grew by {:.1} MiB ({before:.1} → {after:.1})",
+        after - before
+    );
+    let (code, letters) = client::request(
+        run.port,
+        "GET",
+        "/api/v1/dead-letters",
+        Some(SOURCE_TOKEN),
+        "application/json",
+        "",
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        letters.len() < 100 * 1024,
+        "{} bytes of dead letters",
+        letters.len()
+    );
+
+    // CSV of 7 rows, 3 good: an open quote, too few and too many cells, a quote closed in the
+    // middle of a cell are each one rejected row, and swallow nothing.
+    let csv = format!(
+        "t,z,s\n{now},13001,2\n{now},\"13002,3\n{now},13003,3\n{now},13004\n{now},13005,1,9\n{now},\"130\"06,2\n{now},13007,4\n"
+    );
+    let (code, answer) = post("/api/v1/csv/incidents_csv", "text/csv", &csv);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        (&answer["accepted"], &answer["rejected_total"]),
+        (&serde_json::json!(3), &serde_json::json!(4)),
+        "{answer}"
+    );
+    let lines: Vec<u64> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![3, 5, 6, 7], "{answer}");
+
+    // Dated 9999, an id of 129 bytes, a name in `zone`: refused, none of them quoted.
+    let body = [
+        r#"{"feed":"incident","ts":"9999-12-31T23:00:00Z","zone":"13001","severity":2}"#
+            .to_string(),
+        format!(
+            r#"{{"feed":"incident","ts":{now},"id":"{}","zone":"13001","severity":2}}"#,
+            "i".repeat(129)
+        ),
+        format!(r#"{{"feed":"incident","ts":{now},"zone":"Marie Curie","severity":2}}"#),
+    ]
+    .join("\n");
+    let (code, answer) = post("/api/v1/records", "application/json", &body);
+    assert_eq!(code, 400, "{answer}");
+    let fields: Vec<&str> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["ts", "id", "zone"], "{answer}");
+    let text = answer.to_string();
+    assert!(!text.contains("iiii") && !text.contains("Curie"), "{text}");
+
+    // The counters add up: 5 + 3 accepted; 120 + 4 + 3 rejected.
+    wait_for(5, "the counters", || {
+        run.metric("vigie_ingest_accepted_total", "source=\"ops\"") == 8.0
+    });
+    assert_eq!(
+        run.metric("vigie_ingest_rejected_total", "source=\"ops\""),
+        127.0
+    );
+
+    // A step whose milliseconds overflow: 400 naming `step`, and vigie still answers.
+    let (code, answer) = run.json(
+        "GET",
+        "/api/v1/indicators/range?zone=13001&field=risk_score&step=9223372036854775807w",
+        Some(vigie::VIEWER),
+        "",
+    );
+    assert_eq!(
+        (code, &answer["field"]),
+        (400, &serde_json::json!("step")),
+        "{answer}"
+    );
+
+    // Headers of a page and of an error; /metrics without a token.
+    for path in ["/", "/api/v1/nowhere"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", run.port)).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut head = String::new();
+        std::io::Read::read_to_string(&mut s, &mut head).unwrap();
+        let head = head.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        for h in [
+            "content-security-policy: default-src 'none'; script-src 'self'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(head.contains(h), "{path}: no {h} in\n{head}");
+        }
+    }
+    let (code, _) = run.json("GET", "/metrics", None, "");
+    assert_eq!(code, 401);
+
+    // Owner-only: the data folder, the ingest log's files.
+    let data = dir.path().join("data");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for sub in ["ingest", "store", "alerts"] {
+        assert_eq!(mode(&data.join(sub)), 0o700, "{sub}");
+    }
+    let mut files = 0;
+    for entry in std::fs::read_dir(data.join("ingest")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            assert_eq!(mode(&p) & 0o077, 0, "{} is readable by others", p.display());
+            files += 1;
+        }
+    }
+    assert!(files > 0, "no file in the ingest log's folder");
+    run.stop();
+}

@@ -40,6 +40,12 @@ pub struct IngestConfig {
     /// …checked at most this often (milliseconds).
     #[serde(default = "default_compact_every_ms")]
     pub compact_every_ms: u64,
+    /// Live ingest refuses a record whose `ts` is more than this many days after now…
+    #[serde(default = "default_max_future_days")]
+    pub max_future_days: u32,
+    /// …or more than this many days before now (file replay reads any date).
+    #[serde(default = "default_max_past_days")]
+    pub max_past_days: u32,
 }
 
 /// `[ingest.http]`.
@@ -105,6 +111,14 @@ fn default_compact_min_bytes() -> u64 {
 fn default_compact_every_ms() -> u64 {
     60_000
 }
+/// The 30 days of the horizon ahead, with room for forecasts issued beyond it.
+fn default_max_future_days() -> u32 {
+    40
+}
+/// A year of history behind the baseline (52 weeks), and the horizon's past week.
+fn default_max_past_days() -> u32 {
+    400
+}
 fn default_max_body() -> usize {
     8 << 20
 }
@@ -133,11 +147,26 @@ impl Default for IngestConfig {
             embedded_mqtt_listen: default_embedded_mqtt_listen(),
             compact_min_bytes: default_compact_min_bytes(),
             compact_every_ms: default_compact_every_ms(),
+            max_future_days: default_max_future_days(),
+            max_past_days: default_max_past_days(),
         }
     }
 }
 
+/// The widest `max_future_days` / `max_past_days` (a century).
+pub const MAX_WINDOW_DAYS: u32 = 36_500;
+
 impl IngestConfig {
+    /// The `ts` live ingest accepts at `now_us`: from `max_past_days` before to
+    /// `max_future_days` after, in microseconds, both included.
+    pub fn live_window(&self, now_us: i64) -> (i64, i64) {
+        const DAY_US: i64 = 86_400_000_000;
+        (
+            now_us.saturating_sub(self.max_past_days as i64 * DAY_US),
+            now_us.saturating_add(self.max_future_days as i64 * DAY_US),
+        )
+    }
+
     /// Checks the values; the error names the key (under `ingest.`).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.epoch_ms == 0 {
@@ -167,6 +196,14 @@ impl IngestConfig {
         if self.compact_every_ms == 0 {
             return Err(("compact_every_ms", "must be at least 1".into()));
         }
+        for (key, days) in [
+            ("max_future_days", self.max_future_days),
+            ("max_past_days", self.max_past_days),
+        ] {
+            if !(1..=MAX_WINDOW_DAYS).contains(&days) {
+                return Err((key, format!("must be from 1 to {MAX_WINDOW_DAYS} days")));
+            }
+        }
         if self.http.max_body_bytes == 0 {
             return Err(("http.max_body_bytes", "must be at least 1".into()));
         }
@@ -180,8 +217,19 @@ impl IngestConfig {
 impl SourceConfig {
     /// Checks the values; the error names the key (under `sources[i].`).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.name.trim().is_empty() {
-            return Err(("name", "must not be empty".into()));
+        // The name prefixes the source's idempotency keys (`http/<name>/<key>`) and labels
+        // its metrics: no `/` may make one source's keys another's.
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err((
+                "name",
+                "must be 1 to 64 letters, digits, `-`, `_` or `.`".into(),
+            ));
         }
         if self.feeds.is_empty() {
             return Err(("feeds", "must list at least one feed".into()));

@@ -64,7 +64,13 @@ pub(crate) fn time_param(
             parse_ts_str(s)
                 .map(|us| us.div_euclid(1000))
                 .ok_or_else(|| {
-                    ApiError::bad(name, format!("`{s}` is not RFC 3339 or Unix seconds"))
+                    ApiError::bad(
+                        name,
+                        format!(
+                            "`{}` is not RFC 3339 or Unix seconds",
+                            s.chars().take(40).collect::<String>()
+                        ),
+                    )
                 })
         })
         .transpose()
@@ -249,7 +255,12 @@ pub(crate) async fn range(
         let store = state.store().read().unwrap_or_else(|e| e.into_inner());
         read::range(&store, &zone, field, from, to, step, agg, as_of)
     }
-    .map_err(|e| ApiError::unavailable(format!("reading the store: {e}")))?;
+    .map_err(|e| {
+        ApiError::unavailable(format!(
+            "reading the store: {}",
+            crate::error::failure("reading the store", &e)
+        ))
+    })?;
     // An undefined value (v2's fluidity where there is no traffic) is NaN: written null.
     let points: Vec<Value> = values
         .into_iter()

@@ -116,6 +116,25 @@ impl Dirs {
     }
 }
 
+/// Makes what vigie keeps its owner's alone: the process's file-creation mask becomes 077 (new
+/// files 0600, new folders 0700), and the data folders — `--data` when given, the ingest log's,
+/// the store's and the alerting's — are created if need be and set to 0700, so that files an
+/// older vigie left there are out of other users' reach as well.
+fn owner_only(dirs: &Dirs, data: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    for dir in data.into_iter().chain([
+        dirs.log.as_path(),
+        dirs.store.as_path(),
+        dirs.alerts.as_path(),
+    ]) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} its owner's only", dir.display()))?;
+    }
+    Ok(())
+}
+
 pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
@@ -137,6 +156,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         args.data = Some(demo::data_dir()?);
     }
     let dirs = Dirs::of(&args, &config);
+    owner_only(&dirs, args.data.as_deref())?;
     let data_folder = dirs
         .log
         .parent()

@@ -98,10 +98,22 @@ pub fn stop_cleanly(child: &mut std::process::Child) {
     assert!(status.success(), "vigie run exited with {status}");
 }
 
+/// The API viewer's token of the harness (`vigie::VIEWER`): `/metrics` takes one when API
+/// tokens are configured, as the harness's configuration does.
+pub const METRICS_TOKEN: &str = "wall-viewer-token";
+
 /// The sum of a metric's samples on `/metrics` whose labels contain `labels` (0 when vigie
 /// does not answer).
 pub fn metric(port: u16, name: &str, labels: &str) -> f64 {
-    let Some((200, text)) = request(port, "GET", "/metrics", None, "text/plain", "", "") else {
+    let Some((200, text)) = request(
+        port,
+        "GET",
+        "/metrics",
+        Some(METRICS_TOKEN),
+        "text/plain",
+        "",
+        "",
+    ) else {
         return 0.0;
     };
     text.lines()
