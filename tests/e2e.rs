@@ -2826,3 +2826,254 @@ fn hostile_input_is_counted_and_costs_bounded_memory() {
     assert!(files > 0, "no file in the ingest log's folder");
     run.stop();
 }
+#[test]
+fn health_answers_within_a_second_under_twenty_thousand_idle_connections() {
+    // As many connections as this process may open, up to 20,000, less what the test itself
+    // needs (its files, pipes, the requests below).
+    let files = vigie_server::listener::raise_fd_limit().expect("the limit on open files");
+    let wanted = (files.saturating_sub(300) as usize).min(20_000);
+    assert!(
+        wanted >= 2_000,
+        "only {files} open files: raise the hard limit (ulimit -Hn) to run this test"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // The default cap (10,000 connections, or the descriptors less 512); a short header
+    // timeout to see half request lines closed within the test.
+    let run = Vigie::start(
+        dir.path(),
+        Setup {
+            extra: "[ingest.http]\nheader_read_timeout_secs = 6\n",
+            ..Setup::default()
+        },
+    );
+    let port = run.port;
+    let cap = metric(port, "vigie_http_connections_max", "");
+    assert!(cap >= 1_000.0, "cap {cap}");
+    let t0 = std::time::Instant::now();
+    let mut held = Vec::with_capacity(wanted);
+    let mut half = Vec::new();
+    for i in 0..wanted {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        if i % 10 == 0 {
+            // Half a request line and a header, never finished.
+            use std::io::Write;
+            let _ = s.write_all(b"GET /api/v1/zones HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            half.push(i);
+        }
+        held.push(s);
+    }
+    let opened = t0.elapsed();
+    eprintln!(
+        "{} idle connections ({} with a half request) opened in {opened:?}; cap {cap}",
+        held.len(),
+        half.len()
+    );
+    // Meanwhile /health answers, each time within a second…
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let answer = run.request("GET", "/health", None, "");
+        let took = t.elapsed();
+        assert_eq!(answer.map(|a| a.0), Some(200), "/health under load");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "/health took {took:?}"
+        );
+    }
+    // …ingest takes a record…
+    let record = format!(
+        "{{\"feed\":\"incident\",\"zone\":\"13001\",\"ts\":{},\"severity\":2}}",
+        client::now_s() - 60
+    );
+    let t = std::time::Instant::now();
+    run.post_records(&[record]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "ingest took {:?}",
+        t.elapsed()
+    );
+    // …and the embedded broker too.
+    let t = std::time::Instant::now();
+    mosquitto::mosquitto_pub(
+        run.mqtt,
+        "vigie/incident/13002",
+        &format!("{{\"ts\":{},\"severity\":1}}", client::now_s() - 60),
+    );
+    wait_for(10, "the MQTT record", || {
+        metric(port, "vigie_mqtt_records_accepted_total", "") >= 1.0
+    });
+    eprintln!("an MQTT record in {:?} under the load", t.elapsed());
+    let open = metric(port, "vigie_http_connections_open", "");
+    let replaced = metric(
+        port,
+        "vigie_http_connections_closed_total",
+        "reason=\"replaced_at_cap\"",
+    );
+    eprintln!("vigie holds {open} connections; {replaced} replaced at the cap");
+    assert!(open <= cap + 1.0, "{open} open over the cap {cap}");
+    // Every connection over the cap made room by closing an idle one (or an idle one had
+    // timed out already); a few may still wait in the listen backlog.
+    let timed_out = metric(
+        port,
+        "vigie_http_connections_closed_total",
+        "reason=\"header_timeout\"",
+    );
+    assert!(
+        replaced + timed_out + 200.0 >= wanted as f64 - cap,
+        "{replaced} replaced and {timed_out} timed out for {wanted} connections over a cap of {cap}"
+    );
+    // The last half request line (the newest, still held by vigie) is closed once its header
+    // timeout is past.
+    let last = *half.last().unwrap();
+    let s = &mut held[last];
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    use std::io::Read;
+    let n = s.read(&mut buf);
+    assert!(
+        matches!(n, Ok(0))
+            || n.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the half request was not closed: {n:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(6 + 60),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(held);
+    assert!(
+        metric(
+            port,
+            "vigie_http_connections_closed_total",
+            "reason=\"header_timeout\""
+        ) >= 1.0
+    );
+    run.stop();
+}
+
+#[test]
+fn a_client_taking_the_id_vigie_on_the_embedded_broker_takes_nothing_from_vigie() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Vigie::start(dir.path(), Setup::default());
+    let port = run.port;
+    wait_for(15, "vigie's subscription", || {
+        metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
+    });
+    // A local client connects with the client id `vigie` and stays.
+    let mut taker = std::process::Command::new(mosquitto::binary("mosquitto_sub", "/usr/bin"))
+        .args(["-h", "127.0.0.1", "-p", &run.mqtt.to_string()])
+        .args(["-i", "vigie", "-q", "1", "-t", "vigie/#"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let now = client::now_s();
+    let lines: Vec<String> = (0..1_000)
+        .map(|i| {
+            format!(
+                "{{\"ts\":{},\"severity\":1,\"id\":\"t-{i}\"}}",
+                now - 3_600 + i
+            )
+        })
+        .collect();
+    mosquitto::mosquitto_pub_lines(run.mqtt, None, "vigie/incident/13001", &lines).unwrap();
+    wait_for(30, "the 1,000 records", || {
+        metric(port, "vigie_mqtt_records_accepted_total", "") >= 1_000.0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        metric(port, "vigie_mqtt_records_accepted_total", ""),
+        1_000.0
+    );
+    // vigie's subscriber was never pushed off: one connection all along.
+    assert_eq!(metric(port, "vigie_mqtt_connections_total", ""), 1.0);
+    assert_eq!(metric(port, "vigie_mqtt_connection_errors_total", ""), 0.0);
+    let _ = taker.kill();
+    let _ = taker.wait();
+    run.stop();
+}
+
+#[test]
+fn mosquitto_with_the_settings_of_mqtt_acl_keeps_3000_messages_while_vigie_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mport = free_port();
+    // [ingest.mqtt] with its defaults: client id `vigie`, clean_session = false.
+    let extra = mqtt_sources(
+        dir.path(),
+        &format!(
+            "[ingest.mqtt]\nurl = \"mqtt://127.0.0.1:{mport}\"\nusername = \"vigie\"\npassword_file = \"vigie.pw\"\n\
+             topics = [{{ filter = \"city/incident/+\", feed = \"incident\", source = \"police\", zone_from_topic = 2 }}]\n"
+        ),
+    );
+    let setup = || Setup {
+        extra: &extra,
+        embedded_broker: false,
+        ..Setup::default()
+    };
+    let config = setup().write(dir.path(), 0);
+    let acl_dir = dir.path().join("acl");
+    let (out, stderr) = run(vigie()
+        .args(["mqtt-acl", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&acl_dir));
+    assert!(out.status.success(), "{stderr}");
+    let conf = std::fs::read_to_string(acl_dir.join("vigie.conf")).unwrap();
+    assert!(conf.contains("max_queued_messages 1000000"), "{conf}");
+    // Mosquitto with Debian's defaults and the settings included as the command advises.
+    let broker = mosquitto::Broker::start_plain(
+        &dir.path().join("broker"),
+        mport,
+        &format!("include_dir {}\n", acl_dir.display()),
+    );
+    // vigie subscribes once, then stops.
+    let first = Vigie::start(dir.path(), setup());
+    let port = first.port;
+    wait_for(15, "vigie's subscription to Mosquitto", || {
+        metric(port, "vigie_mqtt_subscriptions_acked_total", "") >= 1.0
+    });
+    first.stop();
+    // 3,000 QoS 1 messages while it is away.
+    let now = client::now_s();
+    let lines: Vec<String> = (0..3_000)
+        .map(|i| {
+            format!(
+                "{{\"ts\":{},\"severity\":1,\"id\":\"away-{i}\"}}",
+                now - 7_200 + i
+            )
+        })
+        .collect();
+    mosquitto::mosquitto_pub_lines(
+        mport,
+        Some(("police", "police-pw")),
+        "city/incident/13001",
+        &lines,
+    )
+    .unwrap();
+    // Back: every one arrives.
+    let again = Vigie::start(dir.path(), setup());
+    let port = again.port;
+    wait_for(60, "the 3,000 queued messages", || {
+        metric(port, "vigie_mqtt_records_accepted_total", "") >= 3_000.0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        metric(port, "vigie_mqtt_records_accepted_total", ""),
+        3_000.0
+    );
+    let log = broker.log();
+    assert!(
+        !log.contains("dropped"),
+        "Mosquitto dropped messages: {}",
+        log.lines()
+            .filter(|l| l.contains("dropped"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    again.stop();
+}

@@ -61,6 +61,33 @@ pub struct HttpConfig {
     /// Most lines (records) in one request; more: 413.
     #[serde(default = "default_max_lines")]
     pub max_lines: usize,
+    /// A new connection's first request head (request line and headers) must arrive in full
+    /// within this many seconds, else the connection is closed: a half request line does not
+    /// hold a connection.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Between two requests of a keep-alive connection, the next head must arrive in full
+    /// within this many seconds, else the connection is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// A request body must arrive in full within this many seconds of its head; else 408.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Open HTTP connections at most (also bounded by the process's file descriptors less
+    /// `reserved_fds`). A connection over the cap takes the place of the oldest one with no
+    /// request under way, or is closed at once when every one has a request under way.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// File descriptors kept for everything but HTTP connections (the ingest log, the store,
+    /// the MQTT connections, the sinks).
+    #[serde(default = "default_reserved_fds")]
+    pub reserved_fds: usize,
+    /// Live streams (`GET /api/v1/stream`) open at once, in total (more: 503)…
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    /// …and per caller (per API token, or all callers without one together; more: 429).
+    #[serde(default = "default_max_streams_per_token")]
+    pub max_streams_per_token: usize,
 }
 
 /// One `[[sources]]` entry: who may write which feeds.
@@ -125,6 +152,27 @@ fn default_max_body() -> usize {
 fn default_max_lines() -> usize {
     100_000
 }
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_body_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_reserved_fds() -> usize {
+    512
+}
+fn default_max_streams() -> usize {
+    256
+}
+fn default_max_streams_per_token() -> usize {
+    16
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -132,6 +180,13 @@ impl Default for HttpConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
             max_lines: default_max_lines(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            max_connections: default_max_connections(),
+            reserved_fds: default_reserved_fds(),
+            max_streams: default_max_streams(),
+            max_streams_per_token: default_max_streams_per_token(),
         }
     }
 }
@@ -209,6 +264,25 @@ impl IngestConfig {
         }
         if self.http.max_lines == 0 {
             return Err(("http.max_lines", "must be at least 1".into()));
+        }
+        let at_least_one: [(&'static str, u64); 6] = [
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.max_streams", self.http.max_streams as u64),
+            (
+                "http.max_streams_per_token",
+                self.http.max_streams_per_token as u64,
+            ),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
         }
         Ok(())
     }

@@ -96,7 +96,12 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
     let bytes = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_big()),
-        Err(e) => return Err(ApiError::bad("body", format!("cannot read the body: {e}"))),
+        Err(e) => {
+            return Err(match crate::listener::BodyTimeout::find(e.as_ref()) {
+                Some(t) => ApiError::new(StatusCode::REQUEST_TIMEOUT, t.to_string()).field("body"),
+                None => ApiError::bad("body", format!("cannot read the body: {e}")),
+            })
+        }
     };
     if !gzip {
         return Ok(bytes);

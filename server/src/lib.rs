@@ -32,6 +32,7 @@ pub mod board;
 pub mod error;
 pub mod explain;
 pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod query;
 pub mod shutdown;
@@ -185,16 +186,28 @@ pub fn forward_alerts(state: &AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// Serves [`app`] on `listener` until the shutdown signal (SIGTERM, Ctrl-C, or a trigger);
-/// requests under way are finished (their records committed), open streams end.
+/// requests under way are finished (their records committed), open streams end. The soft
+/// limit on open files is raised to the hard one first, and the listener holds the limits of
+/// `[ingest.http]` ([`listener`]).
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let open_files = listener::raise_fd_limit();
+    let limits = listener::Limits::of(&state.config().ingest.http, open_files);
+    eprintln!(
+        "vigie run: HTTP: at most {} connections (open files: {}), first request head within {} s, \
+         bodies within {} s",
+        limits.max_connections,
+        open_files.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+        limits.header_read_timeout.as_secs(),
+        limits.body_timeout.as_secs(),
+    );
     let forwarding = forward_alerts(&state);
-    let shutdown = state.shutdown().clone();
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.on_signals().await;
-            eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
-        })
-        .await;
+    let signals = state.shutdown().clone();
+    let watching = tokio::spawn(async move {
+        signals.on_signals().await;
+        eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
+    });
+    let served = listener::serve_with_limits(listener, app(state.clone()), state, limits).await;
     forwarding.abort();
+    watching.abort();
     served
 }

@@ -132,6 +132,8 @@ pub(crate) async fn get_metrics(State(state): State<AppState>, headers: HeaderMa
     }
     state.alerts().render(&mut out);
     state.board().render(&mut out);
+    state.conn_stats().render(&mut out);
+    state.streams().render(&mut out);
     gauge(
         &mut out,
         "vigie_recent_records",

@@ -1226,4 +1226,53 @@ async fn idempotency_keys_are_kept_per_source() {
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json["replayed"], true, "{}", again.text);
     assert_eq!(again.json["first_seq"], first.json["first_seq"]);
+#[tokio::test]
+async fn live_streams_are_capped_per_token_and_in_all_with_the_error_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config(dir.path(), 10, "");
+    config.ingest.http.max_streams = 3;
+    config.ingest.http.max_streams_per_token = 2;
+    let h = Harness::with_config(config, dir);
+    let a = SseReader::open(&h, "", None, Some(VIEWER)).await.unwrap();
+    let b = SseReader::open(&h, "", None, Some(VIEWER)).await.unwrap();
+    // The viewer's third stream: its own cap (429), the JSON error shape.
+    let third = match SseReader::open(&h, "", None, Some(VIEWER)).await {
+        Err(answer) => answer,
+        Ok(_) => panic!("a third stream for one token was let open"),
+    };
+    assert_eq!(third.status, 429, "{}", third.text);
+    let message = third.json["error"].as_str().unwrap();
+    assert!(
+        message.contains("wall") && message.contains("max_streams_per_token"),
+        "{message}"
+    );
+    // Another token still gets one, up to the server's cap (503 beyond, even for it).
+    let c = SseReader::open(&h, "", None, Some(OPERATOR)).await.unwrap();
+    let full = match SseReader::open(&h, "?access_token=duty-operator-token", None, None).await {
+        Err(answer) => answer,
+        Ok(_) => panic!("a fourth stream was let open over max_streams = 3"),
+    };
+    assert_eq!(full.status, 503, "{}", full.text);
+    assert!(
+        full.json["error"].as_str().unwrap().contains("max_streams"),
+        "{}",
+        full.text
+    );
+    let m = h.get("/metrics", None).await.text;
+    assert!(m.contains("vigie_streams_open 3"), "{m}");
+    assert!(
+        m.contains("vigie_streams_refused_total{cap=\"per_token\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("vigie_streams_refused_total{cap=\"total\"} 1"),
+        "{m}"
+    );
+    // A stream whose client goes gives its place back.
+    drop(a);
+    let again = SseReader::open(&h, "", None, Some(VIEWER)).await;
+    assert!(again.is_ok(), "the viewer's place was not given back");
+    drop((b, c, again));
+    let m = h.get("/metrics", None).await.text;
+    assert!(m.contains("vigie_streams_open 0"), "{m}");
 }

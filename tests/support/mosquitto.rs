@@ -38,15 +38,24 @@ impl Broker {
 
     /// With `access` as its access lines (`allow_anonymous`, `password_file`, `acl_file`).
     pub fn start_with(dir: &Path, port: u16, access: &str) -> Broker {
+        Broker::start_plain(
+            dir,
+            port,
+            &format!("{access}persistence true\nmax_queued_messages 100000\n"),
+        )
+    }
+
+    /// Mosquitto as Debian configures it (its defaults, persistence in `dir`) and `lines`:
+    /// nothing else set for queued messages.
+    pub fn start_plain(dir: &Path, port: u16, lines: &str) -> Broker {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\n{access}persistence true\n\
-                 persistence_location {}/\nmax_queued_messages 100000\n\
+                "listener {port} 127.0.0.1\npersistence_location {}/\n\
                  # Do not drop privileges when the tests run as root: the folder is ours.\n\
-                 user root\nlog_dest file {}\nlog_type all\n",
+                 user root\nlog_dest file {}\nlog_type all\n{lines}",
                 dir.display(),
                 dir.join("mosquitto.log").display()
             ),
@@ -151,6 +160,51 @@ pub fn mosquitto_pub_as(
         .take()
         .unwrap()
         .write_all(payload.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+/// `mosquitto_pub -l` at QoS 1, logged in as `login` if given: each line of `lines` one
+/// message, over one connection.
+pub fn mosquitto_pub_lines(
+    port: u16,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    lines: &[String],
+) -> Result<(), String> {
+    let mut cmd = Command::new(binary("mosquitto_pub", "/usr/bin"));
+    if let Some((user, password)) = login {
+        cmd.args(["-u", user, "-P", password]);
+    }
+    let mut child = cmd
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ])
+        .arg("-l")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_pub");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
