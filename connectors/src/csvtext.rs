@@ -320,8 +320,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Accepted rows (line, cells) and refused ones (line, reason).
+    type Read = (Vec<(u64, Vec<String>)>, Vec<(u64, String)>);
+
     /// Rows of `text` read with width `width`: cells of accepted rows, lines of refused ones.
-    fn read(text: &[u8], width: usize) -> (Vec<(u64, Vec<String>)>, Vec<(u64, String)>) {
+    fn read(text: &[u8], width: usize) -> Read {
         let mut rdr = StrictCsv::new(text, b',');
         rdr.set_width(width);
         let mut row = csv::StringRecord::new();

@@ -1176,7 +1176,7 @@ async fn bad_values_are_quoted_short_and_unknown_zones_withheld() {
 async fn dead_letters_are_listed_with_a_limit_by_default() {
     let h = Harness::start(2000, |_| String::new());
     for _ in 0..12 {
-        let bad = vec![r#"{"feed":"incident"}"#; 10].join("\n");
+        let bad = [r#"{"feed":"incident"}"#; 10].join("\n");
         let a = h.call("POST", "/api/v1/records", Some(POLICE), bad).await;
         assert_eq!(a.status, 400, "{}", a.text);
     }
@@ -1226,6 +1226,8 @@ async fn idempotency_keys_are_kept_per_source() {
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.json["replayed"], true, "{}", again.text);
     assert_eq!(again.json["first_seq"], first.json["first_seq"]);
+}
+
 #[tokio::test]
 async fn live_streams_are_capped_per_token_and_in_all_with_the_error_shape() {
     let dir = tempfile::tempdir().unwrap();
@@ -1258,7 +1260,7 @@ async fn live_streams_are_capped_per_token_and_in_all_with_the_error_shape() {
         "{}",
         full.text
     );
-    let m = h.get("/metrics", None).await.text;
+    let m = h.get("/metrics", Some(VIEWER)).await.text;
     assert!(m.contains("vigie_streams_open 3"), "{m}");
     assert!(
         m.contains("vigie_streams_refused_total{cap=\"per_token\"} 1"),
@@ -1273,6 +1275,6 @@ async fn live_streams_are_capped_per_token_and_in_all_with_the_error_shape() {
     let again = SseReader::open(&h, "", None, Some(VIEWER)).await;
     assert!(again.is_ok(), "the viewer's place was not given back");
     drop((b, c, again));
-    let m = h.get("/metrics", None).await.text;
+    let m = h.get("/metrics", Some(VIEWER)).await.text;
     assert!(m.contains("vigie_streams_open 0"), "{m}");
 }
