@@ -84,7 +84,7 @@ async fn a_half_request_line_is_closed_after_the_header_timeout() {
     let mut silent = TcpStream::connect(addr).await.unwrap();
     assert!(read_to_close(&mut silent, 5).await.1);
     assert_eq!(health(addr).await, "HTTP/1.1 200 OK");
-    let m = h.get("/metrics", None).await.text;
+    let m = h.get("/metrics", Some(VIEWER)).await.text;
     assert_eq!(
         metric_line(
             &m,
@@ -169,7 +169,7 @@ async fn at_the_cap_an_idle_connection_makes_room_and_busy_ones_keep_theirs() {
     let (text, closed) = read_to_close(&mut late, 2).await;
     assert!(closed && text.is_empty(), "{closed} {text}");
     // Every stream still flows.
-    let m = h.get("/metrics", None).await.text;
+    let m = h.get("/metrics", Some(VIEWER)).await.text;
     assert_eq!(
         metric_line(
             &m,
