@@ -134,39 +134,8 @@ pub fn mosquitto_pub_as(
     topic: &str,
     payload: &str,
 ) -> Result<(), String> {
-    let mut cmd = Command::new(binary("mosquitto_pub", "/usr/bin"));
-    if let Some((user, password)) = login {
-        cmd.args(["-u", user, "-P", password]);
-    }
-    let mut child = cmd
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-        ])
-        .args(["-s"]) // the message is stdin, as is: several lines make one NDJSON message
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mosquitto_pub");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(payload.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
+    // The message is stdin, as is: several lines make one NDJSON message.
+    mosquitto_pub_stdin(port, login, topic, "-s", payload)
 }
 
 /// `mosquitto_pub -l` at QoS 1, logged in as `login` if given: each line of `lines` one
@@ -176,6 +145,20 @@ pub fn mosquitto_pub_lines(
     login: Option<(&str, &str)>,
     topic: &str,
     lines: &[String],
+) -> Result<(), String> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    mosquitto_pub_stdin(port, login, topic, "-l", &text)
+}
+
+/// `mosquitto_pub` at QoS 1 reading `stdin` as `mode` says (`-s`: one message, `-l`: one a
+/// line); the error is its standard error.
+fn mosquitto_pub_stdin(
+    port: u16,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    mode: &str,
+    stdin: &str,
 ) -> Result<(), String> {
     let mut cmd = Command::new(binary("mosquitto_pub", "/usr/bin"));
     if let Some((user, password)) = login {
@@ -191,20 +174,18 @@ pub fn mosquitto_pub_lines(
             "1",
             "-t",
             topic,
+            mode,
         ])
-        .arg("-l")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run mosquitto_pub");
-    let mut text = lines.join("\n");
-    text.push('\n');
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(stdin.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
