@@ -3,15 +3,20 @@
 //! At each complete epoch, worker 0 drains the changes of the collected output
 //! ([`vigie_model::Changes`]), turns them into points (only the fields that changed) and
 //! writes them with the feeds' health, as one revision, to the store and to InfluxDB. The revision's time is
-//! the engine's clock (the latest incident or density hour seen), so that "as known at" reads
-//! mean "when the feeds had reached that hour".
+//! the engine's clock (the latest incident or density hour seen; live, the wall clock), so that
+//! "as known at" reads mean "when the feeds had reached that hour".
+//!
+//! The store keeps each indicator at its hour with its revision; a time-series database has one
+//! time axis, so InfluxDB gets the same revision in the model of
+//! [`vigie_connectors::influx::model`] (forecasts stamped at their revision with the target hour
+//! as a tag, beside the current hour's figures; `docs/tsdb.md`).
 
 use anyhow::Context;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use vigie_config::{InfluxConfig, StoreConfig};
-use vigie_connectors::influx::{FlushReport, InfluxSink, SinkStats};
+use vigie_connectors::influx::{FlushReport, InfluxSink, SinkStats, TsdbModel};
 use vigie_model::point::{self, Point};
 use vigie_model::{Changes, FeedHealth};
 use vigie_store::{Options, SharedStore, Stats, Store};
@@ -55,7 +60,7 @@ pub struct SinksReport {
 /// The sinks worker 0 feeds: the embedded store and InfluxDB, each optional.
 pub struct Sinks {
     store: Option<SharedStore>,
-    influx: Option<InfluxSink>,
+    influx: Option<(InfluxSink, TsdbModel)>,
     last_rev: i64,
     /// Print each acknowledgement on stderr.
     pub log_acks: bool,
@@ -66,11 +71,12 @@ pub struct Sinks {
 
 impl Sinks {
     /// Opens the store in `store_dir`, laid out and bounded by `config`, and starts the
-    /// InfluxDB sink, as asked.
+    /// InfluxDB sink, as asked; `tz` is the city's time zone (the `day` tag of forecasts).
     pub fn open(
         store_dir: Option<&Path>,
         config: &StoreConfig,
         influx: Option<&InfluxConfig>,
+        tz: chrono_tz::Tz,
     ) -> anyhow::Result<Sinks> {
         let store = match store_dir {
             None => None,
@@ -95,7 +101,7 @@ impl Sinks {
             }
         };
         let influx = influx
-            .map(InfluxSink::start)
+            .map(|c| InfluxSink::start(c).map(|s| (s, TsdbModel::new(tz))))
             .transpose()
             .context("starting the InfluxDB sink")?;
         Ok(Sinks {
@@ -153,8 +159,8 @@ impl Sinks {
                 );
             }
         }
-        if let Some(influx) = &self.influx {
-            influx.send_durable(points)?;
+        if let Some((influx, model)) = &mut self.influx {
+            influx.send_durable(model.points(&points, rev))?;
         }
         self.busy += started.elapsed();
         Ok(())
@@ -173,7 +179,7 @@ impl Sinks {
             }
             report.store = Some((self.samples, self.writes, self.busy, store.stats()?));
         }
-        if let Some(influx) = self.influx {
+        if let Some((influx, _)) = self.influx {
             report.influx = Some(influx.close(influx_wait)?);
         }
         Ok(report)

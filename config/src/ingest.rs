@@ -40,6 +40,12 @@ pub struct IngestConfig {
     /// …checked at most this often (milliseconds).
     #[serde(default = "default_compact_every_ms")]
     pub compact_every_ms: u64,
+    /// Live ingest refuses a record whose `ts` is more than this many days after now…
+    #[serde(default = "default_max_future_days")]
+    pub max_future_days: u32,
+    /// …or more than this many days before now (file replay reads any date).
+    #[serde(default = "default_max_past_days")]
+    pub max_past_days: u32,
 }
 
 /// `[ingest.http]`.
@@ -55,6 +61,33 @@ pub struct HttpConfig {
     /// Most lines (records) in one request; more: 413.
     #[serde(default = "default_max_lines")]
     pub max_lines: usize,
+    /// A new connection's first request head (request line and headers) must arrive in full
+    /// within this many seconds, else the connection is closed: a half request line does not
+    /// hold a connection.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Between two requests of a keep-alive connection, the next head must arrive in full
+    /// within this many seconds, else the connection is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// A request body must arrive in full within this many seconds of its head; else 408.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Open HTTP connections at most (also bounded by the process's file descriptors less
+    /// `reserved_fds`). A connection over the cap takes the place of the oldest one with no
+    /// request under way, or is closed at once when every one has a request under way.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// File descriptors kept for everything but HTTP connections (the ingest log, the store,
+    /// the MQTT connections, the sinks).
+    #[serde(default = "default_reserved_fds")]
+    pub reserved_fds: usize,
+    /// Live streams (`GET /api/v1/stream`) open at once, in total (more: 503)…
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    /// …and per caller (per API token, or all callers without one together; more: 429).
+    #[serde(default = "default_max_streams_per_token")]
+    pub max_streams_per_token: usize,
 }
 
 /// One `[[sources]]` entry: who may write which feeds.
@@ -105,11 +138,40 @@ fn default_compact_min_bytes() -> u64 {
 fn default_compact_every_ms() -> u64 {
     60_000
 }
+/// The 30 days of the horizon ahead, with room for forecasts issued beyond it.
+fn default_max_future_days() -> u32 {
+    40
+}
+/// A year of history behind the baseline (52 weeks), and the horizon's past week.
+fn default_max_past_days() -> u32 {
+    400
+}
 fn default_max_body() -> usize {
     8 << 20
 }
 fn default_max_lines() -> usize {
     100_000
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_body_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_reserved_fds() -> usize {
+    512
+}
+fn default_max_streams() -> usize {
+    256
+}
+fn default_max_streams_per_token() -> usize {
+    16
 }
 
 impl Default for HttpConfig {
@@ -118,6 +180,13 @@ impl Default for HttpConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
             max_lines: default_max_lines(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            max_connections: default_max_connections(),
+            reserved_fds: default_reserved_fds(),
+            max_streams: default_max_streams(),
+            max_streams_per_token: default_max_streams_per_token(),
         }
     }
 }
@@ -133,11 +202,26 @@ impl Default for IngestConfig {
             embedded_mqtt_listen: default_embedded_mqtt_listen(),
             compact_min_bytes: default_compact_min_bytes(),
             compact_every_ms: default_compact_every_ms(),
+            max_future_days: default_max_future_days(),
+            max_past_days: default_max_past_days(),
         }
     }
 }
 
+/// The widest `max_future_days` / `max_past_days` (a century).
+pub const MAX_WINDOW_DAYS: u32 = 36_500;
+
 impl IngestConfig {
+    /// The `ts` live ingest accepts at `now_us`: from `max_past_days` before to
+    /// `max_future_days` after, in microseconds, both included.
+    pub fn live_window(&self, now_us: i64) -> (i64, i64) {
+        const DAY_US: i64 = 86_400_000_000;
+        (
+            now_us.saturating_sub(self.max_past_days as i64 * DAY_US),
+            now_us.saturating_add(self.max_future_days as i64 * DAY_US),
+        )
+    }
+
     /// Checks the values; the error names the key (under `ingest.`).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.epoch_ms == 0 {
@@ -167,11 +251,38 @@ impl IngestConfig {
         if self.compact_every_ms == 0 {
             return Err(("compact_every_ms", "must be at least 1".into()));
         }
+        for (key, days) in [
+            ("max_future_days", self.max_future_days),
+            ("max_past_days", self.max_past_days),
+        ] {
+            if !(1..=MAX_WINDOW_DAYS).contains(&days) {
+                return Err((key, format!("must be from 1 to {MAX_WINDOW_DAYS} days")));
+            }
+        }
         if self.http.max_body_bytes == 0 {
             return Err(("http.max_body_bytes", "must be at least 1".into()));
         }
         if self.http.max_lines == 0 {
             return Err(("http.max_lines", "must be at least 1".into()));
+        }
+        let at_least_one: [(&'static str, u64); 6] = [
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.max_streams", self.http.max_streams as u64),
+            (
+                "http.max_streams_per_token",
+                self.http.max_streams_per_token as u64,
+            ),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
         }
         Ok(())
     }
@@ -180,8 +291,19 @@ impl IngestConfig {
 impl SourceConfig {
     /// Checks the values; the error names the key (under `sources[i].`).
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.name.trim().is_empty() {
-            return Err(("name", "must not be empty".into()));
+        // The name prefixes the source's idempotency keys (`http/<name>/<key>`) and labels
+        // its metrics: no `/` may make one source's keys another's.
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err((
+                "name",
+                "must be 1 to 64 letters, digits, `-`, `_` or `.`".into(),
+            ));
         }
         if self.feeds.is_empty() {
             return Err(("feeds", "must list at least one feed".into()));

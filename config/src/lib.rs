@@ -1080,4 +1080,34 @@ mod mqtt_login_tests {
         let e = parse(&twice).unwrap_err().to_string();
         assert!(e.contains("sources[1].mqtt_username"), "{e}");
     }
+
+    #[test]
+    fn source_names_cannot_make_one_source_s_idempotency_keys_another_s() {
+        let s = |name: &str| {
+            format!("[[sources]]\nname = {name:?}\nfeeds = [\"density\"]\ntoken_env = \"T\"\n")
+        };
+        assert!(parse(&s("cams-2.north_side")).is_ok());
+        for bad in ["", "a/b", "with space", &"n".repeat(65)] {
+            let e = parse(&s(bad)).unwrap_err().to_string();
+            assert!(e.contains("sources[0].name"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_live_window_of_dates_is_checked_and_defaults_to_40_and_400_days() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            (c.ingest.max_future_days, c.ingest.max_past_days),
+            (40, 400)
+        );
+        let day = 86_400_000_000i64;
+        assert_eq!(c.ingest.live_window(1000 * day), (600 * day, 1040 * day));
+        for (text, key) in [
+            ("[ingest]\nmax_future_days = 0\n", "ingest.max_future_days"),
+            ("[ingest]\nmax_past_days = 36501\n", "ingest.max_past_days"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! so that every timely worker parses its own part of the same files and the `seq`s stay
 //! global.
 
+use crate::csvtext::StrictCsv;
 use crate::mapped::CompiledMapping;
 use crate::validate::{parse_ndjson_line, RecordError};
 use std::fs::File;
@@ -159,8 +160,6 @@ pub struct RecordReader<'c> {
     peers: u64,
     buf: Vec<u8>,
     row: csv::StringRecord,
-    /// Rows of other readers' shares are read past into this, unchecked.
-    skipped: csv::ByteRecord,
     /// Accepted events that took their mapping's default duration (no end, or none after
     /// their start).
     defaulted_ends: u64,
@@ -184,7 +183,6 @@ impl<'c> RecordReader<'c> {
             peers: peers.max(1) as u64,
             buf: Vec::new(),
             row: csv::StringRecord::new(),
-            skipped: csv::ByteRecord::new(),
             defaulted_ends: 0,
         }
     }
@@ -303,7 +301,7 @@ impl Iterator for RecordReader<'_> {
                 }
                 Current::Csv(csv) => {
                     if !mine(input, csv.next_index(), self.index, self.peers) {
-                        match csv.skip_row(&mut self.skipped) {
+                        match csv.skip_row() {
                             None => self.current = None,
                             Some(Ok(())) => {}
                             Some(Err(message)) => {
@@ -373,14 +371,17 @@ pub fn ndjson_text(bytes: &[u8]) -> Result<Option<&str>, RecordError> {
 }
 
 /// CSV text read through a mapping: the header (line 1) compiles the mapping, then rows come
-/// one by one with their line numbers. File replay and live ingest (HTTP, MQTT) read CSV
-/// through it; text without a header ([`CsvRows::headless`], MQTT messages) is read with a
-/// mapping compiled beforehand.
+/// one by one with their line numbers, read strictly ([`crate::csvtext`]: every row has the
+/// header's cell count, an unterminated quote refuses its row and only it). File replay and
+/// live ingest (HTTP, MQTT) read CSV through it; text without a header
+/// ([`CsvRows::headless`], MQTT messages) is read with a mapping compiled beforehand.
 pub struct CsvRows<'m, R> {
-    rdr: csv::Reader<R>,
+    rdr: StrictCsv<R>,
     mapping: MappingRef<'m>,
     /// Rows read so far, the header included.
     count: u64,
+    /// Where rows of other readers' shares are read into.
+    skipped: csv::StringRecord,
 }
 
 /// A compiled mapping, compiled for this text or lent.
@@ -395,7 +396,8 @@ pub enum CsvRow {
     /// A row, now in the caller's record. `index` counts the rows read, header = 1 (a row
     /// with quoted line breaks counts once); `line` is the line of the text it starts on.
     Row { index: u64, line: u64 },
-    /// A row the CSV reader could not read (not UTF-8, say): one bad row, reading goes on.
+    /// A row refused (a cell count other than the header's, an unterminated quote, not
+    /// UTF-8, too long): one bad row, reading goes on at the line after its first.
     Bad {
         index: u64,
         line: u64,
@@ -407,17 +409,16 @@ pub enum CsvRow {
 
 impl<'m, R: Read> CsvRows<'m, R> {
     /// Rows of `reader`, which has no header, through `mapping` (compiled against the header
-    /// the rows would have had), with the mapping's `delimiter`; rows count from line 1.
+    /// the rows would have had, whose width each row must have), with the mapping's
+    /// `delimiter`; rows count from line 1.
     pub fn headless(reader: R, mapping: &'m CompiledMapping, delimiter: u8) -> CsvRows<'m, R> {
-        let rdr = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .flexible(true)
-            .has_headers(false)
-            .from_reader(reader);
+        let mut rdr = StrictCsv::new(reader, delimiter);
+        rdr.set_width(mapping.width());
         CsvRows {
             rdr,
             mapping: MappingRef::Lent(mapping),
             count: 0,
+            skipped: csv::StringRecord::new(),
         }
     }
 
@@ -426,19 +427,25 @@ impl<'m, R: Read> CsvRows<'m, R> {
         let Some(mapping) = config.mappings.get(name) else {
             return Err(format!("no mapping {name:?} in {}", config.origin));
         };
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(mapping.delimiter_byte())
-            .flexible(true)
-            .from_reader(reader);
-        let header: Vec<String> = match rdr.headers() {
-            Ok(h) => h.iter().map(str::to_string).collect(),
-            Err(e) => return Err(format!("cannot read the CSV header: {e}")),
+        let mut rdr = StrictCsv::new(reader, mapping.delimiter_byte());
+        let mut header = csv::StringRecord::new();
+        let header: Vec<String> = match rdr.next_row(&mut header) {
+            Some(crate::csvtext::Row::Cells { .. }) => header.iter().map(str::to_string).collect(),
+            Some(crate::csvtext::Row::Bad { reason, .. }) => {
+                return Err(format!("cannot read the CSV header: {reason}"))
+            }
+            Some(crate::csvtext::Row::Failed(e)) => {
+                return Err(format!("cannot read the CSV header: {e}"))
+            }
+            None => Vec::new(),
         };
         let mapping = CompiledMapping::compile(name, mapping, &header, config)?;
+        rdr.set_width(header.len());
         Ok(CsvRows {
             rdr,
             mapping: MappingRef::Owned(Box::new(mapping)),
             count: 1,
+            skipped: csv::StringRecord::new(),
         })
     }
 
@@ -455,38 +462,33 @@ impl<'m, R: Read> CsvRows<'m, R> {
         self.count + 1
     }
 
-    /// Reads past the next row, another reader's share, without checking its text or handing
-    /// out its fields: `None` at the end, `Some(Err)` if reading failed altogether (an I/O
-    /// error); a row the CSV reader cannot read is skipped like any other.
-    pub fn skip_row(&mut self, scratch: &mut csv::ByteRecord) -> Option<Result<(), String>> {
-        let ok = self.rdr.read_byte_record(scratch);
-        self.count += 1;
-        match ok {
-            Ok(false) => None,
-            Ok(true) => Some(Ok(())),
-            Err(e) if e.is_io_error() => Some(Err(e.to_string())),
-            Err(_) => Some(Ok(())),
+    /// Reads past the next row, another reader's share, without handing out its fields:
+    /// `None` at the end, `Some(Err)` if reading failed altogether (an I/O error). Its row
+    /// boundaries are found as [`CsvRows::next_row`] finds them, so every reader counts the
+    /// same rows.
+    pub fn skip_row(&mut self) -> Option<Result<(), String>> {
+        let mut skipped = std::mem::take(&mut self.skipped);
+        let next = self.next_row(&mut skipped);
+        self.skipped = skipped;
+        match next? {
+            CsvRow::Failed(e) => Some(Err(e)),
+            _ => Some(Ok(())),
         }
     }
 
     /// Reads the next row into `row`; `None` at the end.
     pub fn next_row(&mut self, row: &mut csv::StringRecord) -> Option<CsvRow> {
-        let ok = self.rdr.read_record(row);
+        let next = self.rdr.next_row(row)?;
         self.count += 1;
         let index = self.count;
-        match ok {
-            Ok(false) => None,
-            // The csv reader knows the true line of rows with quoted newlines.
-            Ok(true) => Some(CsvRow::Row {
+        Some(match next {
+            crate::csvtext::Row::Cells { line } => CsvRow::Row { index, line },
+            crate::csvtext::Row::Bad { line, reason } => CsvRow::Bad {
                 index,
-                line: row.position().map(|p| p.line()).unwrap_or(index),
-            }),
-            Err(e) if e.is_io_error() => Some(CsvRow::Failed(e.to_string())),
-            Err(e) => Some(CsvRow::Bad {
-                index,
-                line: e.position().map(|p| p.line()).unwrap_or(index),
-                reason: format!("bad CSV row: {e}"),
-            }),
-        }
+                line,
+                reason,
+            },
+            crate::csvtext::Row::Failed(e) => CsvRow::Failed(e),
+        })
     }
 }

@@ -8,6 +8,7 @@
 //! [`vigie_model::Record`]s, and every bad line comes back as a [`files::Rejection`] that says
 //! where (input, line), which field, and why.
 
+pub mod csvtext;
 pub mod files;
 pub mod influx;
 pub mod ingest;

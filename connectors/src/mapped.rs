@@ -61,6 +61,8 @@ pub struct CompiledMapping {
     /// Microseconds an event of each kind (in [`EventKind::ALL`]'s order) lasts when its end
     /// is missing or not after its start; `None`: it keeps its end.
     default_duration_us: [Option<i64>; EventKind::ALL.len()],
+    /// The cells of the header it was compiled against: every row must have as many.
+    width: usize,
 }
 
 /// The static name of a record field (a mapping's fields are validated against the record
@@ -224,7 +226,13 @@ impl CompiledMapping {
             fields,
             location,
             default_duration_us,
+            width: header.len(),
         })
+    }
+
+    /// The cells of the header it was compiled against, which every row must have.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// The feed its records belong to.
@@ -326,7 +334,7 @@ impl CompiledMapping {
                             return Err(RecordError::field(
                                 RejectKind::InvalidField,
                                 "lat",
-                                format!("{cell:?} is not a [lon, lat] pair"),
+                                format!("{} is not a [lon, lat] pair", crate::raw::quote(cell)),
                             ))
                         }
                     }
@@ -343,7 +351,7 @@ impl CompiledMapping {
                         return Err(RecordError::field(
                             RejectKind::OutsideZones,
                             "sensor",
-                            format!("no known position for {cell:?}"),
+                            format!("no known position for {}", crate::raw::quote(cell)),
                         ))
                     }
                 }
@@ -416,7 +424,10 @@ impl Field {
                 Some(v) => Ok(Some(v.clone())),
                 None => match &self.default {
                     Some(d) => Ok(Some(d.clone())),
-                    None => Err(self.invalid(format!("{text:?} is not in the mapping's table"))),
+                    None => Err(self.invalid(format!(
+                        "{} is not in the mapping's table",
+                        crate::raw::quote(&text)
+                    ))),
                 },
             };
         }
@@ -424,9 +435,9 @@ impl Field {
             return self.parse_time(&text, fmt).map(Some);
         }
         if self.scale.is_some() || self.offset.is_some() {
-            let v: f64 = text
-                .parse()
-                .map_err(|_| self.invalid(format!("{text:?} is not a number")))?;
+            let v: f64 = text.parse().map_err(|_| {
+                self.invalid(format!("{} is not a number", crate::raw::quote(&text)))
+            })?;
             return Ok(Some(Scalar::Num(
                 v * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0),
             )));
@@ -435,7 +446,12 @@ impl Field {
     }
 
     fn parse_time(&self, text: &str, fmt: &TimeFormat) -> Result<Scalar<'static>, RecordError> {
-        let bad = || self.invalid(format!("{text:?} does not match the mapping's time format"));
+        let bad = || {
+            self.invalid(format!(
+                "{} does not match the mapping's time format",
+                crate::raw::quote(text)
+            ))
+        };
         let us = match fmt {
             TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(text)
                 .map_err(|_| bad())?

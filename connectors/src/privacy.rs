@@ -170,6 +170,11 @@ impl Privacy {
             (RejectKind::OutsideZones, _) => {
                 e.reason = "the point is outside every zone (coordinates withheld)".into()
             }
+            // Text in `zone` that names no zone may be anything an operator typed there, a
+            // person's name included: withheld like an identifier.
+            (RejectKind::UnknownZone, _) => {
+                e.reason = "not the id of a configured zone (value withheld)".into()
+            }
             (_, Some("lat" | "lon")) => {
                 e.reason = format!("{} (coordinates withheld)", e.kind.name())
             }
@@ -195,9 +200,14 @@ impl Privacy {
             _ => None,
         });
         self.scrub(feed, &mut raw);
-        let refuse = |this: &Self, raw: &mut RawRecord, e: RecordError| Refused {
-            sample: this.sample(feed, raw, e.kind == RejectKind::SuppressedBelowK),
-            error: this.scrub_error(e),
+        let refuse = |this: &Self, raw: &mut RawRecord, e: RecordError| {
+            if e.kind == RejectKind::UnknownZone {
+                raw.zone = Some(Scalar::Str(WITHHELD.into()));
+            }
+            Refused {
+                sample: this.sample(feed, raw, e.kind == RejectKind::SuppressedBelowK),
+                error: this.scrub_error(e),
+            }
         };
         let mut record = match validate(&raw, feed, checks, seq) {
             Ok(r) => r,

@@ -7,6 +7,32 @@ use std::borrow::Cow;
 use std::fmt;
 use vigie_config::privacy::FIELDS;
 
+/// Characters of a value a reason quotes; a longer value is cut there ([`quote`]).
+pub const QUOTE_CHARS: usize = 40;
+
+/// `text` quoted for a reason: whole when it is short, else its first [`QUOTE_CHARS`]
+/// characters and its length (`"abc…" (4194304 bytes)`), so that a reason stays short
+/// whatever a line holds.
+pub fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some((i, _)) => {
+            let cut = format!("{}…", &text[..i]);
+            format!("{cut:?} ({} bytes)", text.len())
+        }
+    }
+}
+
+/// A number for a reason: as written when it is of a usual size, in scientific notation when
+/// it is huge or tiny (`1e308`, not its 309 digits).
+pub fn number_text(x: f64) -> String {
+    if x != 0.0 && !(1e-6..1e15).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
 /// One JSON scalar (objects and arrays are kept only as their kind, to be reported).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar<'a> {
@@ -24,8 +50,8 @@ impl Scalar<'_> {
     /// How the value is described in error messages.
     pub fn describe(&self) -> String {
         match self {
-            Scalar::Num(n) => n.to_string(),
-            Scalar::Str(s) => format!("{s:?}"),
+            Scalar::Num(n) => number_text(*n),
+            Scalar::Str(s) => quote(s),
             Scalar::Bool(b) => b.to_string(),
             Scalar::Null => "null".into(),
             Scalar::Pair(a, b) => format!("[{a}, {b}]"),

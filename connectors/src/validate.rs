@@ -1,7 +1,7 @@
 //! Validation at the door: a [`RawRecord`] becomes a typed [`Record`], or an error that names
 //! the field and says what is wrong with it. Nothing past this point can see a bad value.
 
-use crate::raw::{trim, RawRecord, Scalar};
+use crate::raw::{number_text, quote, trim, RawRecord, Scalar};
 use std::borrow::Cow;
 use std::fmt;
 use vigie_config::{Config, Ranges, ZoneSet};
@@ -54,12 +54,29 @@ pub struct RecordError {
     pub tombstone: Option<Box<Record>>,
 }
 
+/// The longest `id` or `sensor` a record may have, in bytes: a longer one is refused
+/// (`invalid_field`), never stored, indexed nor quoted.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Characters of a reason kept: values are quoted short ([`crate::raw::quote`]); this bounds
+/// whatever else a reason holds (a parser's message, say).
+pub const MAX_REASON_CHARS: usize = 300;
+
+/// `reason` cut at [`MAX_REASON_CHARS`] characters.
+fn bounded(mut reason: String) -> String {
+    if let Some((i, _)) = reason.char_indices().nth(MAX_REASON_CHARS) {
+        reason.truncate(i);
+        reason.push('…');
+    }
+    reason
+}
+
 impl RecordError {
     pub(crate) fn malformed(reason: String) -> Self {
         RecordError {
             kind: RejectKind::Malformed,
             field: None,
-            reason,
+            reason: bounded(reason),
             tombstone: None,
         }
     }
@@ -67,7 +84,7 @@ impl RecordError {
         RecordError {
             kind,
             field: Some(field),
-            reason,
+            reason: bounded(reason),
             tombstone: None,
         }
     }
@@ -134,12 +151,15 @@ fn opt_number(field: &'static str, v: &Option<Scalar>) -> R<Option<f64>> {
 fn count(field: &'static str, v: &Option<Scalar>, max: f64) -> R<f64> {
     let n = number(field, present(v).ok_or_else(|| missing(field))?)?;
     if n < 0.0 {
-        return Err(invalid(field, format!("{n} is negative")));
+        return Err(invalid(field, format!("{} is negative", number_text(n))));
     }
     if n > max {
         return Err(invalid(
             field,
-            format!("{n} is above {max}, the most it can physically be ([ranges])"),
+            format!(
+                "{} is above {max}, the most it can physically be ([ranges])",
+                number_text(n)
+            ),
         ));
     }
     Ok(n)
@@ -150,10 +170,28 @@ fn measure(field: &'static str, v: &Option<Scalar>, [lo, hi]: [f64; 2]) -> R<Opt
     match opt_number(field, v)? {
         Some(x) if !(lo..=hi).contains(&x) => Err(invalid(
             field,
-            format!("{x} is outside [{lo}, {hi}], its physical range ([ranges])"),
+            format!(
+                "{} is outside [{lo}, {hi}], its physical range ([ranges])",
+                number_text(x)
+            ),
         )),
         x => Ok(x.map(F64)),
     }
+}
+
+/// An identifier (`id`, `sensor`): text of at most [`MAX_ID_BYTES`] bytes.
+fn identifier(field: &'static str, v: &Scalar) -> R<String> {
+    let s = text(field, v)?;
+    if s.len() > MAX_ID_BYTES {
+        return Err(invalid(
+            field,
+            format!(
+                "{} bytes, longer than the limit of {MAX_ID_BYTES} bytes",
+                s.len()
+            ),
+        ));
+    }
+    Ok(s.into_owned())
 }
 
 fn text<'a>(field: &'static str, v: &Scalar<'a>) -> R<Cow<'a, str>> {
@@ -199,7 +237,7 @@ fn locate(raw: &RawRecord, zones: &ZoneSet) -> R<ZoneIdx> {
             RecordError::field(
                 RejectKind::UnknownZone,
                 "zone",
-                format!("unknown zone {id:?}"),
+                format!("unknown zone {}", quote(&id)),
             )
         });
     }
@@ -246,6 +284,9 @@ fn interval(raw: &RawRecord) -> R<(i64, i64)> {
 pub struct Checks<'a> {
     pub zones: &'a ZoneSet,
     pub ranges: &'a Ranges,
+    /// Live ingest: the `ts` accepted, first and last (µs, both included); `None`: any date
+    /// (file replay).
+    pub window: Option<(i64, i64)>,
 }
 
 impl<'a> From<&'a Config> for Checks<'a> {
@@ -253,7 +294,17 @@ impl<'a> From<&'a Config> for Checks<'a> {
         Checks {
             zones: &c.zones,
             ranges: &c.ranges,
+            window: None,
         }
+    }
+}
+
+impl Checks<'_> {
+    /// The checks of live ingest at `now_us`: `ts` within `[ingest] max_past_days` before
+    /// and `max_future_days` after it.
+    pub fn live(mut self, config: &Config, now_us: i64) -> Self {
+        self.window = Some(config.ingest.live_window(now_us));
+        self
     }
 }
 
@@ -266,6 +317,7 @@ impl<'a> Checks<'a> {
         Checks {
             zones,
             ranges: &DEFAULT_RANGES,
+            window: None,
         }
     }
 }
@@ -281,7 +333,8 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -
                 invalid(
                     "feed",
                     format!(
-                        "unknown feed {name:?} (expected one of {})",
+                        "unknown feed {} (expected one of {})",
+                        quote(&name),
                         Feed::ALL.map(Feed::name).join(", ")
                     ),
                 )
@@ -289,10 +342,27 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -
         }
     };
     let ts = required_time("ts", &raw.ts)?;
-    let id = present(&raw.id)
-        .map(|v| text("id", v))
-        .transpose()?
-        .map(|s| s.into_owned());
+    if let Some((first, last)) = checks.window {
+        if ts > last {
+            return Err(invalid(
+                "ts",
+                format!(
+                    "{} is more than ingest.max_future_days after now",
+                    vigie_model::time::format_ts(ts)
+                ),
+            ));
+        }
+        if ts < first {
+            return Err(invalid(
+                "ts",
+                format!(
+                    "{} is more than ingest.max_past_days before now",
+                    vigie_model::time::format_ts(ts)
+                ),
+            ));
+        }
+    }
+    let id = present(&raw.id).map(|v| identifier("id", v)).transpose()?;
     let cancelled = match present(&raw.status) {
         Some(v) => text("status", v)?.trim() == "cancelled",
         None => false,
@@ -348,7 +418,8 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -
                 invalid(
                     "kind",
                     format!(
-                        "unknown event kind {k:?} (expected one of {})",
+                        "unknown event kind {} (expected one of {})",
+                        quote(&k),
                         EventKind::ALL.map(EventKind::name).join(", ")
                     ),
                 )
@@ -369,7 +440,7 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -
                 _ => {
                     return Err(invalid(
                         "kind",
-                        format!("{k:?} is neither \"observed\" nor \"forecast\""),
+                        format!("{} is neither \"observed\" nor \"forecast\"", quote(&k)),
                     ))
                 }
             };
@@ -422,10 +493,9 @@ pub fn validate(raw: &RawRecord, feed: Option<Feed>, checks: Checks, seq: u64) -
 
 /// `sensor`, when present (null and `""` are the unnamed sensor).
 fn sensor(raw: &RawRecord) -> R<Option<String>> {
-    Ok(present(&raw.sensor)
-        .map(|v| text("sensor", v))
-        .transpose()?
-        .map(|s| s.into_owned()))
+    present(&raw.sensor)
+        .map(|v| identifier("sensor", v))
+        .transpose()
 }
 
 /// The body of a valid record once located. A record in no zone (an unknown `zone`, or a point
@@ -613,6 +683,7 @@ mod tests {
         let checks = Checks {
             zones: &zones,
             ranges: &ranges,
+            window: None,
         };
         let line = r#"{"feed":"weather","ts":1,"kind":"observed","temperature_c":50}"#;
         assert!(parse_ndjson_line(line, Checks::zones(&zones), 1).is_ok());

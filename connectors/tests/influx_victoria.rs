@@ -26,6 +26,11 @@
 //!   about a second), so a SIGKILL can lose acknowledged samples, which no client can resend.
 //!   The outage tests stop it with SIGTERM, on which it writes that buffer out.
 //!
+//! - It ignores samples more than two days ahead of its clock (and before its retention), yet
+//!   answers 204: only its counter `vm_rows_ignored_total` at `/metrics` says so. vigie's
+//!   data model (`docs/tsdb.md`) stamps points at their revision, never ahead; the sink counts
+//!   what the server ignored from that counter (the last test).
+//!
 //! If the binary is missing the tests fail: `tests/run` installs it.
 
 use std::collections::BTreeMap;
@@ -392,4 +397,62 @@ fn a_full_buffer_blocks_the_producer_until_the_server_is_back() {
     assert!(stats.blocked >= Duration::from_millis(400), "{stats:?}");
     assert_eq!(stats.points_confirmed as usize, sent.len());
     assert_holds_exactly(vm.port, &expected(&sent));
+}
+
+/// VictoriaMetrics answers 204 to a write whose samples lie more than two days ahead, and
+/// drops them; the sink reads the server's own counter (`vm_rows_ignored_total`) and counts
+/// them, one per field.
+#[test]
+fn samples_the_server_ignores_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let vm = Vm::start(&dir.path().join("vm"), port);
+    let sink = InfluxSink::start(&config(port, &dir.path().join("buffer"))).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let point = |zone: &str, fields: &[(&str, f64)], ts: i64| {
+        Point::new(
+            "m",
+            vec![("zone".into(), zone.into())],
+            fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ts,
+        )
+    };
+    let day = 86_400_000;
+    let kept = vec![
+        point("a", &[("x", 1.0), ("y", 2.0)], now - 60_000),
+        point("b", &[("x", 3.0)], now - day),
+    ];
+    let ahead = vec![
+        point("c", &[("x", 4.0), ("y", 5.0), ("z", 6.0)], now + 3 * day),
+        point("d", &[("x", 7.0)], now + 30 * day),
+    ];
+    sink.send([kept.clone(), ahead].concat()).unwrap();
+    let report = sink.flush(FLUSH).unwrap();
+    assert!(report.complete, "{report:?}");
+    // All four points confirmed (204), four of their seven samples ignored: VictoriaMetrics
+    // counts them a moment after it answered, and the sink reads its counter again then.
+    let counted = |want: u64| {
+        let t0 = Instant::now();
+        while sink.stats().samples_ignored != Some(want) && t0.elapsed() < FLUSH {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sink.stats()
+    };
+    let stats = counted(4);
+    assert_eq!(stats.points_confirmed, 4, "{stats:?}");
+    assert_eq!(stats.samples_ignored, Some(4), "{stats:?}");
+    assert_holds_exactly(vm.port, &expected(&kept));
+    // A later write that is kept leaves the count as it was; closing reads it a last time.
+    let more = vec![
+        point("e", &[("x", 8.0)], now),
+        point("f", &[("x", 9.0)], now + 5 * day),
+    ];
+    sink.send(more.clone()).unwrap();
+    let (report, stats) = sink.close(FLUSH).unwrap();
+    assert!(report.complete);
+    assert_eq!(stats.samples_ignored, Some(5), "{stats:?}");
+    assert_holds_exactly(vm.port, &expected(&[kept, more[..1].to_vec()].concat()));
 }

@@ -1372,9 +1372,19 @@ mod update_tests {
                 }
                 state.view = Some(whole);
             }
-            // Most epochs without a clock change take the hour-by-hour path.
-            let clock_free = epochs.iter().filter(|e| !e.iter().any(|c| matches!(c, Change::Clock(_) | Change::LastIncident(_)))).count();
-            prop_assert!(clock_free == 0 || partial > 0, "{clock_free} epochs, none partial");
+            // An epoch of one small change (a point, or an agenda entry of at most 12 hours:
+            // well under a third of the test's 94-hour frame) takes the hour-by-hour path; a
+            // larger one may take the whole computation, by design.
+            let small = |e: &Vec<Change>| {
+                e.len() == 1
+                    && match &e[0] {
+                        Change::Point(..) => true,
+                        Change::Agenda(_, _, len, _, _) => *len <= 12,
+                        Change::Clock(_) | Change::LastIncident(_) => false,
+                    }
+            };
+            let small_epochs = epochs.iter().filter(|e| small(e)).count();
+            prop_assert!(small_epochs == 0 || partial > 0, "{small_epochs} small epochs, none partial");
         }
     }
 }

@@ -16,22 +16,26 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// A step such as `30m`, `1h` or `7d` in milliseconds: a positive whole number with `s`, `m`,
 /// `h` or `d`. The error says what was expected.
 pub fn parse_step(s: &str) -> Result<i64, String> {
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let factor = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => HOUR_MS,
-        "d" => 24 * HOUR_MS,
-        "w" => 168 * HOUR_MS,
-        _ => return Err(format!("`{s}`: a number with s, m, h, d or w")),
+    // Quoted at most 20 characters long, whatever was sent.
+    let shown: String = s.chars().take(20).collect();
+    let (n, factor) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1_000),
+        Some((i, 'm')) => (&s[..i], 60_000),
+        Some((i, 'h')) => (&s[..i], HOUR_MS),
+        Some((i, 'd')) => (&s[..i], 24 * HOUR_MS),
+        Some((i, 'w')) => (&s[..i], 168 * HOUR_MS),
+        _ => return Err(format!("`{shown}`: a number with s, m, h, d or w")),
     };
-    match n.parse::<i64>() {
-        Ok(n) if n > 0 => Ok(n * factor),
+    match n.parse::<i64>().ok().and_then(|n| n.checked_mul(factor)) {
+        Some(step) if step > 0 && step <= MAX_STEP_MS => Ok(step),
         _ => Err(format!(
-            "`{s}`: a positive whole number with s, m, h, d or w"
+            "`{shown}`: a positive whole number with s, m, h, d or w, at most 10 years"
         )),
     }
 }
+
+/// The largest step (ms): ten years of 365 days.
+pub const MAX_STEP_MS: i64 = 3650 * 24 * HOUR_MS;
 
 /// The figures of one zone and hour.
 #[derive(Clone, Debug, PartialEq)]
@@ -142,7 +146,21 @@ mod tests {
         assert_eq!(parse_step("7d"), Ok(7 * 24 * HOUR_MS));
         assert_eq!(parse_step("15s"), Ok(15_000));
         assert_eq!(parse_step("2w"), Ok(2 * 168 * HOUR_MS));
-        for bad in ["", "h", "0h", "-1h", "1.5h", "1y", "1H"] {
+        assert_eq!(parse_step("3650d"), Ok(MAX_STEP_MS));
+        // Too large (once multiplied, or beyond i64), and a last character of two bytes.
+        for bad in [
+            "",
+            "h",
+            "0h",
+            "-1h",
+            "1.5h",
+            "1y",
+            "1H",
+            "3651d",
+            "9223372036854775807w",
+            "99999999999999999999h",
+            "1é",
+        ] {
             let e = parse_step(bad).unwrap_err();
             assert!(e.contains("s, m, h, d or w"), "{bad}: {e}");
         }

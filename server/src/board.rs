@@ -31,8 +31,8 @@ pub const RING: usize = 4096;
 /// rows each could take gigabytes.
 pub const RING_BYTES: usize = 8 << 20;
 
-/// Rows changed in one epoch above which the stream says `reset` rather than list them.
-const MAX_ROWS_PER_EVENT: usize = 2000;
+/// Rows in one `indicators` event: an epoch that changed more sends several.
+pub const MAX_ROWS_PER_EVENT: usize = 2000;
 
 /// One event of the live stream.
 #[derive(Clone, Debug)]
@@ -227,14 +227,9 @@ impl Board {
         }
         if clock_moved {
             self.publish("clock", &json!({"clock": format_ts(clock * 3_600_000_000)}));
-        } else if changes.indicators.len() > MAX_ROWS_PER_EVENT {
-            self.publish(
-                "reset",
-                &json!({"reason": format!("{} rows changed at once", changes.indicators.len())}),
-            );
-        } else if !changes.indicators.is_empty() {
-            let rows: Vec<Value> = changes
-                .indicators
+        }
+        for batch in changes.indicators.chunks(MAX_ROWS_PER_EVENT) {
+            let rows: Vec<Value> = batch
                 .iter()
                 .map(|(_, r)| row_json(r, self.zone_id(r.zone)))
                 .collect();
@@ -305,6 +300,7 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigie_model::{Trend, F64};
 
     fn wall() -> Arc<Board> {
         Board::new(
@@ -336,6 +332,53 @@ mod tests {
         // The oldest kept is still given whole.
         let oldest = last + 1 - RING as u64;
         assert_eq!(wall.subscribe(Some(oldest - 1)).0.unwrap().len(), RING);
+    }
+
+    #[test]
+    fn an_epoch_that_changed_many_rows_sends_them_all_in_batches_never_a_reset() {
+        let wall = wall();
+        let empty = Changes::default();
+        let health = FeedHealth::default();
+        wall.observe(&empty, 100, &health); // the first epoch: `reset`, the engine started
+        let zones = wall.config.zones.len() as u32;
+        let mut changes = Changes::default();
+        for i in 0..4500u32 {
+            let row = IndicatorRow {
+                zone: i % zones,
+                hour: 100 + (i / zones) as i64,
+                risk_score: F64(10.0),
+                risk_level: 1,
+                protection_rate: F64(1.0),
+                required_agents: 0,
+                deployed_agents: 0,
+                trend: Trend::Stable,
+                crowd: F64(0.0),
+                load: F64(0.0),
+                incidents: 0,
+                baseline: F64(0.0),
+                recent: F64(0.0),
+                events: F64(0.0),
+                weather: F64(1.0),
+                demonstration: 0,
+                v2: None,
+            };
+            changes.indicators.push((None, row));
+        }
+        let after_start = wall.first_id;
+        wall.observe(&changes, 101, &health);
+        let events = wall.subscribe(Some(after_start)).0.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["clock", "indicators", "indicators", "indicators"]);
+        let mut sent = BTreeSet::new();
+        for e in &events[1..] {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            let rows = v["rows"].as_array().unwrap();
+            assert!(rows.len() <= MAX_ROWS_PER_EVENT);
+            for r in rows {
+                sent.insert((r["zone"].to_string(), r["hour"].to_string()));
+            }
+        }
+        assert_eq!(sent.len(), 4500, "every changed row, once");
     }
 
     #[test]

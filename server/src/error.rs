@@ -100,8 +100,51 @@ impl ApiError {
     }
 }
 
+/// What failed, told without saying where: the kind of the first I/O error in `e`'s chain
+/// ("no storage space", "permission denied"…), else that it was an internal error. The whole
+/// error, paths included, goes to vigie's log (standard error) under `context`.
+pub fn failure(context: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    eprintln!("vigie server: {context}: {e}");
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.kind().to_string();
+        }
+        cause = c.source();
+    }
+    "an internal error (vigie's log says more)".into()
+}
+
+/// `message` with every absolute file path (a word starting with `/` after a space, a quote or
+/// a parenthesis) replaced by `<path>`: a server error never tells a caller where vigie keeps
+/// its files.
+pub fn without_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars().peekable();
+    let mut prev = ' ';
+    while let Some(c) = chars.next() {
+        if c == '/' && matches!(prev, ' ' | '"' | '\'' | '`' | '(' | '[' | '=') {
+            while chars.peek().is_some_and(|n| {
+                !n.is_whitespace() && !matches!(n, '"' | '\'' | '`' | ')' | ']' | ',' | ':')
+            }) {
+                chars.next();
+            }
+            // A path followed by `: reason` keeps its colon.
+            out.push_str("<path>");
+            prev = '>';
+            continue;
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if self.status.is_server_error() {
+            self.message = without_paths(&self.message);
+        }
         let mut body = Map::new();
         if self.influx {
             body.insert("code".into(), json!(self.influx_code()));
@@ -137,7 +180,13 @@ impl From<ActionError> for ApiError {
             ActionError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             ActionError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             ActionError::Invalid(f, m) => ApiError::bad(f, m),
-            ActionError::Storage(m) => ApiError::unavailable(m),
+            ActionError::Storage(m) => {
+                eprintln!("vigie server: the alerting's files: {m}");
+                ApiError::unavailable(format!(
+                    "the alerting's files could not be written: {}",
+                    without_paths(&m)
+                ))
+            }
         }
     }
 }
@@ -185,5 +234,36 @@ mod tests {
         )
         .await;
         assert_eq!(v["code"], "invalid");
+    }
+
+    #[tokio::test]
+    async fn server_errors_say_what_failed_never_where() {
+        // The error a full disk gives the store: its path, then the OS's reason.
+        let full = vigie_store::StoreError::Io {
+            path: "/var/lib/vigie/data/store/wal/00000007.wal".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        let what = failure("writing", &full);
+        assert_eq!(what, std::io::ErrorKind::StorageFull.to_string());
+        let e = ApiError::unavailable(format!("could not be made durable ({what})"));
+        let (s, v, _) = body(e.into_response()).await;
+        assert_eq!(s, 503);
+        assert!(!v.to_string().contains("/var"), "{v}");
+        // Whatever a 5xx message holds, its paths are taken out; a 4xx is left as it is.
+        let (_, v, _) = body(ApiError::unavailable(full.to_string()).into_response()).await;
+        assert_eq!(
+            v["error"],
+            format!(
+                "store I/O on <path>: {}",
+                std::io::Error::from(std::io::ErrorKind::StorageFull)
+            )
+        );
+        assert_eq!(
+            without_paths("cannot open \"/etc/vigie/key\" (or '/run/x', `/tmp/y`)"),
+            "cannot open \"<path>\" (or '<path>', `<path>`)"
+        );
+        assert_eq!(without_paths("I/O error at 12/03"), "I/O error at 12/03");
+        let (_, v, _) = body(ApiError::bad("path", "/api/v9 is unknown").into_response()).await;
+        assert_eq!(v["error"], "/api/v9 is unknown");
     }
 }

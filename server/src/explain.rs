@@ -315,7 +315,12 @@ pub(crate) async fn explain(
         (stored, revisions)
     };
     let stored = stored
-        .map_err(|e| ApiError::unavailable(format!("reading the store: {e}")))?
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "reading the store: {}",
+                crate::error::failure("reading the store", &e)
+            ))
+        })?
         .ok_or_else(|| {
             ApiError::not_found(
                 "hour",

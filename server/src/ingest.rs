@@ -5,7 +5,7 @@
 //! | `POST /api/v1/records` | one JSON record, or NDJSON | 200 + JSON answer |
 //! | `POST /api/v1/csv/{mapping}` | CSV with a header, through a configured mapping | 200 + JSON answer |
 //! | `POST /api/v2/write?org=&bucket=&precision=` | InfluxDB line protocol | 204 |
-//! | `GET /api/v1/dead-letters[?limit=n]` | — | the caller's rejected lines, newest first |
+//! | `GET /api/v1/dead-letters[?limit=n]` | — | the caller's rejected lines, newest first (100 unless `limit`, at most 1000) |
 //!
 //! - **Auth.** A source's token ([`crate::auth`]). A line of a feed the source may not write
 //!   is rejected (`forbidden_feed`); when every line is: 403.
@@ -52,6 +52,12 @@ use vigie_model::Feed;
 /// Rejected lines listed in an answer at most (`rejected_total` counts them all).
 pub const MAX_LISTED: usize = 1000;
 
+/// Dead letters `GET /api/v1/dead-letters` lists without `limit`.
+pub const DEAD_LETTERS_DEFAULT_LIMIT: usize = 100;
+
+/// The largest `limit` `GET /api/v1/dead-letters` takes.
+pub const DEAD_LETTERS_MAX_LIMIT: usize = 1000;
+
 pub(crate) const ROUTE_RECORDS: &str = "/api/v1/records";
 pub(crate) const ROUTE_CSV: &str = "/api/v1/csv/{mapping}";
 pub(crate) const ROUTE_WRITE: &str = "/api/v2/write";
@@ -90,7 +96,12 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
     let bytes = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_big()),
-        Err(e) => return Err(ApiError::bad("body", format!("cannot read the body: {e}"))),
+        Err(e) => {
+            return Err(match crate::listener::BodyTimeout::find(e.as_ref()) {
+                Some(t) => ApiError::new(StatusCode::REQUEST_TIMEOUT, t.to_string()).field("body"),
+                None => ApiError::bad("body", format!("cannot read the body: {e}")),
+            })
+        }
     };
     if !gzip {
         return Ok(bytes);
@@ -308,7 +319,8 @@ async fn take(
     account(state, &source, route, &feeds, &rejected, committed.is_ok());
     let committed = committed.map_err(|e| {
         ApiError::unavailable(format!(
-            "the records could not be made durable ({e}); nothing was accepted, retry later"
+            "the records could not be made durable ({}); nothing was accepted, retry later",
+            crate::error::failure("committing to the ingest log", &e)
         ))
     })?;
     let accepted = feeds.len();
@@ -434,13 +446,23 @@ pub(crate) async fn get_dead_letters(
 ) -> Response {
     let answer = |state: &AppState| -> Result<Response, ApiError> {
         let source = state.tokens().source(bearer(&headers)?)?;
-        let mut limit = usize::MAX;
+        let mut limit = DEAD_LETTERS_DEFAULT_LIMIT;
         for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             match &*k {
                 "limit" => {
-                    limit = v.parse().map_err(|_| {
-                        ApiError::bad("limit", format!("`{v}` is not a whole number"))
-                    })?
+                    limit = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= DEAD_LETTERS_MAX_LIMIT)
+                        .ok_or_else(|| {
+                            ApiError::bad(
+                                "limit",
+                                format!(
+                                    "`{}` is not a whole number from 0 to {DEAD_LETTERS_MAX_LIMIT}",
+                                    v.chars().take(20).collect::<String>()
+                                ),
+                            )
+                        })?
                 }
                 other => {
                     return Err(ApiError::bad(

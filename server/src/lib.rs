@@ -12,6 +12,9 @@
 //! | [`metrics`] | `GET /metrics` |
 //! | here | `GET /` (the wall), `/wall.css`, `/wall.js`, `/api/openapi.json`, `/health` |
 //!
+//! - Every answer, page or API, carries the [`SECURITY_HEADERS`]: a Content-Security-Policy
+//!   that allows no inline script nor style and no framing, `X-Frame-Options: DENY`,
+//!   `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`.
 //! - [`auth`]: sources' and API roles' tokens, one parser, one constant-time comparison.
 //! - [`error`]: [`ApiError`], `{"error", "field"}` on every route but the InfluxDB write
 //!   route, which answers in InfluxDB's `{"code", "message"}`.
@@ -29,12 +32,13 @@ pub mod board;
 pub mod error;
 pub mod explain;
 pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod query;
 pub mod shutdown;
 pub mod state;
 
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -52,6 +56,30 @@ pub mod assets {
     pub const WALL_JS: &str = include_str!("../assets/wall.js");
     /// The OpenAPI 3.1 description of every route.
     pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+}
+
+/// The headers set on every answer. The wall loads its script, style and data from its own
+/// origin only (`assets/`: no inline script, no `style` attribute, no external resource).
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+async fn security_headers(mut r: Response) -> Response {
+    let headers = r.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    r
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -130,6 +158,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/silences/{id}", delete(alerts::delete_silence))
         .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
@@ -157,16 +186,28 @@ pub fn forward_alerts(state: &AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// Serves [`app`] on `listener` until the shutdown signal (SIGTERM, Ctrl-C, or a trigger);
-/// requests under way are finished (their records committed), open streams end.
+/// requests under way are finished (their records committed), open streams end. The soft
+/// limit on open files is raised to the hard one first, and the listener holds the limits of
+/// `[ingest.http]` ([`listener`]).
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let open_files = listener::raise_fd_limit();
+    let limits = listener::Limits::of(&state.config().ingest.http, open_files);
+    eprintln!(
+        "vigie run: HTTP: at most {} connections (open files: {}), first request head within {} s, \
+         bodies within {} s",
+        limits.max_connections,
+        open_files.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+        limits.header_read_timeout.as_secs(),
+        limits.body_timeout.as_secs(),
+    );
     let forwarding = forward_alerts(&state);
-    let shutdown = state.shutdown().clone();
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.on_signals().await;
-            eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
-        })
-        .await;
+    let signals = state.shutdown().clone();
+    let watching = tokio::spawn(async move {
+        signals.on_signals().await;
+        eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
+    });
+    let served = listener::serve_with_limits(listener, app(state.clone()), state, limits).await;
     forwarding.abort();
+    watching.abort();
     served
 }

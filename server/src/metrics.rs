@@ -1,10 +1,12 @@
 //! `GET /metrics`: Prometheus text. The ingest counters first, then the engine, the ingest
 //! log (its size and running compactions), the MQTT source when there is one, the alerting,
-//! the live stream and the index of recent records. No token needed.
+//! the live stream and the index of recent records. When API tokens are configured, it takes
+//! one (any role, viewer or above; 401 without); otherwise it is open, as the rest of the API.
 
+use crate::auth::bearer;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -112,7 +114,13 @@ fn render_log(state: &AppState, out: &mut String) {
     );
 }
 
-pub(crate) async fn get_metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn get_metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = bearer(&headers).and_then(|t| state.tokens().caller(t)) {
+        state
+            .ingest_metrics()
+            .request(ROUTE_METRICS, e.status.as_u16());
+        return e.into_response();
+    }
     // This request is counted before rendering, so the page includes it.
     state.ingest_metrics().request(ROUTE_METRICS, 200);
     let mut out = String::new();
@@ -124,6 +132,8 @@ pub(crate) async fn get_metrics(State(state): State<AppState>) -> Response {
     }
     state.alerts().render(&mut out);
     state.board().render(&mut out);
+    state.conn_stats().render(&mut out);
+    state.streams().render(&mut out);
     gauge(
         &mut out,
         "vigie_recent_records",

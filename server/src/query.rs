@@ -16,6 +16,10 @@
 //! `EventSource` cannot send headers, so the stream also takes the token as `access_token`.
 //! Bad requests get 400 naming the parameter; an unknown zone 404; every field of model v1
 //! and v2 ([`ALL_FIELDS`]) can be read.
+//!
+//! Live streams are capped ([`Streams`]): `ingest.http.max_streams_per_token` per caller
+//! (more: 429) and `ingest.http.max_streams` in all (more: 503), so that no caller can hold
+//! the server's connections and memory with streams.
 
 use crate::auth::{bearer, Caller};
 use crate::board::{clash_json, row_json, Event};
@@ -23,15 +27,128 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use vigie_model::point::ALL_FIELDS;
 use vigie_model::time::{format_ts, parse_ts_str};
 use vigie_queries::read::{self, HOUR_MS};
 use vigie_store::Agg;
+
+/// The live streams open now, per caller and in all, against their caps; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Streams {
+    inner: Arc<StreamsInner>,
+}
+
+#[derive(Debug)]
+struct StreamsInner {
+    max_total: usize,
+    max_per_caller: usize,
+    /// Open streams per caller name (absent: none).
+    open: Mutex<HashMap<String, usize>>,
+    refused_per_caller: AtomicU64,
+    refused_total: AtomicU64,
+}
+
+/// One open stream: counted until dropped (when its client goes or the server stops).
+#[derive(Debug)]
+pub struct StreamSlot {
+    streams: Arc<StreamsInner>,
+    caller: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock();
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
+
+impl StreamsInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Streams {
+    /// No stream open; the caps of `[ingest.http]`.
+    pub fn new(http: &vigie_config::HttpConfig) -> Streams {
+        Streams {
+            inner: Arc::new(StreamsInner {
+                max_total: http.max_streams,
+                max_per_caller: http.max_streams_per_token,
+                open: Mutex::default(),
+                refused_per_caller: AtomicU64::new(0),
+                refused_total: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A stream for `caller`, or 429 (its own cap reached) or 503 (the server's).
+    pub fn open(&self, caller: &str) -> Result<StreamSlot, ApiError> {
+        let s = &self.inner;
+        let mut open = s.lock();
+        let mine = open.get(caller).copied().unwrap_or(0);
+        if mine >= s.max_per_caller {
+            s.refused_per_caller.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{caller} has {mine} live streams open, the most one caller may hold \
+                     (ingest.http.max_streams_per_token); close one first"
+                ),
+            ));
+        }
+        let total: usize = open.values().sum();
+        if total >= s.max_total {
+            s.refused_total.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable(format!(
+                "{total} live streams are open, the most the server holds \
+                 (ingest.http.max_streams); try again later"
+            )));
+        }
+        *open.entry(caller.to_string()).or_insert(0) += 1;
+        Ok(StreamSlot {
+            streams: s.clone(),
+            caller: caller.to_string(),
+        })
+    }
+
+    /// Streams open now, in all.
+    pub fn open_now(&self) -> usize {
+        self.inner.lock().values().sum()
+    }
+
+    /// Writes the open streams and the refusals in Prometheus' text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP vigie_streams_open Live streams (GET /api/v1/stream) open now.\n\
+             # TYPE vigie_streams_open gauge\n\
+             vigie_streams_open {}\n\
+             # HELP vigie_streams_refused_total Live streams refused at a cap, by cap.\n\
+             # TYPE vigie_streams_refused_total counter\n\
+             vigie_streams_refused_total{{cap=\"per_token\"}} {}\n\
+             vigie_streams_refused_total{{cap=\"total\"}} {}",
+            self.open_now(),
+            self.inner.refused_per_caller.load(Ordering::Relaxed),
+            self.inner.refused_total.load(Ordering::Relaxed),
+        );
+    }
+}
 
 /// Values a range may hold at most.
 const MAX_POINTS: i64 = 10_000;
@@ -63,7 +180,13 @@ pub(crate) fn time_param(
             parse_ts_str(s)
                 .map(|us| us.div_euclid(1000))
                 .ok_or_else(|| {
-                    ApiError::bad(name, format!("`{s}` is not RFC 3339 or Unix seconds"))
+                    ApiError::bad(
+                        name,
+                        format!(
+                            "`{}` is not RFC 3339 or Unix seconds",
+                            s.chars().take(40).collect::<String>()
+                        ),
+                    )
                 })
         })
         .transpose()
@@ -248,7 +371,12 @@ pub(crate) async fn range(
         let store = state.store().read().unwrap_or_else(|e| e.into_inner());
         read::range(&store, &zone, field, from, to, step, agg, as_of)
     }
-    .map_err(|e| ApiError::unavailable(format!("reading the store: {e}")))?;
+    .map_err(|e| {
+        ApiError::unavailable(format!(
+            "reading the store: {}",
+            crate::error::failure("reading the store", &e)
+        ))
+    })?;
     // An undefined value (v2's fluidity where there is no traffic) is NaN: written null.
     let points: Vec<Value> = values
         .into_iter()
@@ -291,11 +419,13 @@ pub(crate) async fn feeds(
     Ok(Json(state.board().feeds_json()))
 }
 
+/// An event as the stream writes it; id 0 (a `reset` made for one client) goes without id.
 fn sse_event(e: &Event) -> sse::Event {
-    sse::Event::default()
-        .id(e.id.to_string())
-        .event(e.kind)
-        .data(&e.data)
+    let event = sse::Event::default().event(e.kind).data(&e.data);
+    match e.id {
+        0 => event,
+        id => event.id(id.to_string()),
+    }
 }
 
 pub(crate) async fn stream(
@@ -306,7 +436,7 @@ pub(crate) async fn stream(
     only(&p, &["access_token", "last_event_id"])?;
     // A header wins; else the token given in the address (EventSource sends no header).
     let token = bearer(&headers)?.or(p.get("access_token").map(String::as_str));
-    state.tokens().caller(token)?;
+    let caller = state.tokens().caller(token)?;
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -319,28 +449,31 @@ pub(crate) async fn stream(
                 ApiError::bad("last_event_id", format!("`{s}` is not an event id"))
             })?),
         };
+    // Counted from here until the client goes or the server stops.
+    let slot = state.streams().open(&caller.name)?;
     let board = state.board().clone();
     let (missed, rx) = board.subscribe(last);
-    let mut first: Vec<sse::Event> = Vec::new();
-    let mut seen = last.unwrap_or(0);
-    match missed {
+    // What the client missed, as shared events (their text is not copied): each is written
+    // out only as the client reads, so a reconnecting stream costs the ring's references, not
+    // its text.
+    let (missed, seen) = match missed {
         Some(events) => {
-            for e in &events {
-                first.push(sse_event(e));
-                seen = e.id;
-            }
+            let seen = events.last().map_or(last.unwrap_or(0), |e| e.id);
+            (events, seen)
         }
         None => {
-            first.push(
-                sse::Event::default()
-                    .event("reset")
-                    .data(json!({"reason": "missed more events than are kept"}).to_string()),
-            );
-            seen = 0;
+            let reset = Event {
+                id: 0,
+                kind: "reset",
+                data: json!({"reason": "missed more events than are kept"})
+                    .to_string()
+                    .into(),
+            };
+            (vec![reset], 0)
         }
-    }
-    let replay =
-        futures_util::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>));
+    };
+    let replay = futures_util::stream::iter(missed)
+        .map(|e| Ok::<_, std::convert::Infallible>(sse_event(&e)));
     // Open streams end when the server stops: a graceful shutdown must not wait for screens
     // that never hang up.
     let stopped = state.shutdown().clone();
@@ -367,7 +500,10 @@ pub(crate) async fn stream(
                 }
             }
         });
-    use futures_util::StreamExt;
+    let live = live.map(move |event| {
+        let _held = &slot;
+        event
+    });
     Ok(Sse::new(replay.chain(live))
         .keep_alive(KeepAlive::default())
         .into_response())

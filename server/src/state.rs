@@ -5,6 +5,8 @@
 use crate::auth::{bearer, Caller, Operator, Source, Tokens};
 use crate::board::Board;
 use crate::error::ApiError;
+use crate::listener::ConnStats;
+use crate::query::Streams;
 use crate::shutdown::Shutdown;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts as RequestParts;
@@ -43,6 +45,8 @@ struct Inner {
     tokens: Tokens,
     privacy: Arc<Privacy>,
     dead_letters: DeadLetters,
+    conn_stats: Arc<ConnStats>,
+    streams: Streams,
 }
 
 /// The application state every route shares; cheap to clone.
@@ -66,12 +70,15 @@ impl AppState {
         let tokens = Tokens::load(&parts.config)?;
         let privacy = Arc::new(Privacy::from_config(&parts.config.privacy)?);
         let dead_letters = DeadLetters::new(parts.config.ingest.dead_letters);
+        let parts_http = parts.config.ingest.http.clone();
         Ok(AppState {
             inner: Arc::new(Inner {
                 parts,
                 tokens,
                 privacy,
                 dead_letters,
+                conn_stats: Arc::default(),
+                streams: Streams::new(&parts_http),
             }),
         })
     }
@@ -105,6 +112,14 @@ impl AppState {
     }
     pub fn dead_letters(&self) -> &DeadLetters {
         &self.inner.dead_letters
+    }
+    /// The HTTP listener's counters.
+    pub fn conn_stats(&self) -> &Arc<ConnStats> {
+        &self.inner.conn_stats
+    }
+    /// The live streams open now, and their caps.
+    pub fn streams(&self) -> &Streams {
+        &self.inner.streams
     }
     pub(crate) fn log(&self) -> &IngestLog {
         &self.inner.parts.log

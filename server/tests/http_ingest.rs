@@ -12,7 +12,7 @@ mod support;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::mpsc;
-use support::{Harness, CAMS, GATEWAY, POLICE};
+use support::{Harness, CAMS, GATEWAY, POLICE, VIEWER};
 use vigie_connectors::ingest::IngestLog;
 use vigie_model::{Body, EventKind, Feed, Record, F64};
 
@@ -571,7 +571,9 @@ async fn dead_letters_and_metrics_show_what_was_rejected() {
     let (status, _) = s.get("/api/v1/dead-letters", None).await;
     assert_eq!(status, 401);
 
-    let (status, page) = s.get("/metrics", None).await;
+    let (status, _) = s.get("/metrics", None).await;
+    assert_eq!(status, 401);
+    let (status, page) = s.get("/metrics", Some(VIEWER)).await;
     assert_eq!(status, 200);
     for line in [
         "vigie_ingest_received_total{source=\"police\",feed=\"incident\"} 3\n",
@@ -587,6 +589,7 @@ async fn dead_letters_and_metrics_show_what_was_rejected() {
         "vigie_http_requests_total{route=\"/api/v1/records\",status=\"401\"} 1\n",
         "vigie_http_requests_total{route=\"/api/v2/write\",status=\"400\"} 1\n",
         "vigie_http_requests_total{route=\"/api/v1/dead-letters\",status=\"200\"} 2\n",
+        "vigie_http_requests_total{route=\"/metrics\",status=\"401\"} 1\n",
         "vigie_http_requests_total{route=\"/metrics\",status=\"200\"} 1\n",
         "vigie_ingest_dead_letters_dropped_total 1\n",
         "# TYPE vigie_ingest_rejected_total counter\n",

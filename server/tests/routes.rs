@@ -9,7 +9,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{refused, Harness, CAMS, OPERATOR, POLICE, VIEWER};
+use support::{refused, Harness, CAMS, GATEWAY, OPERATOR, POLICE, VIEWER};
 use vigie_model::clock::wall_hour;
 
 fn rfc3339(hour: i64) -> String {
@@ -141,7 +141,9 @@ async fn the_page_its_parts_health_metrics_and_unknown_paths() {
         "no epoch yet",
     );
     assert_eq!(h.get("/health", None).await.status, 200);
-    let m = h.get("/metrics", None).await;
+    // With API tokens configured, the metrics take one (a viewer's will do).
+    assert_eq!(h.get("/metrics", None).await.status, 401);
+    let m = h.get("/metrics", Some(VIEWER)).await;
     assert_eq!(m.status, 200);
     for line in [
         "vigie_engine_epochs_total 0",
@@ -156,6 +158,54 @@ async fn the_page_its_parts_health_metrics_and_unknown_paths() {
     // Stopping: /health says so.
     h.state.shutdown().trigger();
     assert_eq!(h.get("/health", None).await.status, 503);
+}
+
+/// Every kind of answer — the page, its files, an API answer, an error, a refused token, the
+/// metrics, an ingest answer — carries the security headers.
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let h = Harness::start(100, |_| String::new());
+    let answers = [
+        h.get("/", None).await,
+        h.get("/wall.js", None).await,
+        h.get("/wall.css", None).await,
+        h.get("/api/openapi.json", None).await,
+        h.get("/health", None).await,
+        h.get("/metrics", Some(VIEWER)).await,
+        h.get("/metrics", None).await,
+        h.get("/api/v1/whoami", Some(VIEWER)).await,
+        h.get("/api/v1/zones", Some("not-a-token")).await,
+        h.get("/nowhere", None).await,
+        h.call("POST", "/api/v1/records", Some(POLICE), "{".to_string())
+            .await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 200, 200, 200, 401, 200, 401, 404, 400]
+    );
+    for a in &answers {
+        let csp = a.headers["content-security-policy"].to_str().unwrap();
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(part), "{part} not in {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(a.headers["x-frame-options"], "DENY");
+        assert_eq!(a.headers["x-content-type-options"], "nosniff");
+        assert_eq!(a.headers["referrer-policy"], "no-referrer");
+    }
+    // What the policy allows is enough for the page: no inline script, no inline style, no
+    // style attribute, no inline event handler.
+    let page = &answers[0].text;
+    for inline in ["<script>", "<style", "style=", " onload=", " onclick="] {
+        assert!(!page.contains(inline), "{inline} in the page");
+    }
+    assert!(page.contains("<script src=\"/wall.js\""), "{page}");
 }
 
 #[tokio::test]
@@ -403,6 +453,11 @@ async fn zones_indicators_and_ranges_carry_model_v2() {
         ("&step=0h", "step", "zero step"),
         ("&step=5y", "step", "bad unit"),
         ("&step=1s", "step", "too many values"),
+        // Steps whose milliseconds overflow, or beyond ten years: 400, not a panic.
+        ("&step=9223372036854775807w", "step", "overflowing step"),
+        ("&step=99999999999999999999999h", "step", "step beyond i64"),
+        ("&step=3651d", "step", "step beyond ten years"),
+        ("&step=1%C3%A9", "step", "a two-byte unit"),
         ("&agg=median", "agg", "bad agg"),
         ("&from=soon", "from", "bad from"),
     ] {
@@ -793,7 +848,7 @@ async fn the_stream_carries_v2_rows_and_resumes_with_last_event_id() {
         .iter()
         .filter_map(|e| e.id)
         .collect();
-    let m = h.get("/metrics", None).await.text;
+    let m = h.get("/metrics", Some(VIEWER)).await.text;
     assert!(m.contains("vigie_wall_streams 1"), "{m}");
     // The token in the address (as EventSource sends it), and Last-Event-ID as a parameter.
     let mut back = SseReader::open(
@@ -1044,4 +1099,182 @@ async fn a_firing_alert_is_acknowledged_by_an_operator_only() {
         .await;
     assert_eq!(acked.status, 200, "{}", acked.text);
     assert_eq!(acked.json["acknowledged"]["by"], "duty");
+}
+
+/// Hostile values cost little and show nothing they should not: a long zone is quoted by its
+/// start and length (and, as it names no zone, withheld), a name typed into `zone` is not
+/// quoted, an id over 128 bytes is refused by its length, a long kind is cut short.
+#[tokio::test]
+async fn bad_values_are_quoted_short_and_unknown_zones_withheld() {
+    let h = Harness::start(100, |_| String::new());
+    let ts = wall_hour() * 3600;
+    let lines = [
+        json!({"feed": "incident", "ts": ts, "zone": "Z".repeat(1500), "severity": 2}),
+        json!({"feed": "incident", "ts": ts, "zone": "Jean Dupont", "severity": 2}),
+        json!({"feed": "incident", "ts": ts, "id": "x".repeat(129), "zone": "13001", "severity": 2}),
+        json!({"feed": "incident", "ts": ts, "id": "y".repeat(128), "zone": "13001", "severity": 2}),
+        json!({"feed": "event", "ts": ts, "id": "e", "zone": "13001", "start": ts, "end": ts + 3600,
+               "attendance": 10, "kind": "k".repeat(1000)}),
+    ]
+    .map(|l| l.to_string());
+    let a = h
+        .call("POST", "/api/v1/records", Some(POLICE), lines.join("\n"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        (&a.json["accepted"], &a.json["rejected_total"]),
+        (&json!(1), &json!(4))
+    );
+    let rejected = a.json["rejected"].as_array().unwrap();
+    let got: Vec<(u64, &str, &str)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["kind"].as_str().unwrap(),
+                r["field"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "unknown_zone", "zone"),
+            (2, "unknown_zone", "zone"),
+            (3, "invalid_field", "id"),
+            (5, "invalid_field", "kind"),
+        ]
+    );
+    let reason = |i: usize| rejected[i]["reason"].as_str().unwrap();
+    assert!(
+        reason(0).contains("withheld") && !reason(0).contains("ZZ"),
+        "{}",
+        reason(0)
+    );
+    assert!(!reason(1).contains("Dupont"), "{}", reason(1));
+    // Live, a reason about an identifier withholds it (a replay gives its length).
+    assert!(
+        reason(2).contains("withheld") && !reason(2).contains("xx"),
+        "{}",
+        reason(2)
+    );
+    assert!(reason(3).contains("(1000 bytes)"), "{}", reason(3));
+    assert!(reason(3).len() < 200, "{}", reason(3));
+    // The dead letters keep the same reasons, and samples without the name or the long zone.
+    let d = h.get("/api/v1/dead-letters", Some(POLICE)).await;
+    let letters = d.json["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 4, "{}", d.text);
+    for l in letters {
+        let text = l.to_string();
+        assert!(!text.contains("Dupont") && !text.contains("ZZZZ"), "{text}");
+        assert!(text.len() < 800, "{text}");
+    }
+}
+
+/// The dead letters are listed 100 at a time unless asked for more, at most 1,000.
+#[tokio::test]
+async fn dead_letters_are_listed_with_a_limit_by_default() {
+    let h = Harness::start(2000, |_| String::new());
+    for _ in 0..12 {
+        let bad = [r#"{"feed":"incident"}"#; 10].join("\n");
+        let a = h.call("POST", "/api/v1/records", Some(POLICE), bad).await;
+        assert_eq!(a.status, 400, "{}", a.text);
+    }
+    let count = |a: &support::Answer| a.json["dead_letters"].as_array().unwrap().len();
+    assert_eq!(
+        count(&h.get("/api/v1/dead-letters", Some(POLICE)).await),
+        100
+    );
+    assert_eq!(
+        count(&h.get("/api/v1/dead-letters?limit=1000", Some(POLICE)).await),
+        120
+    );
+    refused(
+        &h.get("/api/v1/dead-letters?limit=1001", Some(POLICE)).await,
+        400,
+        Some("limit"),
+        "a limit over 1000",
+    );
+}
+
+/// An idempotency key is its source's: another source's request under the same key is its
+/// own (committed, not answered as a replay nor refused as another body).
+#[tokio::test]
+async fn idempotency_keys_are_kept_per_source() {
+    let h = Harness::start(100, |_| String::new());
+    let ts = wall_hour() * 3600;
+    let send = |token: &'static str, severity: u8| {
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/api/v1/records")
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", "batch-1")
+            .body(Body::from(incident("13001", ts, severity)))
+            .unwrap();
+        h.send(req)
+    };
+    let first = send(POLICE, 2).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.json["replayed"], Value::Null);
+    // The same key from another source, with another body: committed as its own.
+    let other = send(GATEWAY, 3).await;
+    assert_eq!(other.status, 200, "{}", other.text);
+    assert_eq!(other.json["replayed"], Value::Null, "{}", other.text);
+    assert_ne!(other.json["first_seq"], first.json["first_seq"]);
+    // The first source's retry is a replay of its own request.
+    let again = send(POLICE, 2).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json["replayed"], true, "{}", again.text);
+    assert_eq!(again.json["first_seq"], first.json["first_seq"]);
+}
+
+#[tokio::test]
+async fn live_streams_are_capped_per_token_and_in_all_with_the_error_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config(dir.path(), 10, "");
+    config.ingest.http.max_streams = 3;
+    config.ingest.http.max_streams_per_token = 2;
+    let h = Harness::with_config(config, dir);
+    let a = SseReader::open(&h, "", None, Some(VIEWER)).await.unwrap();
+    let b = SseReader::open(&h, "", None, Some(VIEWER)).await.unwrap();
+    // The viewer's third stream: its own cap (429), the JSON error shape.
+    let third = match SseReader::open(&h, "", None, Some(VIEWER)).await {
+        Err(answer) => answer,
+        Ok(_) => panic!("a third stream for one token was let open"),
+    };
+    assert_eq!(third.status, 429, "{}", third.text);
+    let message = third.json["error"].as_str().unwrap();
+    assert!(
+        message.contains("wall") && message.contains("max_streams_per_token"),
+        "{message}"
+    );
+    // Another token still gets one, up to the server's cap (503 beyond, even for it).
+    let c = SseReader::open(&h, "", None, Some(OPERATOR)).await.unwrap();
+    let full = match SseReader::open(&h, "?access_token=duty-operator-token", None, None).await {
+        Err(answer) => answer,
+        Ok(_) => panic!("a fourth stream was let open over max_streams = 3"),
+    };
+    assert_eq!(full.status, 503, "{}", full.text);
+    assert!(
+        full.json["error"].as_str().unwrap().contains("max_streams"),
+        "{}",
+        full.text
+    );
+    let m = h.get("/metrics", Some(VIEWER)).await.text;
+    assert!(m.contains("vigie_streams_open 3"), "{m}");
+    assert!(
+        m.contains("vigie_streams_refused_total{cap=\"per_token\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("vigie_streams_refused_total{cap=\"total\"} 1"),
+        "{m}"
+    );
+    // A stream whose client goes gives its place back.
+    drop(a);
+    let again = SseReader::open(&h, "", None, Some(VIEWER)).await;
+    assert!(again.is_ok(), "the viewer's place was not given back");
+    drop((b, c, again));
+    let m = h.get("/metrics", Some(VIEWER)).await.text;
+    assert!(m.contains("vigie_streams_open 0"), "{m}");
 }

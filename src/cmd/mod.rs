@@ -2,6 +2,7 @@
 
 pub mod backtest;
 pub mod check_config;
+pub mod cluster;
 pub mod mqtt_acl;
 pub mod progress;
 pub mod query;

@@ -13,8 +13,16 @@
 //!   another source's topics gets its PUBACK (MQTT 3.1.1 cannot refuse a publish) but the
 //!   message is dropped, so it never reaches vigie.
 //!
-//! The broker's configuration then says `allow_anonymous false`, `password_file DIR/passwd`
-//! and `acl_file DIR/acl` (the command prints these lines).
+//! - `vigie.conf`: the Mosquitto settings for vigie, to include from `mosquitto.conf`
+//!   (Debian: `include_dir DIR`, or copy it into `/etc/mosquitto/conf.d/`):
+//!   `allow_anonymous false`, the two files above, and what keeps the QoS 1 messages published
+//!   while vigie is away until it comes back ([`broker_settings`]): persistence, a queue per
+//!   client far above Mosquitto's default of 1,000 messages (with which 2,000 of 3,000
+//!   messages published during a restart of vigie were lost), and more messages in flight to
+//!   vigie than the default 20, which otherwise caps how many vigie commits per fsync.
+//!   Queued messages are kept only for a persistent session: vigie connects with
+//!   `clean_session = false` under a fixed `client_id` (both the defaults of
+//!   `[ingest.mqtt]`); the command warns when the configuration says otherwise.
 
 use anyhow::{bail, Context};
 use std::io::Write;
@@ -34,6 +42,47 @@ pub struct MqttAclArgs {
     /// The `mosquitto_passwd` program that hashes the password file.
     #[arg(long, value_name = "PATH", default_value = "mosquitto_passwd")]
     mosquitto_passwd: PathBuf,
+    /// Messages Mosquitto queues for vigie while it is away (`max_queued_messages`); beyond
+    /// them it drops new ones.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_QUEUED)]
+    max_queued_messages: u64,
+    /// Bytes of payload it queues at most for one client (`max_queued_bytes`; 0: no limit
+    /// but the count): the memory bound of an absence.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES)]
+    max_queued_bytes: u64,
+}
+
+/// Default of `--max-queued-messages`: at 100 messages a second, almost three hours of
+/// absence.
+pub const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
+/// Default of `--max-queued-bytes`: 1 GiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: u64 = 1 << 30;
+/// QoS 1 messages Mosquitto sends vigie before their acknowledgements (vigie acknowledges
+/// after its fsync and commits the messages waiting together).
+pub const MAX_INFLIGHT: u64 = 1_000;
+
+/// The Mosquitto settings of `vigie.conf`: logins and ACL in `dir`, and what keeps vigie's
+/// queued messages while it is away.
+pub fn broker_settings(dir: &Path, max_queued: u64, max_queued_bytes: u64) -> String {
+    format!(
+        "# Written by `vigie mqtt-acl`; include it from mosquitto.conf (Debian: copy it into\n\
+         # /etc/mosquitto/conf.d/, or `include_dir {dir}`).\n\
+         # Who may connect, and what each may publish or read:\n\
+         allow_anonymous false\n\
+         password_file {dir}/passwd\n\
+         acl_file {dir}/acl\n\
+         # Keep vigie's persistent session and the QoS 1 messages queued for it while it is\n\
+         # away, across a restart of Mosquitto too (saved every 60 s and on stop; set\n\
+         # persistence_location where Mosquitto may write, Debian's /var/lib/mosquitto/ does):\n\
+         persistence true\n\
+         autosave_interval 60\n\
+         # Mosquitto's default of 1000 queued messages loses the rest of an absence:\n\
+         max_queued_messages {max_queued}\n\
+         max_queued_bytes {max_queued_bytes}\n\
+         # Messages in flight to vigie before their acknowledgements (default 20):\n\
+         max_inflight_messages {MAX_INFLIGHT}\n",
+        dir = dir.display()
+    )
 }
 
 /// The ACL file's text for `config`: vigie's user first, then each source with MQTT
@@ -150,16 +199,29 @@ pub fn run(args: MqttAclArgs) -> anyhow::Result<ExitCode> {
     }
     let acl_path = args.out.join("acl");
     owner_only(&acl_path)?.write_all(acl.as_bytes())?;
+    // Mosquitto reads the files by the paths written in vigie.conf: make them absolute.
+    let dir = std::fs::canonicalize(&args.out)
+        .with_context(|| format!("resolving {}", args.out.display()))?;
+    let conf_path = args.out.join("vigie.conf");
+    let conf = broker_settings(&dir, args.max_queued_messages, args.max_queued_bytes);
+    owner_only(&conf_path)?.write_all(conf.as_bytes())?;
     println!(
-        "wrote {} ({} users) and {}",
+        "wrote {} ({} users), {} and {}",
         passwd.display(),
         users.len(),
-        acl_path.display()
+        acl_path.display(),
+        conf_path.display()
     );
-    println!("add to mosquitto.conf:");
-    println!("  allow_anonymous false");
-    println!("  password_file {}", passwd.display());
-    println!("  acl_file {}", acl_path.display());
+    println!(
+        "include it from mosquitto.conf: `include_dir {}` (or copy vigie.conf into /etc/mosquitto/conf.d/)",
+        dir.display()
+    );
+    if mqtt.clean_session {
+        eprintln!(
+            "warning: [ingest.mqtt] clean_session = true: Mosquitto keeps no session for vigie, \
+             and messages published while it is away are lost; set clean_session = false"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -192,6 +254,28 @@ mod tests {
                 "topic write city/incident/+",
                 "user sensors",
                 "topic write city/density/#",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_broker_settings_keep_queued_messages_for_vigie() {
+        let text = broker_settings(Path::new("/etc/mosquitto/vigie"), 5000, 0);
+        let settings: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                "allow_anonymous false",
+                "password_file /etc/mosquitto/vigie/passwd",
+                "acl_file /etc/mosquitto/vigie/acl",
+                "persistence true",
+                "autosave_interval 60",
+                "max_queued_messages 5000",
+                "max_queued_bytes 0",
+                "max_inflight_messages 1000",
             ]
         );
     }

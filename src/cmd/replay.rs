@@ -39,21 +39,11 @@ pub struct ReplayArgs {
     /// Also write the report as JSON.
     #[arg(long)]
     report_json: Option<PathBuf>,
-    /// Timely worker threads in this process (default: the configuration's `engine.workers`).
-    #[arg(long)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    cluster: super::cluster::ClusterArgs,
     /// Records per epoch and worker (default: the configuration's `engine.batch`).
     #[arg(long)]
     batch: Option<usize>,
-    /// Number of processes in a timely cluster (with --process and --hostfile).
-    #[arg(long, default_value_t = 1)]
-    processes: usize,
-    /// This process's index in the cluster, from 0.
-    #[arg(long, default_value_t = 0)]
-    process: usize,
-    /// File with one `host:port` per line, one line per process.
-    #[arg(long)]
-    hostfile: Option<PathBuf>,
     /// Write every indicator change, clash and the feeds' health into the embedded store in
     /// this folder, one acknowledged revision per complete epoch (created if missing).
     /// Default: the configuration's `store.dir`, if set. (InfluxDB, when the configuration
@@ -108,9 +98,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         (Some(path), true) => bail!("no --input given to replay with {}", path.display()),
         (path, false) => config_and_inputs(path.as_deref(), &args.inputs)?,
     };
-    let workers = args.workers.unwrap_or(config.engine.workers).max(1);
+    let workers = args.cluster.workers(config.engine.workers);
     let batch = args.batch.unwrap_or(config.engine.batch).max(1);
-    let timely_config = timely_config(&args, workers)?;
+    let timely_config = args.cluster.timely_config(workers)?;
     let mut params = GraphParams::from_config(&config);
     // An explicit clock is held as the live one is: the records do not move it.
     let fixed_clock = args.clock.map(vigie_model::time::hour_of);
@@ -133,7 +123,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if progress.enabled() {
         let lines: std::io::Result<u64> = inputs.iter().map(InputSpec::line_count).sum();
         if let Ok(lines) = lines {
-            progress.set_total(lines / args.processes.max(1) as u64);
+            progress.set_total(lines / args.cluster.processes.max(1) as u64);
         }
     }
     progress.set_message("replaying");
@@ -145,7 +135,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         inputs.len(),
         config.zones.len(),
         workers,
-        args.processes,
+        args.cluster.processes,
         batch
     );
     let started = Instant::now();
@@ -162,6 +152,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 store_dir.as_deref(),
                 &store_config,
                 config.outputs.influxdb.as_ref(),
+                config.timezone,
             ) {
                 Ok(s) if s.any() => {
                     driver.collected.borrow_mut().track_changes();
@@ -359,49 +350,6 @@ fn settle(
     }
 }
 
-fn timely_config(args: &ReplayArgs, workers: usize) -> anyhow::Result<timely::Config> {
-    if args.processes <= 1 {
-        return Ok(timely::Config::process(workers));
-    }
-    let hostfile = args
-        .hostfile
-        .as_ref()
-        .context("--processes > 1 needs --hostfile")?;
-    let text = std::fs::read_to_string(hostfile)
-        .with_context(|| format!("reading {}", hostfile.display()))?;
-    let addresses: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    if addresses.len() < args.processes {
-        bail!(
-            "{} lists {} hosts for {} processes",
-            hostfile.display(),
-            addresses.len(),
-            args.processes
-        );
-    }
-    if args.process >= args.processes {
-        bail!(
-            "--process {} is not below --processes {}",
-            args.process,
-            args.processes
-        );
-    }
-    Ok(timely::Config {
-        communication: timely::CommunicationConfig::Cluster {
-            threads: workers,
-            process: args.process,
-            addresses: addresses[..args.processes].to_vec(),
-            report: false,
-            zerocopy: false,
-        },
-        worker: timely::WorkerConfig::default(),
-    })
-}
-
 fn print_report(
     args: &ReplayArgs,
     inputs: &[InputSpec],
@@ -453,8 +401,11 @@ fn print_report(
     let peak = vigie_connectors::sys::peak_rss_bytes();
     let q = |p: f64| latency.value_at_quantile(p) as f64 / 1000.0;
 
-    let process = if args.processes > 1 {
-        format!(" (process {} of {})", args.process, args.processes)
+    let process = if args.cluster.processes > 1 {
+        format!(
+            " (process {} of {})",
+            args.cluster.process, args.cluster.processes
+        )
     } else {
         String::new()
     };
@@ -540,11 +491,15 @@ fn print_report(
     let influx = sinks.as_ref().and_then(|s| s.influx.as_ref());
     if let Some((flush, st)) = influx {
         println!(
-            "  influxdb:     {} points confirmed in {} requests ({} retries); {} left in the buffer for the next run{}",
+            "  influxdb:     {} points confirmed in {} requests ({} retries); {} left in the buffer for the next run; {}{}",
             st.points_confirmed,
             st.requests,
             st.retries,
             flush.unconfirmed_points,
+            match st.samples_ignored {
+                Some(n) => format!("{n} samples ignored by the server"),
+                None => "samples ignored by the server: cannot tell".into(),
+            },
             st.last_error
                 .as_ref()
                 .map(|e| format!("; last error: {e}"))
@@ -575,7 +530,7 @@ fn print_report(
             "indicator_updates": updates,
             "clashes": rows.map(|r| r.1),
             "store": store.map(|(samples, writes, busy, st)| serde_json::json!({"samples": samples, "writes": writes, "busy_s": busy.as_secs_f64(), "series": st.series, "blocks": st.blocks, "versions": st.block_versions, "bytes": st.block_bytes})),
-            "influxdb": influx.map(|(flush, st)| serde_json::json!({"confirmed": st.points_confirmed, "requests": st.requests, "retries": st.retries, "unconfirmed": flush.unconfirmed_points, "rejected": st.points_rejected})),
+            "influxdb": influx.map(|(flush, st)| serde_json::json!({"confirmed": st.points_confirmed, "requests": st.requests, "retries": st.retries, "unconfirmed": flush.unconfirmed_points, "rejected": st.points_rejected, "samples_ignored": st.samples_ignored})),
             "errors": failures,
         });
         if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&json).expect("json")) {

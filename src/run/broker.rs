@@ -27,6 +27,18 @@
 //!   There is no TLS and no authentication; to take data from other machines, run a real
 //!   broker and point vigie at it with one line, `[ingest.mqtt] url = "mqtt://host:1883"` (and
 //!   `topics`), which turns the embedded broker off.
+//! - **vigie's client id**: with logins, the client id `vigie` ([`SUBSCRIBER_CLIENT_ID`]) is
+//!   let in only with vigie's own login, so no source can take over vigie's session. Without
+//!   logins, rumqttd asks nobody about a client that sends no login (its auth handler runs
+//!   only for clients that send one), so it cannot refuse an id: vigie's subscriber then
+//!   connects with an id drawn at each start (`vigie-` and 128 random bits), which nobody else
+//!   knows; a client that connects as `vigie` takes nothing (tested in `tests/e2e.rs`).
+//! - **Connections**: a client must send its CONNECT within [`CONNECT_TIMEOUT_MS`] of
+//!   connecting, else it is closed (an idle TCP connection holds a descriptor that long at
+//!   most), and the router takes [`MAX_CONNECTIONS`] MQTT sessions at most (more are closed
+//!   without a CONNACK). rumqttd has no cap on TCP connections that have not sent CONNECT yet:
+//!   the connect timeout bounds how long each lasts, and the HTTP listener's reserve of
+//!   descriptors (`ingest.http.reserved_fds`) leaves room for them.
 //! - **Sessions**: the broker lives and dies with vigie, so vigie connects with a clean
 //!   session; QoS 1 messages are acknowledged to vigie's broker once fsynced in the ingest log,
 //!   as with an external broker. The broker acknowledges a publisher's QoS 1 message when it has
@@ -65,13 +77,18 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 pub const SEGMENT_BYTES: usize = 1 << 20;
 /// …and segments kept per filter.
 pub const SEGMENTS: usize = 8;
+/// A client must send its CONNECT within this (milliseconds) of connecting.
+pub const CONNECT_TIMEOUT_MS: u16 = 5_000;
+/// MQTT sessions the embedded broker holds at most.
+pub const MAX_CONNECTIONS: usize = 1_000;
 /// Default address of the embedded broker.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 
 /// The user name vigie's own subscriber logs in with when the broker asks for logins; no
 /// source may take it, nor the client id `vigie`.
 pub const SUBSCRIBER_USER: &str = "vigie-subscriber";
-/// The client id of vigie's own subscriber.
+/// The client id of vigie's own subscriber when the broker asks for logins (with none, an id
+/// drawn at each start: see the module's documentation).
 pub const SUBSCRIBER_CLIENT_ID: &str = "vigie";
 
 /// Who may connect to the embedded broker when `[[sources]]` have MQTT credentials: each
@@ -246,7 +263,7 @@ impl EmbeddedBroker {
             tls: None,
             next_connection_delay_ms: 1,
             connections: rumqttd::ConnectionSettings {
-                connection_timeout_ms: 60_000,
+                connection_timeout_ms: CONNECT_TIMEOUT_MS,
                 max_payload_size: MAX_PAYLOAD,
                 max_inflight_count: 100,
                 auth: None,
@@ -264,7 +281,7 @@ impl EmbeddedBroker {
         let config = rumqttd::Config {
             id: 0,
             router: rumqttd::RouterConfig {
-                max_connections: 1000,
+                max_connections: MAX_CONNECTIONS,
                 max_outgoing_packet_count: 200,
                 max_segment_size: SEGMENT_BYTES,
                 max_segment_count: SEGMENTS,
@@ -369,9 +386,15 @@ pub fn source_config(
             topics.push(plain(topic(feed, Some("+")), Some(2)));
         }
     }
+    // With logins, the id `vigie` is refused to anyone but vigie's login; without, the broker
+    // cannot refuse it, so vigie takes an id nobody else knows.
+    let client_id = match &subscriber_password {
+        Some(_) => SUBSCRIBER_CLIENT_ID.to_string(),
+        None => random_token("vigie-"),
+    };
     let mqtt = MqttConfig {
         url: format!("mqtt://{addr}"),
-        client_id: SUBSCRIBER_CLIENT_ID.into(),
+        client_id,
         clean_session: true,
         keep_alive_s: 30,
         username: subscriber_password
@@ -412,6 +435,15 @@ mod tests {
         assert_eq!(t.feed, "weather");
         assert!(m.topic_for("vigie/weather/13001").is_none());
         assert!(c.sources.iter().any(|s| s.name == SOURCE));
+        // Anonymous: an id drawn for this start, not the well-known `vigie`.
+        assert!(m.client_id.starts_with("vigie-") && m.client_id.len() > 30);
+        let again = source_config(
+            &Config::embedded_default(),
+            "127.0.0.1:1883".parse().unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_ne!(again.ingest.mqtt.unwrap().client_id, m.client_id);
     }
 
     #[test]

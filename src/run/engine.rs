@@ -1,10 +1,16 @@
-//! The engine loop of `vigie run`, on a thread of its own: one timely worker whose driver
-//! takes the records the ingest log read back, then the batches the log commits, and closes an
+//! The engine loop of `vigie run`, on a thread of its own: timely worker 0 (the leader) takes
+//! the records the ingest log read back, then the batches the log commits, and closes an
 //! epoch every `ingest.epoch_ms` with the clock at the wall clock's hour (`docs/model.md`:
 //! live, the clock is the wall clock). After each epoch with news it writes what changed to
 //! the sinks (the store, InfluxDB), keeps the index of recent records, then hands the changes
 //! to the observers (the server's board, the alerting). It ends when the log's side closes
 //! (every source has stopped), after a last epoch and a flush of the sinks.
+//!
+//! With `--workers N` (and in a cluster, `--processes`), the other workers build the same
+//! dataflow with no input of their own ([`follow`]): the leader's records are exchanged to
+//! them by key, so the graph's state and work are spread over every worker, and the collected
+//! output comes back to the leader. Ingest (HTTP, MQTT, the log) stays on the leader's
+//! process; the other processes of a cluster run followers only.
 //!
 //! Also here: which records of the log still matter ([`survivors`], [`Survivors`]), the rule
 //! of the log's compactions.
@@ -51,19 +57,61 @@ pub struct Engine {
     pub point_sources: Vec<PointSource>,
 }
 
-/// The Sync wrapper timely asks of what its closure captures (each moves in once).
-struct Once<T>(Mutex<T>);
+/// The Sync wrapper timely asks of what its closure captures: moved out once, by worker 0.
+struct Once<T>(Mutex<Option<T>>);
 
 impl<T> Once<T> {
-    fn take(self) -> T {
-        self.0.into_inner().unwrap_or_else(|e| e.into_inner())
+    fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
-/// Runs the engine until the log's side closes.
-pub fn run(engine: Engine) -> anyhow::Result<()> {
-    let engine = Once(Mutex::new(engine));
-    timely::execute_directly(move |worker| {
+/// Runs the engine on the workers of `cluster` until the log's side closes: worker 0 leads,
+/// the others follow.
+pub fn run(engine: Engine, cluster: timely::Config) -> anyhow::Result<()> {
+    let params = GraphParams::from_config(&engine.config).live();
+    let leader = Once(Mutex::new(Some(engine)));
+    let guards = timely::execute(cluster, move |worker| {
+        if worker.index() != 0 {
+            follow_on(worker, &params);
+            return Ok(());
+        }
+        let engine = leader.take().expect("worker 0 runs once");
+        lead(worker, engine)
+    })
+    .map_err(|e| anyhow::anyhow!("starting the timely workers: {e}"))?;
+    for result in guards.join() {
+        result.map_err(|e| anyhow::anyhow!("a timely worker failed: {e}"))??;
+    }
+    Ok(())
+}
+
+/// The workers of a process of a cluster other than the first: followers only, until the
+/// leader (on process 0) closes.
+pub fn follow(config: &Config, cluster: timely::Config) -> anyhow::Result<()> {
+    let params = GraphParams::from_config(config).live();
+    let guards = timely::execute(cluster, move |worker| follow_on(worker, &params))
+        .map_err(|e| anyhow::anyhow!("starting the timely workers: {e}"))?;
+    for result in guards.join() {
+        result.map_err(|e| anyhow::anyhow!("a timely worker failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A follower: the dataflow with its inputs closed at once, stepped (parked when idle)
+/// until every output is complete, which is when the leader has closed its inputs.
+fn follow_on(worker: &mut timely::worker::Worker, params: &GraphParams) {
+    let mut driver = Driver::new(worker, params);
+    driver.collected.borrow_mut().final_only();
+    driver.close();
+    while !driver.finished() {
+        worker.step_or_park(None);
+    }
+}
+
+/// The leader: everything the module's doc says, on worker 0.
+fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<()> {
+    {
         let Engine {
             config,
             mut sinks,
@@ -75,7 +123,7 @@ pub fn run(engine: Engine) -> anyhow::Result<()> {
             rejections,
             mut observers,
             mut point_sources,
-        } = engine.take();
+        } = engine;
         let params = GraphParams::from_config(&config).live();
         let zone_ids: Vec<String> = config.zones.iter().map(|z| z.id.clone()).collect();
         let mut driver = Driver::new(worker, &params);
@@ -182,7 +230,7 @@ pub fn run(engine: Engine) -> anyhow::Result<()> {
         worker.step_while(|| !driver.finished());
         sinks.finish(Duration::from_secs(30))?;
         Ok(())
-    })
+    }
 }
 
 /// The records of the ingest log that still matter at clock hour `clock_hour`: of each

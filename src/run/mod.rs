@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// Demo speed: scenario seconds per wall second (3600: one hour a second).
     #[arg(long, value_name = "X", default_value_t = 3600.0, requires = "demo")]
     pub demo_speed: f64,
+    /// Timely workers and processes. Ingest, the store and the server run on process 0
+    /// (worker 0 takes the records); the other workers and processes hold their share of the
+    /// dataflow's state and work. A process other than 0 of a cluster runs workers only.
+    #[command(flatten)]
+    pub cluster: crate::cmd::cluster::ClusterArgs,
 }
 
 /// Where the run keeps its data.
@@ -112,6 +117,25 @@ impl Dirs {
     }
 }
 
+/// Makes what vigie keeps its owner's alone: the process's file-creation mask becomes 077 (new
+/// files 0600, new folders 0700), and the data folders — `--data` when given, the ingest log's,
+/// the store's and the alerting's — are created if need be and set to 0700, so that files an
+/// older vigie left there are out of other users' reach as well.
+fn owner_only(dirs: &Dirs, data: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    for dir in data.into_iter().chain([
+        dirs.log.as_path(),
+        dirs.store.as_path(),
+        dirs.alerts.as_path(),
+    ]) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} its owner's only", dir.display()))?;
+    }
+    Ok(())
+}
+
 pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
@@ -120,10 +144,22 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             None => Config::embedded_default(),
         },
     };
+    let workers = args.cluster.workers(config.engine.workers);
+    let cluster = args.cluster.timely_config(workers)?;
+    if args.cluster.process > 0 {
+        eprintln!(
+            "vigie run: process {} of {}: {workers} worker(s) of the dataflow; ingest, the store and the server run on process 0",
+            args.cluster.process, args.cluster.processes
+        );
+        engine::follow(&config, cluster)?;
+        eprintln!("vigie run: stopped");
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.demo.is_some() && args.data.is_none() {
         args.data = Some(demo::data_dir()?);
     }
     let dirs = Dirs::of(&args, &config);
+    owner_only(&dirs, args.data.as_deref())?;
     let data_folder = dirs
         .log
         .parent()
@@ -214,6 +250,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(&dirs.store),
         &config.store,
         config.outputs.influxdb.as_ref(),
+        config.timezone,
     )?;
     let store = sinks.store().context("the store is open")?;
     let board = Board::new(config.clone(), stats.clone());
@@ -276,7 +313,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                let r = engine::run(parts);
+                let r = engine::run(parts, cluster);
                 if let Err(e) = &r {
                     // Taking records nobody computes would hide an outage: stop the sources.
                     eprintln!("vigie run: the engine stopped: {e:#}");

@@ -98,10 +98,20 @@ pub fn stop_cleanly(child: &mut std::process::Child) {
     assert!(status.success(), "vigie run exited with {status}");
 }
 
+/// The API viewer's token of the harness (`vigie::VIEWER`): `/metrics` takes one when API
+/// tokens are configured, as the harness's configuration does.
+pub const METRICS_TOKEN: &str = "wall-viewer-token";
+
 /// The sum of a metric's samples on `/metrics` whose labels contain `labels` (0 when vigie
 /// does not answer).
 pub fn metric(port: u16, name: &str, labels: &str) -> f64 {
-    let Some((200, text)) = request(port, "GET", "/metrics", None, "text/plain", "", "") else {
+    // With the harness's viewer token; a vigie without API tokens (the demo's) takes none, and
+    // refuses one it does not know.
+    let get = |token| request(port, "GET", "/metrics", token, "text/plain", "", "");
+    let Some((200, text)) = get(Some(METRICS_TOKEN))
+        .filter(|(code, _)| *code == 200)
+        .or_else(|| get(None))
+    else {
         return 0.0;
     };
     text.lines()

@@ -38,15 +38,24 @@ impl Broker {
 
     /// With `access` as its access lines (`allow_anonymous`, `password_file`, `acl_file`).
     pub fn start_with(dir: &Path, port: u16, access: &str) -> Broker {
+        Broker::start_plain(
+            dir,
+            port,
+            &format!("{access}persistence true\nmax_queued_messages 100000\n"),
+        )
+    }
+
+    /// Mosquitto as Debian configures it (its defaults, persistence in `dir`) and `lines`:
+    /// nothing else set for queued messages.
+    pub fn start_plain(dir: &Path, port: u16, lines: &str) -> Broker {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\n{access}persistence true\n\
-                 persistence_location {}/\nmax_queued_messages 100000\n\
+                "listener {port} 127.0.0.1\npersistence_location {}/\n\
                  # Do not drop privileges when the tests run as root: the folder is ours.\n\
-                 user root\nlog_dest file {}\nlog_type all\n",
+                 user root\nlog_dest file {}\nlog_type all\n{lines}",
                 dir.display(),
                 dir.join("mosquitto.log").display()
             ),
@@ -125,6 +134,32 @@ pub fn mosquitto_pub_as(
     topic: &str,
     payload: &str,
 ) -> Result<(), String> {
+    // The message is stdin, as is: several lines make one NDJSON message.
+    mosquitto_pub_stdin(port, login, topic, "-s", payload)
+}
+
+/// `mosquitto_pub -l` at QoS 1, logged in as `login` if given: each line of `lines` one
+/// message, over one connection.
+pub fn mosquitto_pub_lines(
+    port: u16,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    lines: &[String],
+) -> Result<(), String> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    mosquitto_pub_stdin(port, login, topic, "-l", &text)
+}
+
+/// `mosquitto_pub` at QoS 1 reading `stdin` as `mode` says (`-s`: one message, `-l`: one a
+/// line); the error is its standard error.
+fn mosquitto_pub_stdin(
+    port: u16,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    mode: &str,
+    stdin: &str,
+) -> Result<(), String> {
     let mut cmd = Command::new(binary("mosquitto_pub", "/usr/bin"));
     if let Some((user, password)) = login {
         cmd.args(["-u", user, "-P", password]);
@@ -139,8 +174,8 @@ pub fn mosquitto_pub_as(
             "1",
             "-t",
             topic,
+            mode,
         ])
-        .args(["-s"]) // the message is stdin, as is: several lines make one NDJSON message
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -150,7 +185,7 @@ pub fn mosquitto_pub_as(
         .stdin
         .take()
         .unwrap()
-        .write_all(payload.as_bytes())
+        .write_all(stdin.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     if out.status.success() {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 /// The HTTP token of the source `ops`.
 pub const SOURCE_TOKEN: &str = "s3cret-token";
 /// The API's viewer (`wall`) and operator (`duty`) tokens.
-pub const VIEWER: &str = "wall-viewer-token";
+pub const VIEWER: &str = client::METRICS_TOKEN;
 pub const OPERATOR: &str = "duty-operator-token";
 
 /// What a test's `vigie run` is given.
@@ -25,6 +25,12 @@ pub struct Setup<'a> {
     pub zones: Option<PathBuf>,
     /// Start the embedded broker even when `extra` is not empty (it has no `[ingest.mqtt]`).
     pub embedded_broker: bool,
+    /// More arguments of `vigie run` (`--workers 2`, say).
+    pub args: &'a [&'a str],
+    /// Keep the default window of dates live ingest takes (`[ingest] max_past_days` and
+    /// `max_future_days`); otherwise any date of the past century is taken, as the tests
+    /// post records of fixed dates.
+    pub live_window: bool,
 }
 
 impl Default for Setup<'_> {
@@ -34,6 +40,8 @@ impl Default for Setup<'_> {
             extra: "",
             zones: None,
             embedded_broker: true,
+            args: &[],
+            live_window: false,
         }
     }
 }
@@ -51,11 +59,12 @@ impl Setup<'_> {
         std::fs::write(
             &config,
             format!(
-                "zones = {:?}\n[ingest]\nepoch_ms = 100\ncompact_every_ms = 50\ncompact_min_bytes = 16384\n\
+                "zones = {:?}\n[ingest]\nepoch_ms = 100\ncompact_every_ms = 50\ncompact_min_bytes = 16384\n{}\
                  [[sources]]\nname = \"ops\"\nfeeds = [{}]\ntoken_env = \"VIGIE_TEST_TOKEN\"\n\
                  [[api.tokens]]\nname = \"duty\"\nrole = \"operator\"\ntoken_env = \"VIGIE_TEST_OPERATOR\"\n\
                  [[api.tokens]]\nname = \"wall\"\nrole = \"viewer\"\ntoken_env = \"VIGIE_TEST_VIEWER\"\n{}",
                 zones.display().to_string(),
+                if self.live_window { "" } else { "max_past_days = 36500\n" },
                 feeds.join(", "),
                 self.extra.replace("MQTT_PORT", &mqtt.to_string())
             ),
@@ -94,7 +103,8 @@ impl Vigie {
             .arg(&config)
             .arg("--data")
             .arg(dir.join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(setup.args);
         if setup.embedded_broker && !setup.extra.contains("[ingest.mqtt]") {
             cmd.args(["--mqtt-listen", &format!("127.0.0.1:{mqtt}")]);
         }

@@ -2,6 +2,8 @@
 //! server (or any server of its write API, such as VictoriaMetrics) without losing any when
 //! the server is down or vigie restarts.
 //!
+//! - [`model`]: the data model in the database: forecasts stamped at their revision, with
+//!   their target hour and lead time, beside the current hour's figures (`docs/tsdb.md`).
 //! - [`line`]: the line-protocol encoding, a pure function.
 //! - [`buffer`]: the bounded on-disk buffer of what the server has not confirmed yet.
 //! - [`sink`]: [`InfluxSink`], the API the binary calls, and the thread that sends.
@@ -16,7 +18,9 @@
 
 pub mod buffer;
 pub mod line;
+pub mod model;
 pub mod sink;
 
 pub use line::{encode, Encoded};
+pub use model::TsdbModel;
 pub use sink::{FlushReport, InfluxError, InfluxSink, SinkStats};

@@ -16,6 +16,18 @@
 //! points meanwhile. A write the server refuses as malformed (400, 422) can never pass: its
 //! points are counted in [`SinkStats::points_rejected`], logged, and passed over.
 //!
+//! **Samples the server ignored.** A server may answer 2xx and still drop samples:
+//! VictoriaMetrics ignores those more than two days ahead or before its retention, and says so
+//! only in its own counter `vm_rows_ignored_total` (one row per field) at `/metrics`. The
+//! sink reads that counter before its first write, after confirmed writes (at most once a
+//! second, and after the batch that empties the buffer), and again 3 s after the last one
+//! (VictoriaMetrics counts a moment after it answers; a sink that stops waits for that last
+//! read), and counts the increase in
+//! [`SinkStats::samples_ignored`], logged when it grows. The counter is the server's, so what
+//! other clients get ignored meanwhile counts too. A server without the counter (InfluxDB 2,
+//! which refuses such points with a 422 instead) or whose `/metrics` cannot be read leaves it
+//! `None`: the sink cannot tell.
+//!
 //! The token is read once, at start, from the variable or file the configuration names; it
 //! lives only in the HTTP client, whose `Debug` does not show it, and no message of this
 //! module contains it.
@@ -76,6 +88,10 @@ pub struct SinkStats {
     pub blocked: Duration,
     /// Bytes cut from the buffer's files at start (torn tails of a crash).
     pub truncated_bytes: u64,
+    /// Samples (one per field) the server took but ignored since the sink's first write,
+    /// as VictoriaMetrics counts them (`vm_rows_ignored_total`); `None` when the server has
+    /// no such counter or it could not be read (the module's doc).
+    pub samples_ignored: Option<u64>,
     /// The last error of a write or of the buffer, if any since start.
     pub last_error: Option<String>,
 }
@@ -218,9 +234,11 @@ impl InfluxSink {
             progress: Condvar::new(),
             wake: tokio::sync::Notify::new(),
         });
+        let ignored = Ignored::new(&url, Duration::from_millis(cfg.timeout_ms))?;
         let sender = Sender {
             shared: shared.clone(),
             client,
+            ignored: tokio::sync::Mutex::new(ignored),
             org: cfg.org.clone(),
             bucket: cfg.bucket.clone(),
             batch_points: cfg.batch_points as u64,
@@ -444,6 +462,7 @@ fn report_recovery(r: &Recovery, cfg: &InfluxConfig) {
 struct Sender {
     shared: Arc<Shared>,
     client: influxdb2::Client,
+    ignored: tokio::sync::Mutex<Ignored>,
     org: String,
     bucket: String,
     batch_points: u64,
@@ -451,6 +470,113 @@ struct Sender {
     retry_min: Duration,
     retry_max: Duration,
     timeout: Duration,
+}
+
+/// Whether the server's counter of ignored samples can be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// Not read yet (the server may be down): tried before each write.
+    Unknown,
+    /// Read: the count goes on.
+    Counting,
+    /// The server answered without the counter, or refused to show it: the sink cannot tell.
+    Unsupported,
+}
+
+/// How long after a confirmed write the counter of ignored samples is read again.
+const RECOUNT_AFTER: Duration = Duration::from_secs(3);
+
+/// The count of samples the server ignored, from VictoriaMetrics' `vm_rows_ignored_total`.
+struct Ignored {
+    http: reqwest::Client,
+    metrics: reqwest::Url,
+    probe: Probe,
+    /// The counter's last value read.
+    last: u64,
+    /// Increase since the first read, across restarts of the server (the counter starts
+    /// again from 0).
+    total: u64,
+    read_at: Instant,
+    /// When to read the counter again after the last confirmed write.
+    recheck_at: Option<Instant>,
+}
+
+impl Ignored {
+    fn new(url: &url::Url, timeout: Duration) -> Result<Ignored, InfluxError> {
+        let metrics = reqwest::Url::parse(url.as_str())
+            .and_then(|u| u.join("metrics"))
+            .map_err(|e| InfluxError::Client(format!("url {url}: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| InfluxError::Client(e.to_string()))?;
+        Ok(Ignored {
+            http,
+            metrics,
+            probe: Probe::Unknown,
+            last: 0,
+            total: 0,
+            read_at: Instant::now(),
+            recheck_at: None,
+        })
+    }
+
+    /// Reads the counter and updates the count; the new value of
+    /// [`SinkStats::samples_ignored`] when it changed what the sink can tell, else `None`.
+    async fn read(&mut self) -> Option<Option<u64>> {
+        self.read_at = Instant::now();
+        let answer = match self.http.get(self.metrics.clone()).send().await {
+            // Unreachable: maybe down; try again later.
+            Err(_) => return None,
+            Ok(a) => a,
+        };
+        let value = if answer.status().is_success() {
+            answer.text().await.ok().and_then(|t| ignored_rows(&t))
+        } else {
+            None
+        };
+        match (self.probe, value) {
+            (Probe::Unknown, None) => {
+                self.probe = Probe::Unsupported;
+                log("the server shows no count of ignored samples (vm_rows_ignored_total at /metrics): samples it may ignore cannot be counted");
+                Some(None)
+            }
+            (Probe::Unknown, Some(v)) => {
+                self.probe = Probe::Counting;
+                self.last = v;
+                Some(Some(0))
+            }
+            (_, Some(v)) => {
+                // A smaller value: the server restarted, and counts from 0 again.
+                self.total += if v >= self.last { v - self.last } else { v };
+                self.last = v;
+                Some(Some(self.total))
+            }
+            (_, None) => None,
+        }
+    }
+}
+
+/// The sum of `vm_rows_ignored_total` over its labels (its reasons) in a Prometheus text
+/// exposition; `None` when it is not there.
+fn ignored_rows(text: &str) -> Option<u64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("vm_rows_ignored_total") else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        if let Some(v) = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            *sum.get_or_insert(0u64) += v as u64;
+        }
+    }
+    sum
 }
 
 /// What the thread does next.
@@ -480,9 +606,17 @@ impl Sender {
         loop {
             body.clear();
             match self.next_step(&mut body) {
-                Step::Stop => return,
+                Step::Stop => {
+                    self.recount(true).await;
+                    return;
+                }
                 Step::Wait(d) => {
+                    let d = match self.ignored.lock().await.recheck_at {
+                        Some(t) => d.min(t.saturating_duration_since(Instant::now())),
+                        None => d,
+                    };
                     let _ = tokio::time::timeout(d, self.shared.wake.notified()).await;
+                    self.recount(false).await;
                 }
                 Step::Pause => {
                     if self.sleep(self.retry_max).await {
@@ -537,6 +671,7 @@ impl Sender {
             match self.attempt(body).await {
                 Outcome::Stop => return true,
                 Outcome::Confirmed => {
+                    self.count_ignored(batch).await;
                     if failures > 0 {
                         log(format_args!(
                             "the server took the batch after {failures} failed attempts"
@@ -580,6 +715,15 @@ impl Sender {
     }
 
     async fn attempt(&self, body: &[u8]) -> Outcome {
+        {
+            // The counter's value before the first write, as the base of the count.
+            let mut ignored = self.ignored.lock().await;
+            if ignored.probe == Probe::Unknown {
+                if let Some(n) = ignored.read().await {
+                    self.shared.lock().stats.samples_ignored = n;
+                }
+            }
+        }
         let write = self.client.write_line_protocol_with_precision(
             &self.org,
             &self.bucket,
@@ -604,6 +748,56 @@ impl Sender {
                 }
             }
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    /// After a confirmed write: reads the server's counter of ignored samples (at most once a
+    /// second, and always when this batch empties the buffer), and counts its increase.
+    async fn count_ignored(&self, batch: &Batch) {
+        let mut ignored = self.ignored.lock().await;
+        if ignored.probe != Probe::Counting {
+            return;
+        }
+        ignored.recheck_at = Some(Instant::now() + RECOUNT_AFTER);
+        let last_batch = self.shared.lock().buffer.unconfirmed_lines() <= batch.lines;
+        if !last_batch && ignored.read_at.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.read_ignored(&mut ignored).await;
+    }
+
+    /// Reads the counter again once [`RECOUNT_AFTER`] has passed since the last confirmed write
+    /// (at once, after waiting for it, when `stopping`): VictoriaMetrics counts what it ignores
+    /// when it processes its in-memory buffer, a moment after it answered.
+    async fn recount(&self, stopping: bool) {
+        let mut ignored = self.ignored.lock().await;
+        let Some(at) = ignored.recheck_at else {
+            return;
+        };
+        let left = at.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            if !stopping {
+                return;
+            }
+            tokio::time::sleep(left).await;
+        }
+        ignored.recheck_at = None;
+        self.read_ignored(&mut ignored).await;
+    }
+
+    /// Reads the counter, updates [`SinkStats::samples_ignored`], and says when it grew.
+    async fn read_ignored(&self, ignored: &mut Ignored) {
+        let before = ignored.total;
+        if let Some(n) = ignored.read().await {
+            self.shared.lock().stats.samples_ignored = n;
+        }
+        let grown = ignored.total - before;
+        if grown > 0 {
+            log(format_args!(
+                "the server took but ignored {grown} samples (vm_rows_ignored_total; {} since start): \
+                 timestamps beyond its limits (VictoriaMetrics: more than 2 days ahead, or before its retention)",
+                ignored.total
+            ));
         }
     }
 
@@ -651,5 +845,24 @@ impl Sender {
         st.pending_since = (st.buffer.unconfirmed_lines() > 0).then(Instant::now);
         drop(st);
         self.shared.progress.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ignored_rows;
+
+    #[test]
+    fn the_ignored_rows_counter_is_summed_over_its_reasons() {
+        let text = "# HELP x\nvm_rows_ignored_total{reason=\"big_timestamp\"} 4\n\
+                    vm_rows_ignored_total_other 99\n\
+                    vm_rows_ignored_total{reason=\"small_timestamp\"} 2\nvm_rows 7\n";
+        assert_eq!(ignored_rows(text), Some(6));
+        assert_eq!(ignored_rows("vm_rows_ignored_total 3\n"), Some(3));
+        // InfluxDB 2's /metrics, or any other: no such counter.
+        assert_eq!(
+            ignored_rows("http_api_requests_total{path=\"/api/v2/write\"} 12\n"),
+            None
+        );
     }
 }

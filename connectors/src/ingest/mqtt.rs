@@ -614,7 +614,7 @@ fn parse_payload(plan: &TopicPlan, config: &Config, topic: &str, payload: &[u8])
         return out;
     }
     let levels: Vec<&str> = topic.split('/').collect();
-    let checks: Checks = config.into();
+    let checks = Checks::from(config).live(config, vigie_model::clock::now_us());
     let Some(csv_plan) = &plan.csv else {
         for (i, line) in payload.split(|b| *b == b'\n').enumerate() {
             let n = i as u64 + 1;
@@ -1002,6 +1002,9 @@ feed = "density"
 time = { column = "time", format = "unix" }
 location = { from_topic = true }
 fields.people = { column = "count" }
+# The tests send fixed dates (ts 1): live ingest takes any date of the past century.
+[ingest]
+max_past_days = 36500
 [ingest.mqtt]
 url = "mqtt://127.0.0.1:1"
 topics = [

@@ -14,7 +14,7 @@ use super::LineError;
 use crate::files::{ndjson_text, CsvRow, CsvRows};
 use crate::privacy::{Privacy, Refused, WITHHELD};
 use crate::raw::{parse_json_line, RawRecord, Scalar};
-use crate::validate::RecordError;
+use crate::validate::{Checks, RecordError};
 use vigie_config::Config;
 use vigie_model::{Feed, Record};
 
@@ -121,7 +121,7 @@ impl Parsed {
                 return;
             }
         }
-        match privacy.admit(raw, None, config.into(), 0) {
+        match privacy.admit(raw, None, live(config), 0) {
             Ok(r) => self.records.push((line, r)),
             Err(refused) => self.refuse(line, feed, refused),
         }
@@ -133,6 +133,11 @@ impl Parsed {
 pub fn count_lines(body: &[u8]) -> usize {
     let breaks = body.iter().filter(|&&b| b == b'\n').count();
     breaks + usize::from(body.last().is_some_and(|&b| b != b'\n'))
+}
+
+/// The checks of live ingest now ([`Checks::live`]).
+fn live(config: &Config) -> Checks<'_> {
+    Checks::from(config).live(config, vigie_model::clock::now_us())
 }
 
 /// Parses and admits a body (privacy rules and validation); `allowed` are the feeds its
@@ -190,7 +195,7 @@ pub fn parse_body(
                                 error: privacy.scrub_error(e),
                                 sample: WITHHELD.into(),
                             })
-                            .and_then(|raw| privacy.admit(raw, Some(feed), config.into(), 0));
+                            .and_then(|raw| privacy.admit(raw, Some(feed), live(config), 0));
                         match admitted {
                             Ok(r) => out.records.push((line, r)),
                             Err(refused) => out.refuse(line, Some(feed), refused),
@@ -261,9 +266,65 @@ mod tests {
 
     const ALL: [Feed; 7] = Feed::ALL;
 
+    /// `config` taking any date of the past century: these tests post fixed dates.
+    fn wide(mut config: Config) -> Config {
+        config.ingest.max_past_days = vigie_config::ingest::MAX_WINDOW_DAYS;
+        config
+    }
+
+    #[test]
+    fn live_ingest_refuses_times_too_far_from_now() {
+        let config = Config::embedded_default();
+        let now = vigie_model::clock::now_us() / 1_000_000;
+        let day = 86_400;
+        let line = |ts: i64| {
+            format!("{{\"feed\":\"incident\",\"ts\":{ts},\"zone\":\"13001\",\"severity\":3}}\n")
+        };
+        let body: String = [
+            now,
+            now + 39 * day,
+            now - 399 * day,
+            now + 41 * day,
+            now - 401 * day,
+            253_402_300_000, // 9999-12-31
+        ]
+        .map(line)
+        .concat();
+        let p = parse_body(
+            &Format::Json,
+            body.as_bytes(),
+            &config,
+            &Privacy::default(),
+            &ALL,
+        );
+        assert_eq!(p.records.len(), 3);
+        let refused: Vec<_> = p
+            .rejected
+            .iter()
+            .map(|r| {
+                (
+                    r.error.line,
+                    r.error.field.as_deref(),
+                    r.error.reason.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        for (i, (line, field, reason)) in refused.iter().enumerate() {
+            assert_eq!((*line, *field), (i as u64 + 4, Some("ts")), "{refused:?}");
+            let key = if i == 1 {
+                "max_past_days"
+            } else {
+                "max_future_days"
+            };
+            assert!(reason.contains(key), "{reason}");
+        }
+        assert!(refused[2].2.starts_with("9999-12-31"), "{refused:?}");
+    }
+
     #[test]
     fn ndjson_lines_are_numbered_and_checked() {
-        let config = Config::embedded_default();
+        let config = wide(Config::embedded_default());
         let body = b"{\"feed\":\"incident\",\"ts\":1764338400,\"zone\":\"13001\",\"severity\":3}\n\n{\"feed\":\n\xff\r\n{\"feed\":\"event\",\"ts\":1,\"id\":\"e\",\"zone\":\"13001\",\"start\":1,\"end\":2,\"attendance\":1,\"kind\":\"sport\"}\n";
         let p = parse_body(
             &Format::Json,
@@ -291,7 +352,7 @@ mod tests {
 
     #[test]
     fn one_pretty_printed_record_is_one_record() {
-        let config = Config::embedded_default();
+        let config = wide(Config::embedded_default());
         let body = b"{\n  \"feed\": \"density\",\n  \"ts\": 1764338400,\n  \"zone\": \"13001\",\n  \"people\": 12\n}\n";
         let p = parse_body(&Format::Json, body, &config, &Privacy::default(), &ALL);
         assert_eq!((p.records.len(), p.rejected.len()), (1, 0));
@@ -299,7 +360,7 @@ mod tests {
 
     #[test]
     fn csv_through_a_mapping_and_a_forbidden_mapping() {
-        let config = Config::embedded_sample();
+        let config = wide(Config::embedded_sample());
         let body = b"TYPE,YEAR,MONTH,DAY,HOUR,MINUTE,HUNDRED_BLOCK,NEIGHBOURHOOD,X,Y\nMischief,2020,12,3,14,5,10XX BLOCK,West End,0,0\nMischief,2020,13,3,14,5,10XX BLOCK,West End,0,0\n";
         let f = Format::Csv {
             mapping: "vancouver_crime".into(),
@@ -319,7 +380,7 @@ mod tests {
 
     #[test]
     fn line_protocol_goes_through_the_same_validation() {
-        let config = Config::embedded_default();
+        let config = wide(Config::embedded_default());
         let body = b"incident,zone=13001,category=theft severity=3i 1764338400000000000\ndensity,zone=13001,sensor=s1 people=1200\nincident,zone=99999 severity=3i\nincident severity=\nevent,zone=13001 id=\"e\"\n";
         let f = Format::LineProtocol {
             precision: Precision::Ns,

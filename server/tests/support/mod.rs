@@ -49,7 +49,8 @@ pub fn zones_with_roads(dir: &Path) -> std::path::PathBuf {
 /// A configuration on the 16 Marseille zones ([`zones_with_roads`]) with three sources
 /// (police: incidents, events and calls; cams: densities; gateway: incidents, densities,
 /// events), a viewer and an operator, a CSV mapping, `dead_letters` kept, small ingest
-/// limits, and `extra` at the end. Tokens are in files.
+/// limits, and `extra` at the end. Tokens are in files. Live ingest takes any date of the past
+/// century (`max_past_days`): the tests post records of fixed dates.
 pub fn config(dir: &Path, dead_letters: usize, extra: &str) -> Config {
     for (name, token) in [
         ("police", POLICE),
@@ -66,6 +67,7 @@ pub fn config(dir: &Path, dead_letters: usize, extra: &str) -> Config {
         r#"zones = {zones:?}
 [ingest]
 dead_letters = {dead_letters}
+max_past_days = 36500
 [ingest.http]
 max_body_bytes = 4096
 max_lines = 10
