@@ -2138,6 +2138,12 @@ fn vigie_run_demo_plays_marseille_over_mqtt_and_http_and_a_second_run_upserts() 
     wait_for(30, "every record in the engine", || {
         metric(port, "vigie_engine_records_total", "") >= total as f64
     });
+    // Counted as it enters the dataflow: two more closed epochs, and the last record's epoch
+    // has been computed and published.
+    let epochs = metric(port, "vigie_engine_epochs_total", "");
+    wait_for(30, "two epochs after the last record", || {
+        metric(port, "vigie_engine_epochs_total", "") >= epochs + 2.0
+    });
     let mqtt = metric(port, "vigie_mqtt_records_accepted_total", "");
     let http = metric(port, "vigie_ingest_accepted_total", "source=\"demo\"");
     assert!(

@@ -706,8 +706,8 @@ async fn a_missing_token_is_asked_for_and_a_lost_connection_greys_the_map() {
 /// The newcomer's demo as the README shows it: `vigie run --demo` (Marseille, every feed) at
 /// ten times its default speed, watched from the first second by a 1920×1080 wall; at "now",
 /// once the scenario has played: a zone above level 2, the clashes of 13001, the demo's alert
-/// firing, 13013 hatched for its silent density feed. Its screenshot is the README's
-/// (`docs/wall.png`).
+/// firing, 13013 hatched for its silent density feed. Its screenshot in wall mode, the alert
+/// as the banner, is the README's (`docs/wall.png`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_marseille_raised_clashing_alerted_and_partly_blind() {
     let dir = tempfile::tempdir().unwrap();
@@ -806,8 +806,24 @@ async fn the_demo_shows_marseille_raised_clashing_alerted_and_partly_blind() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     shot(&b, "wall-demo", "1920x1080").await;
+    // Wall mode, as a wall in the operations centre shows it: the demo's alert as the banner
+    // above the map. The README's screenshot.
+    click(&b, "#wall-mode").await;
+    let banner = js_wait(
+        &b,
+        10,
+        "the demo's alert as the banner",
+        "const b = document.getElementById('banner'); return !b.hidden && b.textContent;",
+    )
+    .await;
+    assert!(
+        banner.as_str().unwrap().contains("demo-level-3-within-24h"),
+        "{banner}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shot(&b, "wall-demo-wall-mode", "1920x1080").await;
     std::fs::copy(
-        screenshots().join("wall-demo-1920x1080.png"),
+        screenshots().join("wall-demo-wall-mode-1920x1080.png"),
         vigie::repo().join("docs/wall.png"),
     )
     .unwrap();
