@@ -226,6 +226,52 @@ fn a_missing_input_or_a_bad_config_is_an_error_that_names_it() {
         .arg(repo().join("config/default.toml")));
     assert!(out.status.success(), "{report}");
     assert!(report.contains("zones: 16 (16 with a polygon)"), "{report}");
+    // What a run would refuse at start, check-config refuses too: a source's token in a
+    // variable that is not set, a privacy key in a file that cannot be read.
+    let unreadable = dir.path().join("no-such-key");
+    std::fs::write(
+        &cfg,
+        format!(
+            "zones = \"m.geojson\"\n[[sources]]\nname = \"sensors\"\nfeeds = [\"density\"]\n\
+             token_env = \"VIGIE_E2E_NEVER_SET\"\n[privacy]\nkey_file = {:?}\n",
+            unreadable.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, report) = run(vigie()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("VIGIE_E2E_NEVER_SET"));
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("a run would refuse 2")
+            && report.contains("source sensors")
+            && report.contains("VIGIE_E2E_NEVER_SET")
+            && report.contains("no-such-key"),
+        "{report}"
+    );
+    let (out, report) = run(vigie()
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        .env_remove("VIGIE_E2E_NEVER_SET"));
+    assert!(!out.status.success(), "run refuses it too: {report}");
+    assert!(
+        report.contains("VIGIE_E2E_NEVER_SET") || report.contains("no-such-key"),
+        "{report}"
+    );
+    // With the variable set and the key readable, both accept it.
+    std::fs::write(&unreadable, "a-privacy-key-of-32-bytes-or-more-0123456789\n").unwrap();
+    let (out, report) = run(vigie()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .env("VIGIE_E2E_NEVER_SET", "sensors-token-0123456789"));
+    assert!(out.status.success(), "{report}");
 }
 
 /// Records for the Marseille zones with no ties that arrival order would break, so that any
