@@ -265,7 +265,11 @@ fn a_missing_input_or_a_bad_config_is_an_error_that_names_it() {
         "{report}"
     );
     // With the variable set and the key readable, both accept it.
-    std::fs::write(&unreadable, "a-privacy-key-of-32-bytes-or-more-0123456789\n").unwrap();
+    std::fs::write(
+        &unreadable,
+        "a-privacy-key-of-32-bytes-or-more-0123456789\n",
+    )
+    .unwrap();
     let (out, report) = run(vigie()
         .arg("check-config")
         .arg("--config")
