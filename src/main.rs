@@ -5,7 +5,7 @@
 //!   With no arguments, it replays the embedded real sample on the embedded configuration.
 //! - `vigie run`: the long-running engine on live feeds: HTTP ingest (records, CSV, the
 //!   InfluxDB write API) and MQTT (an embedded broker unless one is configured), a durable
-//!   ingest log, the store, `/metrics`. `vigie run --demo` replays the bundled sample live.
+//!   ingest log, the store, `/metrics`. `vigie run --demo` plays a scripted day on Marseille live (every feed).
 //! - `vigie query`: reads the embedded store a replay wrote (`--store`): the latest figures
 //!   per zone, a range with a step, the revisions of a value, the explanation of a zone and hour.
 //! - `vigie backtest`: replays a history and scores the forecast known at each cutoff against
@@ -30,7 +30,8 @@ use std::path::PathBuf;
     version,
     about = "Risk levels and protection rates per zone and hour, incrementally, for a city's operations centre",
     after_help = "New here? `vigie replay` replays a bundled real sample and prints a report;\n\
-                  `vigie run --demo` runs the live engine and plays that sample into it over MQTT and HTTP."
+                  `vigie run --demo` runs the live engine and plays a scripted day on Marseille into it\n\
+                  over MQTT and HTTP; then open the wall it prints."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,7 +43,7 @@ enum Command {
     /// Replays recorded feeds through the indicator graph and prints a report.
     Replay(cmd::replay::ReplayArgs),
     /// Runs the engine on live feeds (HTTP, MQTT) until SIGTERM or Ctrl-C; `--demo` plays a
-    /// bundled real sample into it live.
+    /// scripted day on Marseille into it live.
     Run(run::RunArgs),
     /// Scores the forecasts as known at each cutoff of a history against what happened.
     Backtest(cmd::backtest::BacktestArgs),

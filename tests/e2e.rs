@@ -226,6 +226,56 @@ fn a_missing_input_or_a_bad_config_is_an_error_that_names_it() {
         .arg(repo().join("config/default.toml")));
     assert!(out.status.success(), "{report}");
     assert!(report.contains("zones: 16 (16 with a polygon)"), "{report}");
+    // What a run would refuse at start, check-config refuses too: a source's token in a
+    // variable that is not set, a privacy key in a file that cannot be read.
+    let unreadable = dir.path().join("no-such-key");
+    std::fs::write(
+        &cfg,
+        format!(
+            "zones = \"m.geojson\"\n[[sources]]\nname = \"sensors\"\nfeeds = [\"density\"]\n\
+             token_env = \"VIGIE_E2E_NEVER_SET\"\n[privacy]\nkey_file = {:?}\n",
+            unreadable.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, report) = run(vigie()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("VIGIE_E2E_NEVER_SET"));
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("a run would refuse 2")
+            && report.contains("source sensors")
+            && report.contains("VIGIE_E2E_NEVER_SET")
+            && report.contains("no-such-key"),
+        "{report}"
+    );
+    let (out, report) = run(vigie()
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        .env_remove("VIGIE_E2E_NEVER_SET"));
+    assert!(!out.status.success(), "run refuses it too: {report}");
+    assert!(
+        report.contains("VIGIE_E2E_NEVER_SET") || report.contains("no-such-key"),
+        "{report}"
+    );
+    // With the variable set and the key readable, both accept it.
+    std::fs::write(
+        &unreadable,
+        "a-privacy-key-of-32-bytes-or-more-0123456789\n",
+    )
+    .unwrap();
+    let (out, report) = run(vigie()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&cfg)
+        .env("VIGIE_E2E_NEVER_SET", "sensors-token-0123456789"));
+    assert!(out.status.success(), "{report}");
 }
 
 /// Records for the Marseille zones with no ties that arrival order would break, so that any
@@ -2046,9 +2096,9 @@ fn vigie_run_with_no_broker_configured_takes_mqtt_from_its_embedded_broker() {
     }
 }
 
-#[test]
-fn vigie_run_demo_plays_the_sample_over_mqtt_and_http_into_the_indicators() {
-    let dir = tempfile::tempdir().unwrap();
+/// `vigie run --demo` on `data` at a high speed, until the scenario is played: the number of
+/// records it announced and its standard error so far.
+fn play_demo(data: &Path) -> (Vigie, u64, std::sync::mpsc::Receiver<String>) {
     let port = free_port();
     let mut child = vigie()
         .args([
@@ -2060,18 +2110,19 @@ fn vigie_run_demo_plays_the_sample_over_mqtt_and_http_into_the_indicators() {
             "200",
         ])
         .arg("--data")
-        .arg(dir.path().join("data"))
+        .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--mqtt-listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut { stderr }, &mut text).unwrap();
-        text
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
     });
     let run = Vigie {
         child,
@@ -2079,48 +2130,236 @@ fn vigie_run_demo_plays_the_sample_over_mqtt_and_http_into_the_indicators() {
         mqtt: 0,
         log: PathBuf::new(),
     };
-    // 2,720 records: about 2,100 before the horizon at once, then the last week in ~3 s.
-    wait_for(20, "records over both doors", || {
-        metric(port, "vigie_mqtt_records_accepted_total", "") >= 1000.0
-            && metric(port, "vigie_ingest_accepted_total", "source=\"demo\"") >= 1000.0
-            && metric(port, "vigie_engine_records_total", "") >= 2720.0
-    });
-    let mqtt = metric(port, "vigie_mqtt_records_accepted_total", "");
-    let http_accepted = metric(port, "vigie_ingest_accepted_total", "source=\"demo\"");
-    assert_eq!(
-        mqtt + http_accepted,
-        2720.0,
-        "MQTT {mqtt}, HTTP {http_accepted}"
-    );
-    run.stop();
-    let log = log.join().unwrap();
-    assert!(log.contains("vigie demo: sample time"), "{log}");
-    let (store, _) = vigie_store::Store::open(
-        &dir.path().join("data/store"),
-        vigie_store::Options::default(),
-    )
-    .unwrap();
+    let mut total = None;
+    let started = std::time::Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60).saturating_sub(started.elapsed()))
+            .expect("the demo plays its scenario within a minute");
+        if let Some(rest) = line.strip_prefix("vigie demo: Marseille") {
+            let n = rest
+                .split(" records")
+                .next()
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap();
+            total = Some(n.parse::<u64>().unwrap());
+        }
+        assert!(!line.contains("rejected"), "{line}");
+        if line.contains("the scenario is played") {
+            break;
+        }
+    }
+    (run, total.expect("the announcement of the scenario"), rx)
+}
+
+/// The sum of `field` over every zone and hour of the store's horizon around now.
+fn store_sum(store: &vigie_store::Store, field: &str) -> f64 {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let zones = vigie_queries::read::zones(&store);
-    assert_eq!(zones.len(), 24, "the Vancouver neighbourhoods");
-    let mut incidents = 0.0;
-    for zone in &zones {
-        let key = vigie_queries::read::indicator_key(zone, "incidents");
+    let mut sum = 0.0;
+    for zone in vigie_queries::read::zones(store) {
+        let key = vigie_queries::read::indicator_key(&zone, field);
         for (_, v) in store
-            .range(&key, now_ms - 8 * 86_400_000, now_ms + 3_600_000, None)
+            .range(
+                &key,
+                now_ms - 8 * 86_400_000,
+                now_ms + 31 * 86_400_000,
+                None,
+            )
             .unwrap()
         {
-            incidents += v;
+            sum += v;
         }
     }
-    // The last week of the sample, in the horizon: hundreds of incidents.
+    sum
+}
+
+#[test]
+fn vigie_run_demo_plays_marseille_over_mqtt_and_http_and_a_second_run_upserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (run, total, _log) = play_demo(&data);
+    let port = run.port;
+    // Every record of the scenario reaches the engine, through both doors, none refused.
+    wait_for(30, "every record in the engine", || {
+        metric(port, "vigie_engine_records_total", "") >= total as f64
+    });
+    // Counted as it enters the dataflow: two more closed epochs, and the last record's epoch
+    // has been computed and published.
+    let epochs = metric(port, "vigie_engine_epochs_total", "");
+    wait_for(30, "two epochs after the last record", || {
+        metric(port, "vigie_engine_epochs_total", "") >= epochs + 2.0
+    });
+    let mqtt = metric(port, "vigie_mqtt_records_accepted_total", "");
+    let http = metric(port, "vigie_ingest_accepted_total", "source=\"demo\"");
     assert!(
-        incidents > 100.0,
-        "{incidents} incidents in the store's past week"
+        mqtt > 10_000.0 && http > 10_000.0,
+        "MQTT {mqtt}, HTTP {http}"
     );
+    assert_eq!(mqtt + http, total as f64, "MQTT {mqtt}, HTTP {http}");
+    assert_eq!(metric(port, "vigie_ingest_rejected_total", ""), 0.0);
+    // At now: the Vieux-Port above level 2 and short of patrols, 13013 blind on its crowd,
+    // clashes in 13001, and the demo's forecast alert firing.
+    let hour = vigie_model::clock::wall_hour();
+    let (code, answer) = client::request(port, "GET", "/api/v1/indicators", None, "", "", "")
+        .expect("the API answers");
+    assert_eq!(code, 200, "{answer}");
+    let rows: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let row = |zone: &str| {
+        rows["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["zone"] == zone)
+            .cloned()
+            .unwrap()
+    };
+    let vieux_port = row("13001");
+    assert!(
+        vieux_port["risk_level"].as_u64().unwrap() >= 3,
+        "{vieux_port}"
+    );
+    assert!(
+        vieux_port["criticality"].as_u64().unwrap() >= 3,
+        "{vieux_port}"
+    );
+    assert!(
+        vieux_port["protection_rate"].as_f64().unwrap() < 1.0,
+        "{vieux_port}"
+    );
+    assert!(vieux_port["calls"].as_u64().unwrap() >= 5, "{vieux_port}");
+    assert_eq!(row("13013")["confidence"], "reduced", "{}", row("13013"));
+    assert_eq!(row("13013")["missing"], serde_json::json!(["density"]));
+    assert_eq!(row("13005")["confidence"], "high", "{}", row("13005"));
+    assert!(
+        row("13002")["contributions"]["surge"].as_f64().unwrap() > 0.3,
+        "{}",
+        row("13002")
+    );
+    let (_, clashes) =
+        client::request(port, "GET", "/api/v1/clashes?zone=13001", None, "", "", "").unwrap();
+    assert!(
+        clashes.contains("demo-demonstration") && clashes.contains("demo-roadworks-canebiere"),
+        "{clashes}"
+    );
+    wait_for(10, "the demo's alert", || {
+        client::request(port, "GET", "/api/v1/alerts?state=firing", None, "", "", "")
+            .is_some_and(|(_, a)| a.contains("demo-level-3-within-24h") && a.contains("13008"))
+    });
+    // The match, in the forecast: 13008 at level 4 with a shortfall, its neighbour 13006
+    // taking the spill, the heat wave in the weather factor, fluidity down.
+    let (_, at) = client::request(
+        port,
+        "GET",
+        &format!("/api/v1/indicators?hour={}", (hour + 3) * 3600),
+        None,
+        "",
+        "",
+        "",
+    )
+    .unwrap();
+    let at: serde_json::Value = serde_json::from_str(&at).unwrap();
+    let during = |zone: &str| {
+        at["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["zone"] == zone)
+            .cloned()
+            .unwrap()
+    };
+    let velodrome = during("13008");
+    assert_eq!(velodrome["risk_level"], 4, "{velodrome}");
+    assert!(
+        velodrome["protection_rate"].as_f64().unwrap() < 1.0,
+        "{velodrome}"
+    );
+    assert!(
+        velodrome["fluidity_level"].as_u64().unwrap() >= 3,
+        "{velodrome}"
+    );
+    // The heat wave: the weather factor above 1.1 at some hour of the next day, whatever
+    // the hour now.
+    let (_, weather) = client::request(
+        port,
+        "GET",
+        &format!(
+            "/api/v1/indicators/range?zone=13008&field=weather&from={}&to={}&step=1d&agg=max",
+            (hour + 1) * 3600,
+            (hour + 25) * 3600
+        ),
+        None,
+        "",
+        "",
+        "",
+    )
+    .unwrap();
+    let weather: serde_json::Value = serde_json::from_str(&weather).unwrap();
+    assert!(
+        weather["points"][0]["value"].as_f64().unwrap() > 1.1,
+        "{weather}"
+    );
+    assert!(
+        during("13006")["contributions"]["spill"].as_f64().unwrap() > 1.0,
+        "{}",
+        during("13006")
+    );
+    run.stop();
+    let sums = |data: &Path| {
+        let (store, _) =
+            vigie_store::Store::open(&data.join("store"), vigie_store::Options::default()).unwrap();
+        assert_eq!(
+            vigie_queries::read::zones(&store).len(),
+            16,
+            "the arrondissements"
+        );
+        (store_sum(&store, "incidents"), store_sum(&store, "calls"))
+    };
+    let first = sums(&data);
+    // The stored figures of the Vieux-Port at now, explained from the demo's ingest log under
+    // the demo's configuration: they agree, and cite the demonstration and the calls.
+    let explained = vigie()
+        .arg("query")
+        .arg("--store")
+        .arg(data.join("store"))
+        .args(["--format", "ndjson", "explain", "--zone", "13001", "--hour"])
+        .arg((hour * 3600).to_string())
+        .arg("--data")
+        .arg(&data)
+        .arg("--demo")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        explained.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(answer["agree"], true, "{answer}");
+    assert!(
+        text.contains("demo-demonstration") && text.contains("\"call\""),
+        "{text}"
+    );
+    assert!(
+        first.0 > 100.0 && first.1 > 100.0,
+        "incidents and calls of the horizon: {first:?}"
+    );
+    // Played again on the same data: every record is upserted, nothing counts twice.
+    let (again, total_again, _log) = play_demo(&data);
+    assert_eq!(total_again, total);
+    // Every record committed again; stopping hands the engine all of them before it ends.
+    wait_for(30, "every record committed again", || {
+        metric(again.port, "vigie_mqtt_records_accepted_total", "")
+            + metric(again.port, "vigie_ingest_accepted_total", "source=\"demo\"")
+            >= total as f64
+    });
+    again.stop();
+    assert_eq!(sums(&data), first, "a second run upserts");
 }
 
 #[test]

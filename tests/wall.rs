@@ -702,3 +702,131 @@ async fn a_missing_token_is_asked_for_and_a_lost_connection_greys_the_map() {
     b.close().await.unwrap();
     b2.close().await.unwrap();
 }
+
+/// The newcomer's demo as the README shows it: `vigie run --demo` (Marseille, every feed) at
+/// ten times its default speed, watched from the first second by a 1920×1080 wall; at "now",
+/// once the scenario has played: a zone above level 2, the clashes of 13001, the demo's alert
+/// firing, 13013 hatched for its silent density feed. Its screenshot in wall mode, the alert
+/// as the banner, is the README's (`docs/wall.png`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_marseille_raised_clashing_alerted_and_partly_blind() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("vigie.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "run",
+            "--demo",
+            "--demo-speed",
+            "36000",
+            "--epoch-ms",
+            "200",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--mqtt-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("vigie starts");
+    let v = Vigie {
+        child,
+        port,
+        mqtt: 0,
+        log: log.clone(),
+    };
+    client::wait_healthy(port, Some(&log));
+    let driver = Driver::start();
+    let b = driver.browser(1920, 1080).await;
+    // No token configured: anyone reads. The map is painted from the first second.
+    b.goto(&v.url("/")).await.unwrap();
+    js_wait(&b, 15, "16 painted zones", "return document.querySelectorAll('#map g.zone[data-level]').length === 16 && document.getElementById('live').className === 'up';").await;
+    client::wait_for(60, "the scenario played", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("the scenario is played"))
+    });
+    let hour = now_s() / 3600;
+    // A zone above level 2 at now, as the API says.
+    let raised = js_wait(&b, 15, "a zone above level 2", "return Array.from(document.querySelectorAll('#map g.zone[data-zone]')).filter(g => +g.dataset.level > 2).map(g => g.dataset.zone).join(',');").await;
+    assert!(raised.as_str().unwrap().contains("13001"), "{raised}");
+    let open = |path: &str| {
+        let (code, body) = v.json("GET", path, None, "");
+        assert_eq!(code, 200, "{path}: {body}");
+        body
+    };
+    let now = open(&format!("/api/v1/indicators?hour={}", hour * 3600));
+    let vieux_port = row_in(&now, &json!("13001"));
+    assert!(
+        vieux_port["risk_level"].as_u64().unwrap() >= 3,
+        "{vieux_port}"
+    );
+    // The clashes of 13001, in the list and on the map at the hour shown.
+    let clash = js_wait(&b, 15, "the clash", "const li = document.querySelector('#clashes li[data-clash] .msg'); return li && li.textContent;").await;
+    assert!(
+        clash.as_str().unwrap().starts_with("Marseille 1er"),
+        "{clash}"
+    );
+    assert_eq!(
+        js(
+            &b,
+            "return document.querySelector('#map g.zone[data-zone=\"13001\"]').dataset.clash"
+        )
+        .await,
+        "now"
+    );
+    // The demo's forecast alert, firing, as a sentence on the wall.
+    let alert = js_wait(
+        &b,
+        15,
+        "the alert on the page",
+        "const li = document.querySelector('#alerts li[data-alert]'); return li && li.textContent;",
+    )
+    .await;
+    assert!(alert.as_str().unwrap().contains("Marseille"), "{alert}");
+    let firing = open("/api/v1/alerts?state=firing");
+    assert!(
+        firing
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule"] == "demo-level-3-within-24h" && a["zone"] == "13008"),
+        "the match's alert: {firing}"
+    );
+    // 13013's density feed fell silent: its hour is hatched, saying what is missing.
+    let blind = js_wait(&b, 15, "13013 hatched", "const g = document.querySelector('#map g.zone[data-zone=\"13013\"]'); return g.dataset.confidence === 'reduced' && g.dataset.missing;").await;
+    assert_eq!(blind, "density");
+    // The Vieux-Port selected, explained; the screenshot the README shows.
+    click_zone(&b, "13001").await;
+    js_wait(
+        &b,
+        10,
+        "the contributions",
+        "return document.querySelector('#contributions tr[data-contribution=\"recent\"]');",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shot(&b, "wall-demo", "1920x1080").await;
+    // Wall mode, as a wall in the operations centre shows it: the demo's alert as the banner
+    // above the map. The README's screenshot.
+    click(&b, "#wall-mode").await;
+    let banner = js_wait(
+        &b,
+        10,
+        "the demo's alert as the banner",
+        "const b = document.getElementById('banner'); return !b.hidden && b.textContent;",
+    )
+    .await;
+    assert!(
+        banner.as_str().unwrap().contains("demo-level-3-within-24h"),
+        "{banner}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shot(&b, "wall-demo-wall-mode", "1920x1080").await;
+    std::fs::copy(
+        screenshots().join("wall-demo-wall-mode-1920x1080.png"),
+        vigie::repo().join("docs/wall.png"),
+    )
+    .unwrap();
+    b.close().await.unwrap();
+    v.stop();
+}

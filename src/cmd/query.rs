@@ -10,7 +10,9 @@
 //!   inputs of the replay — the records behind each contribution and the contributions
 //!   recomputed from them (under model v2 also the exposure's events, the spill by neighbour,
 //!   the surge's densities and typical crowd, the calls, the traffic and fluidity, and the
-//!   weather's presence; [`vigie_queries::explain`]).
+//!   weather's presence; [`vigie_queries::explain`]). On a store of `vigie run` (`--data`,
+//!   and `--demo` for the demo's), the records are those of its ingest log and the clock the
+//!   store's.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -19,6 +21,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vigie_config::Config;
+use vigie_connectors::ingest::IngestLog;
 use vigie_connectors::{InputSpec, Item, RecordReader};
 use vigie_model::point::ALL_FIELDS;
 use vigie_model::time::{format_ts, hour_of, parse_ts_str};
@@ -102,6 +105,15 @@ enum What {
         /// The replay's `--clock`, if it was given one (RFC 3339 or Unix seconds).
         #[arg(long)]
         clock: Option<String>,
+        /// A store written by `vigie run`: its data folder (`--data`). The records are those
+        /// of its ingest log (`DATA/ingest`, read back as vigie would at start; vigie must
+        /// not be running on it), and the clock is the store's (live, the wall clock's hour).
+        #[arg(long, value_name = "DATA", conflicts_with_all = ["inputs", "clock"])]
+        data: Option<PathBuf>,
+        /// The store was written by `vigie run --demo [SCENARIO]`: its configuration (the
+        /// scenario's, with the roads and alert rule the demo adds), unless `--config`.
+        #[arg(long, value_enum, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = "marseille", requires = "data")]
+        demo: Option<crate::run::demo::Scenario>,
     },
 }
 
@@ -318,6 +330,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             config,
             inputs,
             clock: replay_clock_given,
+            data,
+            demo,
         } => {
             let h = time_ms(&hour, "--hour")?.div_euclid(HOUR_MS) * HOUR_MS;
             known(&store, &zone, None)?;
@@ -325,8 +339,37 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             let stored = read::zone_hour(&store, &zone, h, as_of)?.with_context(|| {
                 format!("no figures for zone {zone} at {}", format_ts(h * 1000))
             })?;
-            let mut answer =
-                json!({"zone": zone, "hour": format_ts(h * 1000), "stored": stored.values});
+            if let Some(data) = &data {
+                let config = match (&config, demo) {
+                    (Some(p), _) => {
+                        Config::from_file(p).with_context(|| format!("loading {}", p.display()))?
+                    }
+                    (None, Some(scenario)) => {
+                        let mut c = scenario.config();
+                        scenario.prepare(&mut c)?;
+                        c
+                    }
+                    (None, None) => Config::embedded_default(),
+                };
+                let log = data.join("ingest");
+                if !log.is_dir() {
+                    bail!(
+                        "{} is not a vigie run data folder (no ingest folder)",
+                        data.display()
+                    );
+                }
+                // A compaction that keeps every record writes nothing: it only reads the log
+                // back, as `vigie run` does at start.
+                let mut records = Vec::new();
+                IngestLog::compact(&log, |all| {
+                    records.clone_from(&all);
+                    all
+                })
+                .with_context(|| format!("reading the ingest log in {}", log.display()))?;
+                let clock = clock.context("the store has no clock: no epoch was written")? * 1000;
+                let label = format!("{} (ingest log, line = sequence number)", log.display());
+                return explain(&stored, &config, records, &[label], clock, format, out);
+            }
             let (config, specs) = match (config, inputs.is_empty()) {
                 (None, true) => (
                     Config::embedded_sample(),
@@ -346,9 +389,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                     (config, specs)
                 }
             };
-            let Some(zone_idx) = config.zones.iter().position(|z| z.id == zone) else {
-                bail!("zone {zone} is not in the configuration");
-            };
             let labels: Vec<String> = specs.iter().map(InputSpec::label).collect();
             let records: Vec<Record> = RecordReader::shared(&config, specs, 0, 1)
                 .filter_map(|i| match i {
@@ -365,62 +405,83 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                     "no clock: the inputs hold no counted incident or density; give the replay's --clock",
                 )?,
             };
-            let counted = counted(&records);
-            let hour = h.div_euclid(HOUR_MS);
-            let ev = records_behind(&counted, zone_idx as u32, hour, hour_of(clock), &config);
-            let re = ev.recompute(&config);
-            let cite = |r: &Record| -> Value {
-                let input = labels
-                    .get((r.seq >> 40) as usize)
-                    .cloned()
-                    .unwrap_or_default();
-                json!({"feed": r.feed.name(), "ts": format_ts(r.ts), "id": r.id, "input": input, "line": r.seq & ((1 << 40) - 1)})
-            };
-            if let Value::Object(m) = ev.to_json(&re, &config, &cite) {
-                answer.as_object_mut().expect("an object").extend(m);
-            }
-            let differ = re.differences(&stored.values);
-            answer["agree"] = json!(differ.is_empty());
-            answer["differ"] = differ
-                .iter()
-                .map(|(f, mine, stored)| json!({"field": f, "recomputed": mine, "stored": stored}))
-                .collect();
-            match format {
-                Format::Ndjson => out.push(answer.clone()),
-                Format::Table => {
-                    // One line a figure: stored, and recomputed from the records where it is.
-                    let again: std::collections::BTreeMap<&str, Option<f64>> =
-                        re.figures().into_iter().collect();
-                    for (field, value) in &stored.values {
-                        out.push(json!({"field": field, "stored": value.is_finite().then_some(*value), "recomputed": again.get(field).copied().flatten()}));
-                    }
-                }
-            }
-            let mut w = std::io::stdout().lock();
-            out.write(&mut w)?;
-            if format == Format::Table {
-                // The records behind the figures, wherever the explanation cites them.
-                let mut cited = Vec::new();
-                cited_records(&answer, "", &mut cited);
-                for (what, r) in cited {
-                    writeln!(
-                        w,
-                        "{what}: {} line {} ({}, {})",
-                        r["input"].as_str().unwrap_or(""),
-                        r["line"],
-                        r["feed"].as_str().unwrap_or(""),
-                        r["ts"].as_str().unwrap_or("")
-                    )?;
-                }
-            }
-            if !differ.is_empty() {
-                eprintln!("vigie: the stored figures differ from the records given: another replay, or other inputs?");
-                return Ok(ExitCode::from(1));
-            }
-            return Ok(ExitCode::SUCCESS);
+            return explain(&stored, &config, records, &labels, clock, format, out);
         }
     }
     out.write(&mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The explanation of the stored figures `stored` (a zone and hour) from `records` (cited by
+/// `labels`, the input a record's sequence number names) under `config`, with the clock
+/// `clock` (µs). Exits with 1 when the recomputed figures differ from the stored ones.
+fn explain(
+    stored: &read::ZoneHour,
+    config: &Config,
+    records: Vec<Record>,
+    labels: &[String],
+    clock: i64,
+    format: Format,
+    mut out: Out,
+) -> anyhow::Result<ExitCode> {
+    let zone = &stored.zone;
+    let Some(zone_idx) = config.zones.iter().position(|z| z.id == *zone) else {
+        bail!("zone {zone} is not in the configuration");
+    };
+    let h = stored.hour_ms;
+    let mut answer = json!({"zone": zone, "hour": format_ts(h * 1000), "stored": stored.values});
+    let counted = counted(&records);
+    let hour = h.div_euclid(HOUR_MS);
+    let ev = records_behind(&counted, zone_idx as u32, hour, hour_of(clock), config);
+    let re = ev.recompute(config);
+    let cite = |r: &Record| -> Value {
+        let input = labels
+            .get((r.seq >> 40) as usize)
+            .cloned()
+            .unwrap_or_default();
+        json!({"feed": r.feed.name(), "ts": format_ts(r.ts), "id": r.id, "input": input, "line": r.seq & ((1 << 40) - 1)})
+    };
+    if let Value::Object(m) = ev.to_json(&re, config, &cite) {
+        answer.as_object_mut().expect("an object").extend(m);
+    }
+    let differ = re.differences(&stored.values);
+    answer["agree"] = json!(differ.is_empty());
+    answer["differ"] = differ
+        .iter()
+        .map(|(f, mine, stored)| json!({"field": f, "recomputed": mine, "stored": stored}))
+        .collect();
+    match format {
+        Format::Ndjson => out.push(answer.clone()),
+        Format::Table => {
+            // One line a figure: stored, and recomputed from the records where it is.
+            let again: std::collections::BTreeMap<&str, Option<f64>> =
+                re.figures().into_iter().collect();
+            for (field, value) in &stored.values {
+                out.push(json!({"field": field, "stored": value.is_finite().then_some(*value), "recomputed": again.get(field).copied().flatten()}));
+            }
+        }
+    }
+    let mut w = std::io::stdout().lock();
+    out.write(&mut w)?;
+    if format == Format::Table {
+        // The records behind the figures, wherever the explanation cites them.
+        let mut cited = Vec::new();
+        cited_records(&answer, "", &mut cited);
+        for (what, r) in cited {
+            writeln!(
+                w,
+                "{what}: {} line {} ({}, {})",
+                r["input"].as_str().unwrap_or(""),
+                r["line"],
+                r["feed"].as_str().unwrap_or(""),
+                r["ts"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    if !differ.is_empty() {
+        eprintln!("vigie: the stored figures differ from the records given: another replay, or other inputs?");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

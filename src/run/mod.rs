@@ -46,7 +46,7 @@ const MQTT_REJECTIONS: usize = 100;
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Configuration file (TOML). Default: the embedded default configuration (Marseille);
-    /// with --demo, the embedded Vancouver configuration.
+    /// with --demo vancouver, the embedded Vancouver configuration.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Data folder: the ingest log in DATA/ingest and the store in DATA/store. Default: the
@@ -64,12 +64,13 @@ pub struct RunArgs {
     /// `[ingest.mqtt]` (default: `ingest.embedded_mqtt_listen`, 127.0.0.1:1883; port 0: any).
     #[arg(long, value_name = "ADDR")]
     mqtt_listen: Option<String>,
-    /// Demo for newcomers: replays the bundled real sample (Vancouver incidents, Dec 2020)
-    /// live into this engine, half over MQTT and half over HTTP, its times shifted to end at
-    /// the current hour, so the indicators move while you watch.
-    #[arg(long)]
-    pub demo: bool,
-    /// Demo replay speed: sample seconds per wall second (3600: one sample hour a second).
+    /// Demo for newcomers: plays a scenario live into this engine over MQTT and HTTP, its
+    /// times relative to the current hour, so the indicators move while you watch. `marseille`
+    /// (the default): a scripted day on every feed on Marseille's arrondissements;
+    /// `vancouver`: the bundled Vancouver incidents of Dec 2020 alone.
+    #[arg(long, value_enum, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = "marseille")]
+    pub demo: Option<demo::Scenario>,
+    /// Demo speed: scenario seconds per wall second (3600: one hour a second).
     #[arg(long, value_name = "X", default_value_t = 3600.0, requires = "demo")]
     pub demo_speed: f64,
     /// Timely workers and processes. Ingest, the store and the server run on process 0
@@ -138,8 +139,10 @@ fn owner_only(dirs: &Dirs, data: Option<&std::path::Path>) -> anyhow::Result<()>
 pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
         Some(p) => Config::from_file(p).with_context(|| format!("loading {}", p.display()))?,
-        None if args.demo => Config::embedded_sample(),
-        None => Config::embedded_default(),
+        None => match args.demo {
+            Some(scenario) => scenario.config(),
+            None => Config::embedded_default(),
+        },
     };
     let workers = args.cluster.workers(config.engine.workers);
     let cluster = args.cluster.timely_config(workers)?;
@@ -152,7 +155,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("vigie run: stopped");
         return Ok(ExitCode::SUCCESS);
     }
-    if args.demo && args.data.is_none() {
+    if args.demo.is_some() && args.data.is_none() {
         args.data = Some(demo::data_dir()?);
     }
     let dirs = Dirs::of(&args, &config);
@@ -162,10 +165,12 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let demo_token = if args.demo {
-        Some(demo::add_source(&mut config, &data_folder)?)
-    } else {
-        None
+    let demo_token = match args.demo {
+        Some(scenario) => {
+            scenario.prepare(&mut config)?;
+            Some(demo::add_source(&mut config, &data_folder)?)
+        }
+        None => None,
     };
     let epoch = Duration::from_millis(args.epoch_ms.unwrap_or(config.ingest.epoch_ms).max(1));
     let listen = args
@@ -357,6 +362,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let demo = match demo_token {
         Some(token) => Some(demo::start(demo::Demo {
+            scenario: args.demo.unwrap_or(demo::Scenario::Marseille),
             config: config.clone(),
             http: http_addr,
             token,

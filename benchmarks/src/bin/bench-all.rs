@@ -97,6 +97,17 @@ enum Sub {
         zones: PathBuf,
         out: PathBuf,
     },
+    /// Writes the peers' workload alone (`events.csv` and `zones.csv` in DIR), as the suite
+    /// generates it: e.g. to time `vigie replay` under two configurations in the same run.
+    Generate {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        #[arg(long, default_value_t = 100)]
+        zones: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -175,8 +186,19 @@ fn repo() -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Sub::Plain { events, zones, out }) = &cli.sub {
-        return plain(events, zones, out);
+    match &cli.sub {
+        Some(Sub::Plain { events, zones, out }) => return plain(events, zones, out),
+        Some(Sub::Generate {
+            dir,
+            records,
+            zones,
+            seed,
+        }) => {
+            std::fs::create_dir_all(dir)?;
+            peers::generate(dir, *records, *zones, *seed)?;
+            return Ok(());
+        }
+        None => {}
     }
     let spec_path = cli
         .spec

@@ -164,6 +164,12 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Reads the token as [`InfluxSink::start`] does, for `vigie check-config`: the error a run
+/// would stop on (an unset variable, an unreadable or empty file), the token itself dropped.
+pub fn check_token(cfg: &InfluxConfig) -> Result<(), InfluxError> {
+    read_token(cfg).map(drop)
+}
+
 fn read_token(cfg: &InfluxConfig) -> Result<Option<Token>, InfluxError> {
     let token = if let Some(var) = &cfg.token_env {
         let value = std::env::var(var).map_err(|e| {

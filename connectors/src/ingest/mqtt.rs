@@ -382,6 +382,12 @@ fn warn(msg: &str) {
 }
 
 /// The client options: address, TLS, session, credentials, manual acks.
+/// Builds the client's options as a run does, for `vigie check-config`: the password read
+/// from its variable or file, the CA file read and parsed for `mqtts://`. Nothing connects.
+pub fn check_options(m: &MqttConfig) -> Result<(), String> {
+    mqtt_options(m).map(drop)
+}
+
 fn mqtt_options(m: &MqttConfig) -> Result<MqttOptions, String> {
     let endpoint = m.endpoint().map_err(|e| format!("ingest.mqtt.url: {e}"))?;
     let mut o = MqttOptions::new(m.client_id.clone(), endpoint.host, endpoint.port);
