@@ -11,7 +11,8 @@
 //!
 //! 1. The configuration, the data folders; with `--demo`, the demo's source ([`demo`]).
 //! 2. The embedded MQTT broker unless `[ingest.mqtt]` names one ([`broker`]).
-//! 3. The ingest log, compacted at start ([`engine::survivors`]) and while running.
+//! 3. The ingest log, compacted at start ([`engine::Survivors`], a record at a time) and while
+//!    running, then read back into the engine a batch at a time as it opens.
 //! 4. The store and the sinks, the board, the index of recent records, the alerting
 //!    ([`alerts`]) with its probe of the sources' counters.
 //! 5. The engine thread ([`engine`]), the server (`vigie_server::serve`), the MQTT source, the
@@ -220,10 +221,9 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     // The ingest log: compacted first (superseded upserts and records the clock has made
     // irrelevant go), then opened with a running compaction as it grows.
     let params = GraphParams::from_config(&config);
-    let (kept, before) = IngestLog::compact(&dirs.log, |all| {
-        engine::survivors(&params, wall_hour(), all)
-    })
-    .with_context(|| format!("compacting the ingest log in {}", dirs.log.display()))?;
+    let (kept, before) =
+        IngestLog::compact(&dirs.log, &mut engine::Survivors::new(&params, wall_hour()))
+            .with_context(|| format!("compacting the ingest log in {}", dirs.log.display()))?;
     if kept < before {
         eprintln!("vigie run: compacted the ingest log: kept {kept} of {before} records");
     }
@@ -233,14 +233,6 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         min_bytes: config.ingest.compact_min_bytes,
         keep: Box::new(move || Box::new(engine::Survivors::new(&params, wall_hour()))),
     };
-    let opened = IngestLog::open_with(&dirs.log, log_tx, Some(compaction))
-        .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
-    if opened.truncated_bytes > 0 {
-        eprintln!(
-            "vigie run: cut {} bytes of an unfinished (never acknowledged) batch from the ingest log",
-            opened.truncated_bytes
-        );
-    }
 
     // What the sources count, read by the alerting's deadman rules and the feeds' health.
     let http_counts = Arc::new(Metrics::new());
@@ -267,6 +259,9 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let alerting = alerts::start(&config, &dirs.alerts, probe, shutdown.flag())
         .with_context(|| format!("starting alerting in {}", dirs.alerts.display()))?;
 
+    // What the log holds is read back into the engine as the log opens, a bounded channel
+    // of batches between them: a restart holds a few batches, never the whole log.
+    let (recovered_tx, recovered_rx) = mpsc::sync_channel::<Vec<Record>>(1);
     // The log hands committed batches to a forwarder that stamps their arrival and counts the
     // queue, then to the engine.
     let (eng_tx, eng_rx) = mpsc::channel::<(Instant, Vec<Record>)>();
@@ -290,7 +285,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         let parts = engine::Engine {
             config: config.clone(),
             sinks,
-            recovered: opened.recovered,
+            recovered: recovered_rx,
             batches: eng_rx,
             epoch,
             stats: stats.clone(),
@@ -323,6 +318,19 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             })
             .context("starting the engine thread")?
     };
+
+    let opened = IngestLog::open_streaming(&dirs.log, log_tx, Some(compaction), &mut |batch| {
+        // The engine gone (it failed and said why), the rest is not needed.
+        let _ = recovered_tx.send(batch);
+    })
+    .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
+    drop(recovered_tx);
+    if opened.truncated_bytes > 0 {
+        eprintln!(
+            "vigie run: cut {} bytes of an unfinished (never acknowledged) batch from the ingest log",
+            opened.truncated_bytes
+        );
+    }
 
     let state = AppState::new(Parts {
         config: config.clone(),
