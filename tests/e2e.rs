@@ -2136,7 +2136,7 @@ fn play_demo(data: &Path) -> (Vigie, u64, std::sync::mpsc::Receiver<String>) {
         let line = rx
             .recv_timeout(std::time::Duration::from_secs(60).saturating_sub(started.elapsed()))
             .expect("the demo plays its scenario within a minute");
-        if let Some(rest) = line.strip_prefix("vigie demo: Marseille") {
+        if let Some((_, rest)) = line.split_once("vigie demo: Marseille") {
             let n = rest
                 .split(" records")
                 .next()
@@ -2957,7 +2957,46 @@ fn a_restart_reads_a_large_ingest_log_back_in_bounded_memory() {
         .map(|p| p["value"].as_f64().unwrap())
         .sum();
     assert_eq!(counted, n.div_ceil(16) as f64, "{rows}");
+    // The log: leveled lines, the read-back said once, no line per epoch.
+    let log = std::fs::read_to_string(&again.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains(&format!("{n} records read back"))),
+        "{log}"
+    );
+    assert!(!log.contains("store acknowledged revision"), "{log}");
     again.stop();
+}
+
+/// `VIGIE_LOG` filters the logs by level: at `warn`, a run that starts, writes its epochs and
+/// stops cleanly writes nothing.
+#[test]
+fn vigie_log_sets_the_level_of_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("vigie.log");
+    let child = vigie()
+        .args(["run", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--mqtt-listen", "127.0.0.1:0"])
+        .env("VIGIE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let run = Vigie {
+        child,
+        port,
+        mqtt: 0,
+        log: log.clone(),
+    };
+    client::wait_healthy(port, Some(&log));
+    wait_for(10, "three epochs", || {
+        metric(port, "vigie_engine_epochs_total", "") >= 3.0
+    });
+    run.stop();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
 }
 
 /// The bytes of the files in `dir`.

@@ -150,7 +150,7 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
             driver.wait(worker, e);
         }
         if n > 0 {
-            eprintln!("vigie run: {n} records read back from the ingest log");
+            tracing::info!("vigie run: {n} records read back from the ingest log");
         }
         let mut first = true;
         let mut last_clock = None;

@@ -148,12 +148,12 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let workers = args.cluster.workers(config.engine.workers);
     let cluster = args.cluster.timely_config(workers)?;
     if args.cluster.process > 0 {
-        eprintln!(
+        tracing::info!(
             "vigie run: process {} of {}: {workers} worker(s) of the dataflow; ingest, the store and the server run on process 0",
             args.cluster.process, args.cluster.processes
         );
         engine::follow(&config, cluster)?;
-        eprintln!("vigie run: stopped");
+        tracing::info!("vigie run: stopped");
         return Ok(ExitCode::SUCCESS);
     }
     if args.demo.is_some() && args.data.is_none() {
@@ -201,7 +201,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let b = broker::EmbeddedBroker::start(addr, logins)?;
-            eprintln!(
+            tracing::info!(
                 "vigie run: embedded MQTT broker on mqtt://{} ({who}, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
                 b.addr
             );
@@ -225,7 +225,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         IngestLog::compact(&dirs.log, &mut engine::Survivors::new(&params, wall_hour()))
             .with_context(|| format!("compacting the ingest log in {}", dirs.log.display()))?;
     if kept < before {
-        eprintln!("vigie run: compacted the ingest log: kept {kept} of {before} records");
+        tracing::info!("vigie run: compacted the ingest log: kept {kept} of {before} records");
     }
     let (log_tx, log_rx) = mpsc::channel::<Vec<Record>>();
     let compaction = Compaction {
@@ -238,12 +238,13 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let http_counts = Arc::new(Metrics::new());
     let mqtt_counts = Arc::new(MqttCounters::new(MQTT_REJECTIONS));
     let stats = Arc::new(EngineStats::default());
-    let sinks = Sinks::open(
+    let mut sinks = Sinks::open(
         Some(&dirs.store),
         &config.store,
         config.outputs.influxdb.as_ref(),
         config.timezone,
     )?;
+    sinks.log_acks = false;
     let store = sinks.store().context("the store is open")?;
     let board = Board::new(config.clone(), stats.clone());
     let recent = Arc::new(RecentRecords::new(
@@ -311,7 +312,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                 let r = engine::run(parts, cluster);
                 if let Err(e) = &r {
                     // Taking records nobody computes would hide an outage: stop the sources.
-                    eprintln!("vigie run: the engine stopped: {e:#}");
+                    tracing::error!("vigie run: the engine stopped: {e:#}");
                     stop.trigger();
                 }
                 r
@@ -326,7 +327,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
     drop(recovered_tx);
     if opened.truncated_bytes > 0 {
-        eprintln!(
+        tracing::warn!(
             "vigie run: cut {} bytes of an unfinished (never acknowledged) batch from the ingest log",
             opened.truncated_bytes
         );
@@ -364,7 +365,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                 MqttSource::start(mqtt_config.clone(), opened.log.clone(), mqtt_counts.clone())
                     .map_err(anyhow::Error::msg)
                     .context("starting the MQTT source")?;
-            eprintln!("vigie run: MQTT source on {url}");
+            tracing::info!("vigie run: MQTT source on {url}");
             Some(source)
         }
     };
@@ -384,12 +385,12 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // The server holds the log through its state; the sources hold their own handles.
     drop(opened.log);
-    eprintln!(
+    tracing::info!(
         "vigie run: listening on http://{http_addr} (ingest log {}, store {})",
         dirs.log.display(),
         dirs.store.display()
     );
-    eprintln!(
+    tracing::info!(
         "vigie run: the wall on http://{http_addr}/ (API described at http://{http_addr}/api/openapi.json)"
     );
     let served = runtime.block_on(async {
@@ -419,6 +420,6 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     alerting.join();
     served?;
     engine_result?;
-    eprintln!("vigie run: stopped");
+    tracing::info!("vigie run: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -691,7 +691,9 @@ impl Sealer {
                     self.state.busy.store(false, SeqCst);
                 }
             }
-            Err(e) => eprintln!("vigie: ingest log: cannot seal a segment for compaction: {e}"),
+            Err(e) => {
+                tracing::error!("vigie: ingest log: cannot seal a segment for compaction: {e}")
+            }
         }
     }
 }
@@ -717,7 +719,7 @@ fn compactor_thread(
             }
             Err(e) => {
                 stats.errors.fetch_add(1, Relaxed);
-                eprintln!("vigie: ingest log: compaction failed, the log is left whole: {e}");
+                tracing::error!("vigie: ingest log: compaction failed, the log is left whole: {e}");
                 state
                     .floor
                     .store(c.min_bytes.max(2 * dir_bytes(dir)), SeqCst);
