@@ -133,10 +133,8 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
             Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
         // The log read back, a batch an epoch: each epoch's state is consolidated before the
         // next batch is read, so memory follows the state, not the log.
-        let mut n = 0usize;
-        driver.set_clock_hour(wall_hour());
-        for batch in recovered {
-            n += batch.len();
+        // A batch into the dataflow, counted, indexed for explain and seen by the health.
+        let take = |driver: &mut Driver, batch: Vec<Record>| {
             stats
                 .records
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -146,6 +144,12 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                 stats.last_event_us.fetch_max(r.ts, Ordering::Relaxed);
                 driver.insert(r);
             }
+        };
+        let mut n = 0usize;
+        driver.set_clock_hour(wall_hour());
+        for batch in recovered {
+            n += batch.len();
+            take(&mut driver, batch);
             let e = driver.advance();
             driver.wait(worker, e);
         }
@@ -168,15 +172,7 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                             stats
                                 .queued
                                 .fetch_sub(batch.len() as i64, Ordering::Relaxed);
-                            stats
-                                .records
-                                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                            recent.insert(&batch);
-                            for r in batch {
-                                health.accept(&r);
-                                stats.last_event_us.fetch_max(r.ts, Ordering::Relaxed);
-                                driver.insert(r);
-                            }
+                            take(&mut driver, batch);
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
                         Err(mpsc::RecvTimeoutError::Disconnected) => {

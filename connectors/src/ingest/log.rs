@@ -263,6 +263,38 @@ fn read_all(wal_records: &[Vec<u8>]) -> Result<(Vec<Record>, Vec<Delivery>), Ing
     Ok((out, deliveries))
 }
 
+/// Opens the log in `dir` (cutting a torn tail) and reads it through: `deliveries` gets the
+/// deliveries, `f` the records in log order, at most [`RECOVERY_BATCH`] at a time — a record
+/// whose `seq` is not above the last one read is a compaction's copy and is skipped. Returns the
+/// open log, the bytes cut and the last `seq`.
+fn read_in_batches(
+    dir: &Path,
+    deliveries: &mut dyn FnMut(Delivery),
+    f: &mut dyn FnMut(Vec<Record>),
+) -> Result<(Wal, u64, Option<u64>), IngestError> {
+    let (mut index, mut last_seq) = (0usize, None::<u64>);
+    let mut batch: Vec<Record> = Vec::new();
+    let (wal, truncated) = Wal::open_each(dir, SEGMENT_BYTES, |raw| {
+        let (records, d) = decode(index, &raw)?;
+        index += 1;
+        d.into_iter().for_each(&mut *deliveries);
+        for r in records {
+            if last_seq.is_none_or(|s| r.seq > s) {
+                last_seq = Some(r.seq);
+                batch.push(r);
+                if batch.len() >= RECOVERY_BATCH {
+                    f(std::mem::take(&mut batch));
+                }
+            }
+        }
+        Ok::<(), IngestError>(())
+    })?;
+    if !batch.is_empty() {
+        f(batch);
+    }
+    Ok((wal, truncated, last_seq))
+}
+
 /// The records and deliveries of the log record at `index`.
 fn decode(index: usize, bytes: &[u8]) -> Result<(Vec<Record>, Vec<Delivery>), IngestError> {
     let corrupt = |e: serde_json::Error| IngestError::Corrupt {
@@ -344,26 +376,7 @@ impl IngestLog {
     /// to `f` in log order, at most [`RECOVERY_BATCH`] at a time.
     pub fn read_back(dir: &Path, f: &mut dyn FnMut(Vec<Record>)) -> Result<(), IngestError> {
         settle_compaction(dir)?;
-        let (mut index, mut last_seq) = (0usize, None::<u64>);
-        let mut batch: Vec<Record> = Vec::new();
-        drop(Wal::open_each(dir, SEGMENT_BYTES, |raw| {
-            let (records, _) = decode(index, &raw)?;
-            index += 1;
-            for r in records {
-                if last_seq.is_none_or(|s| r.seq > s) {
-                    last_seq = Some(r.seq);
-                    batch.push(r);
-                    if batch.len() >= RECOVERY_BATCH {
-                        f(std::mem::take(&mut batch));
-                    }
-                }
-            }
-            Ok::<(), IngestError>(())
-        })?);
-        if !batch.is_empty() {
-            f(batch);
-        }
-        Ok(())
+        read_in_batches(dir, &mut |_| {}, f).map(drop)
     }
 
     /// Opens (or creates) the log in `dir`; committed batches are sent on `engine` in log
@@ -397,27 +410,8 @@ impl IngestLog {
     ) -> Result<Opened, IngestError> {
         settle_compaction(dir)?;
         let mut seen = Deliveries::default();
-        let (mut index, mut last_seq) = (0usize, None::<u64>);
-        let mut batch: Vec<Record> = Vec::new();
-        let (mut wal, truncated_bytes) = Wal::open_each(dir, SEGMENT_BYTES, |raw| {
-            let (records, d) = decode(index, &raw)?;
-            index += 1;
-            d.into_iter().for_each(|x| seen.insert(x));
-            // A record whose seq is not above the last one read is a compaction's copy.
-            for r in records {
-                if last_seq.is_none_or(|s| r.seq > s) {
-                    last_seq = Some(r.seq);
-                    batch.push(r);
-                    if batch.len() >= RECOVERY_BATCH {
-                        recovered(std::mem::take(&mut batch));
-                    }
-                }
-            }
-            Ok::<(), IngestError>(())
-        })?;
-        if !batch.is_empty() {
-            recovered(batch);
-        }
+        let (mut wal, truncated_bytes, last_seq) =
+            read_in_batches(dir, &mut |d| seen.insert(d), recovered)?;
         let deliveries = Arc::new(Mutex::new(seen));
         let mut next_seq = last_seq.map_or(0, |s| s + 1);
         let (tx, rx) = mpsc::channel::<Request>();
