@@ -272,27 +272,49 @@ fn read_in_batches(
     deliveries: &mut dyn FnMut(Delivery),
     f: &mut dyn FnMut(Vec<Record>),
 ) -> Result<(Wal, u64, Option<u64>), IngestError> {
-    let (mut index, mut last_seq) = (0usize, None::<u64>);
+    let mut reader = LogReader::default();
     let mut batch: Vec<Record> = Vec::new();
     let (wal, truncated) = Wal::open_each(dir, SEGMENT_BYTES, |raw| {
-        let (records, d) = decode(index, &raw)?;
-        index += 1;
-        d.into_iter().for_each(&mut *deliveries);
-        for r in records {
-            if last_seq.is_none_or(|s| r.seq > s) {
-                last_seq = Some(r.seq);
-                batch.push(r);
-                if batch.len() >= RECOVERY_BATCH {
-                    f(std::mem::take(&mut batch));
-                }
+        reader.read(&raw, deliveries, &mut |r| {
+            batch.push(r);
+            if batch.len() >= RECOVERY_BATCH {
+                f(std::mem::take(&mut batch));
             }
-        }
-        Ok::<(), IngestError>(())
+            Ok(())
+        })
     })?;
     if !batch.is_empty() {
         f(batch);
     }
-    Ok((wal, truncated, last_seq))
+    Ok((wal, truncated, reader.last_seq))
+}
+
+/// Reads log records in order: hands over their deliveries, and each record once — a record
+/// whose `seq` is not above the greatest read before it is a copy a compaction left.
+#[derive(Default)]
+struct LogReader {
+    index: usize,
+    last_seq: Option<u64>,
+}
+
+impl LogReader {
+    fn read(
+        &mut self,
+        raw: &[u8],
+        deliveries: &mut dyn FnMut(Delivery),
+        f: &mut dyn FnMut(Record) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let (records, d) = decode(self.index, raw)?;
+        self.index += 1;
+        d.into_iter().for_each(deliveries);
+        for r in records {
+            if self.last_seq.is_none_or(|s| r.seq > s) {
+                self.last_seq = Some(r.seq);
+                f(r)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The records and deliveries of the log record at `index`.
@@ -316,19 +338,10 @@ fn each_sealed(
     deliveries: &mut dyn FnMut(Delivery),
     f: &mut dyn FnMut(Record) -> Result<(), IngestError>,
 ) -> Result<u64, IngestError> {
-    let (mut index, mut bytes, mut last_seq) = (0usize, 0u64, None::<u64>);
+    let (mut reader, mut bytes) = (LogReader::default(), 0u64);
     vigie_store::wal::for_each_record(files, |raw| {
         bytes += raw.len() as u64 + 8;
-        let (records, d) = decode(index, &raw)?;
-        index += 1;
-        d.into_iter().for_each(&mut *deliveries);
-        for r in records {
-            if last_seq.is_none_or(|s| r.seq > s) {
-                last_seq = Some(r.seq);
-                f(r)?;
-            }
-        }
-        Ok::<(), IngestError>(())
+        reader.read(&raw, deliveries, f)
     })?;
     Ok(bytes)
 }
