@@ -60,8 +60,38 @@ enum Command {
     },
 }
 
+/// What the logs show unless `VIGIE_LOG` says otherwise: vigie's own notices (start, stop,
+/// recovery, the demo's scenes) and its libraries' warnings and errors. The embedded broker's
+/// lines are left out, whatever `VIGIE_LOG` says unless it names `rumqttd`: it logs each client
+/// that drops its connection as an error (`VIGIE_LOG=info,rumqttd=warn` shows them).
+const DEFAULT_LOG: &str = "warn,rumqttd=off,vigie=info,vigie_server=info,vigie_connectors=info,\
+                           vigie_store=info,vigie_alerts=info";
+
+/// Leveled logs on standard error, one line each: time (UTC), level, message. `VIGIE_LOG`
+/// filters them in `RUST_LOG`'s syntax (`VIGIE_LOG=warn`, `VIGIE_LOG=debug`,
+/// `VIGIE_LOG=warn,vigie=info`).
+fn init_logs() {
+    let spec = match std::env::var("VIGIE_LOG") {
+        // The broker stays out unless named.
+        Ok(s) if !s.contains("rumqttd") => format!("{s},rumqttd=off"),
+        Ok(s) => s,
+        Err(_) => DEFAULT_LOG.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("vigie: VIGIE_LOG={spec:?} is not a log filter ({e}): the default is used");
+        tracing_subscriber::EnvFilter::new(DEFAULT_LOG)
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logs();
     let result = match cli.command {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Query(args) => cmd::query::run(args),

@@ -62,7 +62,8 @@ pub struct Sinks {
     store: Option<SharedStore>,
     influx: Option<(InfluxSink, TsdbModel)>,
     last_rev: i64,
-    /// Print each acknowledgement on stderr.
+    /// Print each acknowledgement on stderr (`vigie replay`'s report); otherwise it is a
+    /// debug-level log line (`vigie run`: one an epoch would drown the log).
     pub log_acks: bool,
     samples: u64,
     writes: u64,
@@ -88,7 +89,7 @@ impl Sinks {
                     || report.wal_truncated_bytes > 0
                     || report.removed_tmp > 0
                 {
-                    eprintln!(
+                    tracing::info!(
                         "vigie: store {}: recovered {} log records ({} versions), cut {} bytes of an unfinished write, removed {} unfinished blocks",
                         dir.display(),
                         report.wal_records,
@@ -151,11 +152,17 @@ impl Sinks {
             }
             self.samples += ack.samples as u64;
             self.writes += 1;
+            let through = epoch.map_or("the end".to_string(), |e| format!("epoch {e}"));
             if self.log_acks {
-                let through = epoch.map_or("the end".to_string(), |e| format!("epoch {e}"));
                 eprintln!(
                     "vigie: store acknowledged revision {} ({} samples, through {through})",
                     ack.revision, ack.samples
+                );
+            } else {
+                tracing::debug!(
+                    "vigie: store acknowledged revision {} ({} samples, through {through})",
+                    ack.revision,
+                    ack.samples
                 );
             }
         }

@@ -70,6 +70,8 @@ pub struct StrictCsv<R> {
     /// Cells of the row being read, as bytes, and where each ends in `cells`.
     cells: Vec<u8>,
     ends: Vec<usize>,
+    /// The last line's buffer, reused for the next (one allocation per reader, not per line).
+    spare: Vec<u8>,
 }
 
 impl<R: Read> StrictCsv<R> {
@@ -85,6 +87,7 @@ impl<R: Read> StrictCsv<R> {
             ended: false,
             cells: Vec::new(),
             ends: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -101,7 +104,8 @@ impl<R: Read> StrictCsv<R> {
         if self.ended {
             return Ok(None);
         }
-        let mut bytes = Vec::new();
+        let mut bytes = std::mem::take(&mut self.spare);
+        bytes.clear();
         let mut too_long = false;
         let mut any = false;
         loop {
@@ -212,6 +216,9 @@ impl<R: Read> StrictCsv<R> {
             more.push(std::mem::replace(&mut current, next));
         }
         self.ends.push(self.cells.len());
+        if more.is_empty() {
+            self.spare = current.bytes;
+        }
         if let Some(w) = self.width {
             if self.ends.len() != w {
                 return Some(bad(

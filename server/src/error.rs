@@ -104,7 +104,7 @@ impl ApiError {
 /// ("no storage space", "permission denied"…), else that it was an internal error. The whole
 /// error, paths included, goes to vigie's log (standard error) under `context`.
 pub fn failure(context: &str, e: &(dyn std::error::Error + 'static)) -> String {
-    eprintln!("vigie server: {context}: {e}");
+    tracing::error!("vigie server: {context}: {e}");
     let mut cause = Some(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
@@ -181,7 +181,7 @@ impl From<ActionError> for ApiError {
             ActionError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             ActionError::Invalid(f, m) => ApiError::bad(f, m),
             ActionError::Storage(m) => {
-                eprintln!("vigie server: the alerting's files: {m}");
+                tracing::error!("vigie server: the alerting's files: {m}");
                 ApiError::unavailable(format!(
                     "the alerting's files could not be written: {}",
                     without_paths(&m)

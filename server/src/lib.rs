@@ -173,7 +173,7 @@ pub fn forward_alerts(state: &AppState) -> tokio::task::JoinHandle<()> {
             match events.recv().await {
                 Ok(event) => match serde_json::to_value(&event) {
                     Ok(v) => board.publish("alert", &v),
-                    Err(e) => eprintln!("vigie server: an alert event for the stream: {e}"),
+                    Err(e) => tracing::warn!("vigie server: an alert event for the stream: {e}"),
                 },
                 Err(RecvError::Lagged(n)) => board.publish(
                     "reset",
@@ -192,7 +192,7 @@ pub fn forward_alerts(state: &AppState) -> tokio::task::JoinHandle<()> {
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let open_files = listener::raise_fd_limit();
     let limits = listener::Limits::of(&state.config().ingest.http, open_files);
-    eprintln!(
+    tracing::info!(
         "vigie run: HTTP: at most {} connections (open files: {}), first request head within {} s, \
          bodies within {} s",
         limits.max_connections,
@@ -204,7 +204,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     let signals = state.shutdown().clone();
     let watching = tokio::spawn(async move {
         signals.on_signals().await;
-        eprintln!("vigie run: stopping (finishing requests under way, then the last epoch)");
+        tracing::info!("vigie run: stopping (finishing requests under way, then the last epoch)");
     });
     let served = listener::serve_with_limits(listener, app(state.clone()), state, limits).await;
     forwarding.abort();

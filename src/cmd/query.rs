@@ -358,14 +358,10 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
                         data.display()
                     );
                 }
-                // A compaction that keeps every record writes nothing: it only reads the log
-                // back, as `vigie run` does at start.
+                // The log read back as `vigie run` reads it at start.
                 let mut records = Vec::new();
-                IngestLog::compact(&log, |all| {
-                    records.clone_from(&all);
-                    all
-                })
-                .with_context(|| format!("reading the ingest log in {}", log.display()))?;
+                IngestLog::read_back(&log, &mut |batch| records.extend(batch))
+                    .with_context(|| format!("reading the ingest log in {}", log.display()))?;
                 let clock = clock.context("the store has no clock: no epoch was written")? * 1000;
                 let label = format!("{} (ingest log, line = sequence number)", log.display());
                 return explain(&stored, &config, records, &[label], clock, format, out);

@@ -55,7 +55,7 @@ pub fn start(
                 };
                 let r = r.and_then(|_| s.tick(&probe(), now_ms()));
                 if let Err(e) = r {
-                    eprintln!("vigie alerts: {e:#}");
+                    tracing::error!("vigie alerts: {e:#}");
                 }
             })?,
     );

@@ -45,8 +45,8 @@ pub struct Engine {
     pub config: Arc<Config>,
     /// The sinks, opened (the store shared with the server).
     pub sinks: Sinks,
-    /// What the ingest log read back, in log order.
-    pub recovered: Vec<Record>,
+    /// What the ingest log reads back, in log order, in batches; closed once it is all read.
+    pub recovered: mpsc::Receiver<Vec<Record>>,
     /// The batches the log commits, stamped with their arrival; closed when the sources stop.
     pub batches: mpsc::Receiver<(Instant, Vec<Record>)>,
     pub epoch: Duration,
@@ -131,16 +131,30 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
         let health = FeedHealth::default();
         let mut latency =
             Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
-        let n = recovered.len();
-        recent.insert(&recovered);
-        for r in recovered {
-            health.accept(&r);
-            stats.last_event_us.fetch_max(r.ts, Ordering::Relaxed);
-            driver.insert(r);
+        // The log read back, a batch an epoch: each epoch's state is consolidated before the
+        // next batch is read, so memory follows the state, not the log.
+        // A batch into the dataflow, counted, indexed for explain and seen by the health.
+        let take = |driver: &mut Driver, batch: Vec<Record>| {
+            stats
+                .records
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            recent.insert(&batch);
+            for r in batch {
+                health.accept(&r);
+                stats.last_event_us.fetch_max(r.ts, Ordering::Relaxed);
+                driver.insert(r);
+            }
+        };
+        let mut n = 0usize;
+        driver.set_clock_hour(wall_hour());
+        for batch in recovered {
+            n += batch.len();
+            take(&mut driver, batch);
+            let e = driver.advance();
+            driver.wait(worker, e);
         }
-        stats.records.fetch_add(n as u64, Ordering::Relaxed);
         if n > 0 {
-            eprintln!("vigie run: {n} records read back from the ingest log");
+            tracing::info!("vigie run: {n} records read back from the ingest log");
         }
         let mut first = true;
         let mut last_clock = None;
@@ -158,15 +172,7 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                             stats
                                 .queued
                                 .fetch_sub(batch.len() as i64, Ordering::Relaxed);
-                            stats
-                                .records
-                                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                            recent.insert(&batch);
-                            for r in batch {
-                                health.accept(&r);
-                                stats.last_event_us.fetch_max(r.ts, Ordering::Relaxed);
-                                driver.insert(r);
-                            }
+                            take(&mut driver, batch);
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -237,6 +243,7 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
 /// upserted `(feed, id)`, the version that wins (greatest `ts`, then `seq`; a cancellation
 /// included); of the others, those the engine would not retire at once (the rule of
 /// [`Expiry`]: out of the horizon and of the baseline window). The order is kept.
+#[cfg(test)]
 pub fn survivors(params: &GraphParams, clock_hour: i64, all: Vec<Record>) -> Vec<Record> {
     let mut keep = Survivors::new(params, clock_hour);
     all.iter().for_each(|r| keep.observe(r));

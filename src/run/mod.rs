@@ -11,7 +11,8 @@
 //!
 //! 1. The configuration, the data folders; with `--demo`, the demo's source ([`demo`]).
 //! 2. The embedded MQTT broker unless `[ingest.mqtt]` names one ([`broker`]).
-//! 3. The ingest log, compacted at start ([`engine::survivors`]) and while running.
+//! 3. The ingest log, compacted at start ([`engine::Survivors`], a record at a time) and while
+//!    running, then read back into the engine a batch at a time as it opens.
 //! 4. The store and the sinks, the board, the index of recent records, the alerting
 //!    ([`alerts`]) with its probe of the sources' counters.
 //! 5. The engine thread ([`engine`]), the server (`vigie_server::serve`), the MQTT source, the
@@ -147,12 +148,12 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let workers = args.cluster.workers(config.engine.workers);
     let cluster = args.cluster.timely_config(workers)?;
     if args.cluster.process > 0 {
-        eprintln!(
+        tracing::info!(
             "vigie run: process {} of {}: {workers} worker(s) of the dataflow; ingest, the store and the server run on process 0",
             args.cluster.process, args.cluster.processes
         );
         engine::follow(&config, cluster)?;
-        eprintln!("vigie run: stopped");
+        tracing::info!("vigie run: stopped");
         return Ok(ExitCode::SUCCESS);
     }
     if args.demo.is_some() && args.data.is_none() {
@@ -200,7 +201,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let b = broker::EmbeddedBroker::start(addr, logins)?;
-            eprintln!(
+            tracing::info!(
                 "vigie run: embedded MQTT broker on mqtt://{} ({who}, loopback only; topics vigie/<feed>, vigie/<feed>/<zone>)",
                 b.addr
             );
@@ -220,12 +221,11 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     // The ingest log: compacted first (superseded upserts and records the clock has made
     // irrelevant go), then opened with a running compaction as it grows.
     let params = GraphParams::from_config(&config);
-    let (kept, before) = IngestLog::compact(&dirs.log, |all| {
-        engine::survivors(&params, wall_hour(), all)
-    })
-    .with_context(|| format!("compacting the ingest log in {}", dirs.log.display()))?;
+    let (kept, before) =
+        IngestLog::compact(&dirs.log, &mut engine::Survivors::new(&params, wall_hour()))
+            .with_context(|| format!("compacting the ingest log in {}", dirs.log.display()))?;
     if kept < before {
-        eprintln!("vigie run: compacted the ingest log: kept {kept} of {before} records");
+        tracing::info!("vigie run: compacted the ingest log: kept {kept} of {before} records");
     }
     let (log_tx, log_rx) = mpsc::channel::<Vec<Record>>();
     let compaction = Compaction {
@@ -233,25 +233,18 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         min_bytes: config.ingest.compact_min_bytes,
         keep: Box::new(move || Box::new(engine::Survivors::new(&params, wall_hour()))),
     };
-    let opened = IngestLog::open_with(&dirs.log, log_tx, Some(compaction))
-        .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
-    if opened.truncated_bytes > 0 {
-        eprintln!(
-            "vigie run: cut {} bytes of an unfinished (never acknowledged) batch from the ingest log",
-            opened.truncated_bytes
-        );
-    }
 
     // What the sources count, read by the alerting's deadman rules and the feeds' health.
     let http_counts = Arc::new(Metrics::new());
     let mqtt_counts = Arc::new(MqttCounters::new(MQTT_REJECTIONS));
     let stats = Arc::new(EngineStats::default());
-    let sinks = Sinks::open(
+    let mut sinks = Sinks::open(
         Some(&dirs.store),
         &config.store,
         config.outputs.influxdb.as_ref(),
         config.timezone,
     )?;
+    sinks.log_acks = false;
     let store = sinks.store().context("the store is open")?;
     let board = Board::new(config.clone(), stats.clone());
     let recent = Arc::new(RecentRecords::new(
@@ -267,6 +260,9 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let alerting = alerts::start(&config, &dirs.alerts, probe, shutdown.flag())
         .with_context(|| format!("starting alerting in {}", dirs.alerts.display()))?;
 
+    // What the log holds is read back into the engine as the log opens, a bounded channel
+    // of batches between them: a restart holds a few batches, never the whole log.
+    let (recovered_tx, recovered_rx) = mpsc::sync_channel::<Vec<Record>>(1);
     // The log hands committed batches to a forwarder that stamps their arrival and counts the
     // queue, then to the engine.
     let (eng_tx, eng_rx) = mpsc::channel::<(Instant, Vec<Record>)>();
@@ -290,7 +286,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         let parts = engine::Engine {
             config: config.clone(),
             sinks,
-            recovered: opened.recovered,
+            recovered: recovered_rx,
             batches: eng_rx,
             epoch,
             stats: stats.clone(),
@@ -316,13 +312,26 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                 let r = engine::run(parts, cluster);
                 if let Err(e) = &r {
                     // Taking records nobody computes would hide an outage: stop the sources.
-                    eprintln!("vigie run: the engine stopped: {e:#}");
+                    tracing::error!("vigie run: the engine stopped: {e:#}");
                     stop.trigger();
                 }
                 r
             })
             .context("starting the engine thread")?
     };
+
+    let opened = IngestLog::open_streaming(&dirs.log, log_tx, Some(compaction), &mut |batch| {
+        // The engine gone (it failed and said why), the rest is not needed.
+        let _ = recovered_tx.send(batch);
+    })
+    .with_context(|| format!("opening the ingest log in {}", dirs.log.display()))?;
+    drop(recovered_tx);
+    if opened.truncated_bytes > 0 {
+        tracing::warn!(
+            "vigie run: cut {} bytes of an unfinished (never acknowledged) batch from the ingest log",
+            opened.truncated_bytes
+        );
+    }
 
     let state = AppState::new(Parts {
         config: config.clone(),
@@ -356,7 +365,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
                 MqttSource::start(mqtt_config.clone(), opened.log.clone(), mqtt_counts.clone())
                     .map_err(anyhow::Error::msg)
                     .context("starting the MQTT source")?;
-            eprintln!("vigie run: MQTT source on {url}");
+            tracing::info!("vigie run: MQTT source on {url}");
             Some(source)
         }
     };
@@ -376,12 +385,12 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // The server holds the log through its state; the sources hold their own handles.
     drop(opened.log);
-    eprintln!(
+    tracing::info!(
         "vigie run: listening on http://{http_addr} (ingest log {}, store {})",
         dirs.log.display(),
         dirs.store.display()
     );
-    eprintln!(
+    tracing::info!(
         "vigie run: the wall on http://{http_addr}/ (API described at http://{http_addr}/api/openapi.json)"
     );
     let served = runtime.block_on(async {
@@ -411,6 +420,6 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     alerting.join();
     served?;
     engine_result?;
-    eprintln!("vigie run: stopped");
+    tracing::info!("vigie run: stopped");
     Ok(ExitCode::SUCCESS)
 }

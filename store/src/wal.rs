@@ -6,9 +6,9 @@
 //! callers append a batch and sync once (group commit). Segments roll over past
 //! `segment_bytes` and are named by their first record's sequence number.
 //!
-//! Recovery ([`Wal::open`]) reads every segment in order. A record cut short or failing its
-//! checksum at the end of the *last* segment is the trace of a crash mid-write: the segment is
-//! truncated there and the log goes on. The same damage in an earlier segment is corruption of
+//! Recovery ([`Wal::open`], or [`Wal::open_each`] a record at a time) reads every segment in
+//! order. A record cut short or failing its checksum at the end of the *last* segment is the
+//! trace of a crash mid-write: the segment is truncated there and the log goes on. The same damage in an earlier segment is corruption of
 //! data that was once durable, and is an error, never skipped silently.
 
 use std::fs::{self, File, OpenOptions};
@@ -81,27 +81,6 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     Ok(out)
 }
 
-/// A segment as read: its intact records, the length of the intact prefix, and what is wrong
-/// after it, if anything.
-type SegmentRead = (Vec<Vec<u8>>, u64, Option<String>);
-
-/// Reads the intact records of a segment.
-fn read_segment(path: &Path) -> Result<SegmentRead, WalError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_err(path))?;
-    let mut reader = SegmentReader::new(&bytes[..]);
-    let mut records = Vec::new();
-    loop {
-        match reader.next_record().map_err(io_err(path))? {
-            Ok(Some(r)) => records.push(r),
-            Ok(None) => return Ok((records, reader.pos, None)),
-            Err(damage) => return Ok((records, reader.pos, Some(damage))),
-        }
-    }
-}
-
 /// Reads a segment's records one at a time, from a file or from bytes in memory.
 struct SegmentReader<R> {
     r: R,
@@ -156,12 +135,47 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 impl Wal {
     /// Opens (or creates) the log in `dir`, recovering what it holds.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, Recovered), WalError> {
+        let mut records = Vec::new();
+        let (wal, truncated_bytes) = Wal::open_each(dir, segment_bytes, |r| {
+            records.push(r);
+            Ok::<(), WalError>(())
+        })?;
+        Ok((
+            wal,
+            Recovered {
+                records,
+                truncated_bytes,
+            },
+        ))
+    }
+
+    /// [`Wal::open`] that hands each intact record to `f` as it is read, in order, instead of
+    /// holding them: recovery in the memory of one record, whatever the log's size. Returns the
+    /// log and the bytes cut from the end of the last segment.
+    pub fn open_each<E: From<WalError>>(
+        dir: &Path,
+        segment_bytes: u64,
+        mut f: impl FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<(Wal, u64), E> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let segs = segments(dir)?;
-        let mut recovered = Recovered::default();
+        let mut truncated_bytes = 0;
         let mut last: Option<(u64, PathBuf, u64)> = None;
         for (i, (seq, path)) in segs.iter().enumerate() {
-            let (records, good_len, damage) = read_segment(path)?;
+            let file = File::open(path).map_err(io_err(path))?;
+            let mut reader = SegmentReader::new(io::BufReader::with_capacity(1 << 16, file));
+            let mut n = 0u64;
+            let damage = loop {
+                match reader.next_record().map_err(io_err(path))? {
+                    Ok(Some(r)) => {
+                        n += 1;
+                        f(r)?;
+                    }
+                    Ok(None) => break None,
+                    Err(damage) => break Some(damage),
+                }
+            };
+            let good_len = reader.pos;
             let is_last = i + 1 == segs.len();
             if let Some(reason) = damage {
                 if !is_last {
@@ -169,7 +183,8 @@ impl Wal {
                         path: path.clone(),
                         offset: good_len,
                         reason,
-                    });
+                    }
+                    .into());
                 }
                 let full = fs::metadata(path).map_err(io_err(path))?.len();
                 let f = OpenOptions::new()
@@ -178,14 +193,10 @@ impl Wal {
                     .map_err(io_err(path))?;
                 f.set_len(good_len).map_err(io_err(path))?;
                 f.sync_all().map_err(io_err(path))?;
-                recovered.truncated_bytes = full - good_len;
+                truncated_bytes = full - good_len;
             }
-            let n = records.len() as u64;
-            recovered.records.extend(records);
             last = Some((*seq + n, path.clone(), good_len));
         }
-        // The last segment is named by its first record's number; segments before it may be
-        // gone (a checkpoint deletes them), so count from it.
         let next_seq = last.as_ref().map_or(0, |(next, _, _)| *next);
         let fresh = last.is_none();
         let (path, len) = match last {
@@ -217,7 +228,7 @@ impl Wal {
             current_len: len,
             next_seq,
         };
-        Ok((wal, recovered))
+        Ok((wal, truncated_bytes))
     }
 
     /// Appends a record; durable only after the next [`Wal::sync`]. Returns its sequence number.

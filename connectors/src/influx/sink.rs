@@ -193,7 +193,7 @@ fn read_token(cfg: &InfluxConfig) -> Result<Option<Token>, InfluxError> {
 }
 
 fn log(msg: impl std::fmt::Display) {
-    eprintln!("vigie: influxdb: {msg}");
+    tracing::warn!("vigie: influxdb: {msg}");
 }
 
 impl InfluxSink {

@@ -13,9 +13,10 @@
 //! (the last [`DELIVERIES_KEPT`]), so that a request or message redelivered after a crash
 //! between the commit and its acknowledgement is recognised and not committed twice.
 //!
-//! **Compaction.** At start ([`IngestLog::compact`]) the whole log is rewritten aside and
-//! swapped in. While running ([`Compaction`]), a thread of its own asks the log thread to
-//! *seal* the current segment (start a new one; commits go on into it), rewrites the sealed
+//! **Compaction.** At start ([`IngestLog::compact`]) the whole log is rewritten into one
+//! segment, a record at a time, as a running compaction rewrites its sealed segments. While
+//! running ([`Compaction`]), a thread of its own asks the log thread to *seal* the current
+//! segment (start a new one; commits go on into it), rewrites the sealed
 //! segments into one — the records the `keep` rule retains, the last record, the deliveries —
 //! written aside, fsynced and renamed over the last sealed segment, then deletes the earlier
 //! sealed segments newest first ([`vigie_store::wal::Replacement`]). A reader skips a
@@ -29,6 +30,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use vigie_model::Record;
 use vigie_store::Wal;
+
+/// Records handed over at a time as [`IngestLog::open_streaming`] reads the log back.
+pub const RECOVERY_BATCH: usize = 50_000;
 
 /// Deliveries remembered (and carried over by compaction), newest kept.
 pub const DELIVERIES_KEPT: usize = 200_000;
@@ -243,6 +247,7 @@ fn settle_compaction(dir: &Path) -> Result<(), IngestError> {
 /// Every record of the log's records in order — a record whose `seq` is not above the greatest
 /// read before it is a copy a compaction left (see the module) and is skipped — and the
 /// deliveries.
+#[cfg(test)]
 fn read_all(wal_records: &[Vec<u8>]) -> Result<(Vec<Record>, Vec<Delivery>), IngestError> {
     let mut out: Vec<Record> = Vec::new();
     let mut deliveries = Vec::new();
@@ -256,6 +261,60 @@ fn read_all(wal_records: &[Vec<u8>]) -> Result<(Vec<Record>, Vec<Delivery>), Ing
         }
     }
     Ok((out, deliveries))
+}
+
+/// Opens the log in `dir` (cutting a torn tail) and reads it through: `deliveries` gets the
+/// deliveries, `f` the records in log order, at most [`RECOVERY_BATCH`] at a time — a record
+/// whose `seq` is not above the last one read is a compaction's copy and is skipped. Returns the
+/// open log, the bytes cut and the last `seq`.
+fn read_in_batches(
+    dir: &Path,
+    deliveries: &mut dyn FnMut(Delivery),
+    f: &mut dyn FnMut(Vec<Record>),
+) -> Result<(Wal, u64, Option<u64>), IngestError> {
+    let mut reader = LogReader::default();
+    let mut batch: Vec<Record> = Vec::new();
+    let (wal, truncated) = Wal::open_each(dir, SEGMENT_BYTES, |raw| {
+        reader.read(&raw, deliveries, &mut |r| {
+            batch.push(r);
+            if batch.len() >= RECOVERY_BATCH {
+                f(std::mem::take(&mut batch));
+            }
+            Ok(())
+        })
+    })?;
+    if !batch.is_empty() {
+        f(batch);
+    }
+    Ok((wal, truncated, reader.last_seq))
+}
+
+/// Reads log records in order: hands over their deliveries, and each record once — a record
+/// whose `seq` is not above the greatest read before it is a copy a compaction left.
+#[derive(Default)]
+struct LogReader {
+    index: usize,
+    last_seq: Option<u64>,
+}
+
+impl LogReader {
+    fn read(
+        &mut self,
+        raw: &[u8],
+        deliveries: &mut dyn FnMut(Delivery),
+        f: &mut dyn FnMut(Record) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let (records, d) = decode(self.index, raw)?;
+        self.index += 1;
+        d.into_iter().for_each(deliveries);
+        for r in records {
+            if self.last_seq.is_none_or(|s| r.seq > s) {
+                self.last_seq = Some(r.seq);
+                f(r)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The records and deliveries of the log record at `index`.
@@ -279,30 +338,12 @@ fn each_sealed(
     deliveries: &mut dyn FnMut(Delivery),
     f: &mut dyn FnMut(Record) -> Result<(), IngestError>,
 ) -> Result<u64, IngestError> {
-    let (mut index, mut bytes, mut last_seq) = (0usize, 0u64, None::<u64>);
+    let (mut reader, mut bytes) = (LogReader::default(), 0u64);
     vigie_store::wal::for_each_record(files, |raw| {
         bytes += raw.len() as u64 + 8;
-        let (records, d) = decode(index, &raw)?;
-        index += 1;
-        d.into_iter().for_each(&mut *deliveries);
-        for r in records {
-            if last_seq.is_none_or(|s| r.seq > s) {
-                last_seq = Some(r.seq);
-                f(r)?;
-            }
-        }
-        Ok::<(), IngestError>(())
+        reader.read(&raw, deliveries, f)
     })?;
     Ok(bytes)
-}
-
-/// The deliveries to carry over: the newest of each key, at most [`DELIVERIES_KEPT`].
-fn kept_deliveries(all: Vec<Delivery>) -> Vec<Delivery> {
-    let mut d = Deliveries::default();
-    for x in all {
-        d.insert(x);
-    }
-    d.in_order()
 }
 
 /// The log records of a compacted log: the deliveries first (with no record), then the kept
@@ -323,53 +364,32 @@ fn encode_compacted(kept: &[Record], deliveries: Vec<Delivery>) -> Vec<Vec<u8>> 
 }
 
 impl IngestLog {
-    /// Compacts the log in `dir` (not open): `keep` gets every record, in order, and returns
-    /// those that still matter (it must keep the order). They are written to `DIR.new` and
-    /// fsynced; then `DIR` becomes `DIR.old`, `DIR.new` becomes `DIR`, and `DIR.old` goes. A
-    /// crash anywhere leaves either the old log or the new one whole. The last record is
-    /// always kept, so that sequence numbers keep increasing. Returns (kept, before).
-    pub fn compact(
-        dir: &Path,
-        keep: impl FnOnce(Vec<Record>) -> Vec<Record>,
-    ) -> Result<(usize, usize), IngestError> {
+    /// Compacts the log in `dir` (not open), a log record at a time: `keep` sees every record
+    /// in order, then says which still matter; the last record is always kept, so that
+    /// sequence numbers keep increasing. When some go, the deliveries and the kept records are
+    /// written into one segment that replaces the others as a running compaction's does
+    /// (crash-safe for a reader that skips sequence numbers it has read); when none go, nothing
+    /// is written. It holds the deliveries and what `keep` holds, never the records: a start
+    /// in bounded memory, whatever the log's size. Returns (kept, before).
+    pub fn compact(dir: &Path, keep: &mut dyn Keep) -> Result<(usize, usize), IngestError> {
         settle_compaction(dir)?;
         if !dir.exists() {
             return Ok((0, 0));
         }
-        let (wal, rec) = Wal::open(dir, SEGMENT_BYTES)?;
-        drop(wal);
-        let (all, deliveries) = read_all(&rec.records)?;
-        let before = all.len();
-        let last = all.last().cloned();
-        let mut kept = keep(all);
-        if let Some(last) = last {
-            if kept.last().is_none_or(|k| k.seq != last.seq) {
-                kept.push(last);
-            }
-        }
-        if kept.len() == before {
-            return Ok((before, before));
-        }
-        let new = beside(dir, ".new");
-        let (mut wal, _) = Wal::open(&new, SEGMENT_BYTES)?;
-        for bytes in encode_compacted(&kept, kept_deliveries(deliveries)) {
-            wal.append(&bytes)?;
-        }
-        wal.sync()?;
-        drop(wal);
-        std::fs::File::open(&new)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(&new, e))?;
-        let old = beside(dir, ".old");
-        std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
-        std::fs::rename(&new, dir).map_err(|e| io_err(&new, e))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err(parent, e))?;
-        }
-        std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
-        Ok((kept.len(), before))
+        // Recovery first: a torn tail is cut, so that every segment reads whole.
+        drop(Wal::open_each(dir, SEGMENT_BYTES, |_| {
+            Ok::<(), IngestError>(())
+        })?);
+        let files = vigie_store::wal::sealed_segments(dir, u64::MAX)?;
+        let r = rewrite(dir, &files, keep, true)?;
+        Ok((r.kept, r.before))
+    }
+
+    /// Reads the log in `dir` back (cutting a torn tail, as an open does) and hands its records
+    /// to `f` in log order, at most [`RECOVERY_BATCH`] at a time.
+    pub fn read_back(dir: &Path, f: &mut dyn FnMut(Vec<Record>)) -> Result<(), IngestError> {
+        settle_compaction(dir)?;
+        read_in_batches(dir, &mut |_| {}, f).map(drop)
     }
 
     /// Opens (or creates) the log in `dir`; committed batches are sent on `engine` in log
@@ -384,17 +404,29 @@ impl IngestLog {
         engine: mpsc::Sender<Vec<Record>>,
         compaction: Option<Compaction>,
     ) -> Result<Opened, IngestError> {
+        let mut all = Vec::new();
+        let mut opened =
+            IngestLog::open_streaming(dir, engine, compaction, &mut |batch| all.extend(batch))?;
+        opened.recovered = all;
+        Ok(opened)
+    }
+
+    /// [`IngestLog::open_with`] that hands the records read back to `recovered` as it reads
+    /// them, in log order, at most [`RECOVERY_BATCH`] at a time, and holds none of them: a
+    /// restart in bounded memory, whatever the log's size (`Opened::recovered` is empty).
+    /// Returns once every record is handed over.
+    pub fn open_streaming(
+        dir: &Path,
+        engine: mpsc::Sender<Vec<Record>>,
+        compaction: Option<Compaction>,
+        recovered: &mut dyn FnMut(Vec<Record>),
+    ) -> Result<Opened, IngestError> {
         settle_compaction(dir)?;
-        let (mut wal, rec) = Wal::open(dir, SEGMENT_BYTES)?;
-        let (recovered, delivered) = read_all(&rec.records)?;
-        let deliveries = Arc::new(Mutex::new(Deliveries::default()));
-        {
-            let mut d = deliveries.lock().unwrap_or_else(|e| e.into_inner());
-            for x in delivered {
-                d.insert(x);
-            }
-        }
-        let mut next_seq = recovered.last().map_or(0, |r| r.seq + 1);
+        let mut seen = Deliveries::default();
+        let (mut wal, truncated_bytes, last_seq) =
+            read_in_batches(dir, &mut |d| seen.insert(d), recovered)?;
+        let deliveries = Arc::new(Mutex::new(seen));
+        let mut next_seq = last_seq.map_or(0, |s| s + 1);
         let (tx, rx) = mpsc::channel::<Request>();
         let known = deliveries.clone();
         let compactions = Arc::new(CompactionStats::default());
@@ -533,8 +565,8 @@ impl IngestLog {
         let log = IngestLog { tx, deliveries };
         Ok(Opened {
             log,
-            recovered,
-            truncated_bytes: rec.truncated_bytes,
+            recovered: Vec::new(),
+            truncated_bytes,
             thread,
             compactions,
         })
@@ -666,7 +698,9 @@ impl Sealer {
                     self.state.busy.store(false, SeqCst);
                 }
             }
-            Err(e) => eprintln!("vigie: ingest log: cannot seal a segment for compaction: {e}"),
+            Err(e) => {
+                tracing::error!("vigie: ingest log: cannot seal a segment for compaction: {e}")
+            }
         }
     }
 }
@@ -692,7 +726,7 @@ fn compactor_thread(
             }
             Err(e) => {
                 stats.errors.fetch_add(1, Relaxed);
-                eprintln!("vigie: ingest log: compaction failed, the log is left whole: {e}");
+                tracing::error!("vigie: ingest log: compaction failed, the log is left whole: {e}");
                 state
                     .floor
                     .store(c.min_bytes.max(2 * dir_bytes(dir)), SeqCst);
@@ -714,26 +748,68 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Rewrites the segments of `dir` sealed below `below`: returns (records dropped, bytes
-/// before, bytes after). Two passes, a log record at a time: the first shows `keep` every
-/// record and gathers the deliveries to carry over, the second writes the deliveries, then the
-/// records kept, into the replacement segment.
+/// before, bytes after).
 fn compact_sealed(
     dir: &Path,
     below: u64,
     keep: &mut dyn Keep,
 ) -> Result<(usize, u64, u64), IngestError> {
     let files = vigie_store::wal::sealed_segments(dir, below)?;
+    let r = rewrite(dir, &files, keep, false)?;
+    Ok((r.before - r.kept, r.bytes_before, r.bytes_after))
+}
+
+/// What [`rewrite`] did.
+struct Rewritten {
+    before: usize,
+    kept: usize,
+    bytes_before: u64,
+    bytes_after: u64,
+}
+
+/// Rewrites the segments `files` of `dir` into one, a log record at a time: the first pass
+/// shows `keep` every record and gathers the deliveries to carry over, the second writes the
+/// deliveries, then the records kept, into the replacement segment. With `only_if_smaller`, a
+/// pass between them counts what would be kept, and nothing is written if that is all.
+fn rewrite(
+    dir: &Path,
+    files: &[(u64, std::path::PathBuf)],
+    keep: &mut dyn Keep,
+    only_if_smaller: bool,
+) -> Result<Rewritten, IngestError> {
     if files.is_empty() {
-        return Ok((0, 0, 0));
+        return Ok(Rewritten {
+            before: 0,
+            kept: 0,
+            bytes_before: 0,
+            bytes_after: 0,
+        });
     }
     let mut delivered = Deliveries::default();
     let (mut n, mut last) = (0usize, None::<u64>);
-    let before = each_sealed(&files, &mut |d| delivered.insert(d), &mut |r| {
+    let bytes_before = each_sealed(files, &mut |d| delivered.insert(d), &mut |r| {
         keep.observe(&r);
         n += 1;
         last = Some(r.seq);
         Ok(())
     })?;
+    if only_if_smaller {
+        let mut would = 0usize;
+        each_sealed(files, &mut |_| {}, &mut |r| {
+            if keep.keeps(&r) || Some(r.seq) == last {
+                would += 1;
+            }
+            Ok(())
+        })?;
+        if would == n {
+            return Ok(Rewritten {
+                before: n,
+                kept: n,
+                bytes_before,
+                bytes_after: bytes_before,
+            });
+        }
+    }
     let mut out = vigie_store::wal::Replacement::create(dir)?;
     for bytes in encode_compacted(&[], delivered.in_order()) {
         out.append(&bytes)?;
@@ -747,7 +823,7 @@ fn compact_sealed(
         batch.clear();
         Ok::<(), IngestError>(())
     };
-    each_sealed(&files, &mut |_| {}, &mut |r| {
+    each_sealed(files, &mut |_| {}, &mut |r| {
         // The last record is always kept, so that sequence numbers keep increasing.
         if keep.keeps(&r) || Some(r.seq) == last {
             kept += 1;
@@ -759,14 +835,29 @@ fn compact_sealed(
         Ok(())
     })?;
     write(&mut batch, &mut out)?;
-    let after = out.bytes;
-    out.finish(&files)?;
-    Ok((n - kept, before, after))
+    let bytes_after = out.bytes;
+    out.finish(files)?;
+    Ok(Rewritten {
+        before: n,
+        kept,
+        bytes_before,
+        bytes_after,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keeps the records `0` says.
+    struct KeepIf<F>(F);
+
+    impl<F: FnMut(&Record) -> bool> Keep for KeepIf<F> {
+        fn observe(&mut self, _: &Record) {}
+        fn keeps(&mut self, r: &Record) -> bool {
+            (self.0)(r)
+        }
+    }
 
     #[test]
     fn a_batch_larger_than_a_log_record_is_split_and_read_back_whole() {
@@ -800,10 +891,8 @@ mod tests {
         drop(opened.log);
         opened.thread.join().unwrap();
         // Keep the even timestamps; the last record (seq 9) is kept whatever keep says.
-        let (kept, before) = IngestLog::compact(&log_dir, |all| {
-            all.into_iter().filter(|r| r.ts % 2 == 0).collect()
-        })
-        .unwrap();
+        let (kept, before) =
+            IngestLog::compact(&log_dir, &mut KeepIf(|r: &Record| r.ts % 2 == 0)).unwrap();
         assert_eq!((kept, before), (6, 10));
         let (tx, _rx) = mpsc::channel();
         let again = IngestLog::open(&log_dir, tx).unwrap();
@@ -1013,7 +1102,7 @@ mod tests {
         drop(opened.log);
         opened.thread.join().unwrap();
         // After a restart, and after the start's compaction dropped the records themselves.
-        IngestLog::compact(dir.path(), |_| Vec::new()).unwrap();
+        IngestLog::compact(dir.path(), &mut KeepIf(|_: &Record| false)).unwrap();
         let (tx, _rx) = mpsc::channel();
         let opened = IngestLog::open(dir.path(), tx).unwrap();
         assert_eq!(opened.recovered.len(), 1, "the last record stays");

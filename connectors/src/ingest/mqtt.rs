@@ -378,7 +378,7 @@ impl Drop for MqttSource {
 }
 
 fn warn(msg: &str) {
-    eprintln!("vigie: mqtt: {msg}");
+    tracing::warn!("vigie: mqtt: {msg}");
 }
 
 /// The client options: address, TLS, session, credentials, manual acks.

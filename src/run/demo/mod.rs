@@ -244,7 +244,7 @@ pub fn start(demo: Demo) -> anyhow::Result<JoinHandle<()>> {
         .name("demo".into())
         .spawn(move || {
             if let Err(e) = feed(&demo, records, now_hour) {
-                eprintln!("vigie demo: stopped: {e:#}");
+                tracing::error!("vigie demo: stopped: {e:#}");
             }
         })
         .context("starting the demo feeder")
@@ -325,7 +325,7 @@ fn feed(demo: &Demo, records: Vec<Scripted>, now_hour: i64) -> anyhow::Result<()
     let live_end = (now_hour + 1) * HOUR_US;
     let warm = records.iter().take_while(|r| r.at < live_start).count();
     let by_door = |d: Door| records.iter().filter(|r| r.door == d).count();
-    eprintln!(
+    tracing::info!(
         "vigie demo: {} — {} records, times relative to the current hour; {} known before the last {PLAYED_HOURS} h sent at once, \
          the rest played at {}× (about {:.0} s); {} over MQTT, {} over HTTP",
         match demo.scenario {
@@ -358,7 +358,7 @@ fn feed(demo: &Demo, records: Vec<Scripted>, now_hour: i64) -> anyhow::Result<()
         if due > next {
             for r in &records[next..due] {
                 if let Some(scene) = &r.scene {
-                    eprintln!("vigie demo: {} {scene}", relative(r.at, now_hour));
+                    tracing::info!("vigie demo: {} {scene}", relative(r.at, now_hour));
                 }
             }
             send(demo, publisher.as_ref(), &records[next..due], &sent);
@@ -370,7 +370,7 @@ fn feed(demo: &Demo, records: Vec<Scripted>, now_hour: i64) -> anyhow::Result<()
         }
         if !done && next == records.len() {
             done = true;
-            eprintln!("vigie demo: the scenario is played; vigie keeps running until Ctrl-C");
+            tracing::info!("vigie demo: the scenario is played; vigie keeps running until Ctrl-C");
         }
         std::thread::sleep(TICK);
     }
@@ -440,13 +440,13 @@ fn send(demo: &Demo, publisher: Option<&Publisher>, records: &[Scripted], sent: 
                 sent.http_accepted
                     .fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
                 if v["rejected_total"].as_u64().unwrap_or(0) > 0 {
-                    eprintln!("vigie demo: HTTP records rejected: {}", v["rejected"]);
+                    tracing::warn!("vigie demo: HTTP records rejected: {}", v["rejected"]);
                 }
             }
             Some((code, answer)) => {
-                eprintln!("vigie demo: HTTP {code}: {}", answer.trim())
+                tracing::warn!("vigie demo: HTTP {code}: {}", answer.trim())
             }
-            None => eprintln!("vigie demo: the HTTP endpoint did not answer"),
+            None => tracing::warn!("vigie demo: the HTTP endpoint did not answer"),
         }
     }
 }
@@ -479,7 +479,7 @@ fn status(demo: &Demo, sent: &Sent, sim: i64) {
             b.clashes.len(),
         ))
     });
-    eprintln!(
+    tracing::info!(
         "vigie demo: scenario time {} | sent {} MQTT + {} HTTP | accepted {} MQTT + {} HTTP | {}",
         show(sim),
         sent.mqtt.load(Ordering::Relaxed),
