@@ -2209,15 +2209,7 @@ fn vigie_run_demo_plays_marseille_over_mqtt_and_http_and_a_second_run_upserts() 
         .expect("the API answers");
     assert_eq!(code, 200, "{answer}");
     let rows: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let row = |zone: &str| {
-        rows["indicators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["zone"] == zone)
-            .cloned()
-            .unwrap()
-    };
+    let row = |zone: &str| client::zone_row(&rows, zone).unwrap();
     let vieux_port = row("13001");
     assert!(
         vieux_port["risk_level"].as_u64().unwrap() >= 3,
@@ -2263,15 +2255,7 @@ fn vigie_run_demo_plays_marseille_over_mqtt_and_http_and_a_second_run_upserts() 
     )
     .unwrap();
     let at: serde_json::Value = serde_json::from_str(&at).unwrap();
-    let during = |zone: &str| {
-        at["indicators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["zone"] == zone)
-            .cloned()
-            .unwrap()
-    };
+    let during = |zone: &str| client::zone_row(&at, zone).unwrap();
     let velodrome = during("13008");
     assert_eq!(velodrome["risk_level"], 4, "{velodrome}");
     assert!(
