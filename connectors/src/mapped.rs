@@ -257,13 +257,16 @@ impl CompiledMapping {
         checks: Checks,
         seq: u64,
     ) -> Result<(Record, bool), RecordError> {
-        let (raw, defaulted) = self.raw_noting(row)?;
+        // Filled in place: a raw record is some 700 bytes, which returning it would copy.
+        let mut raw = RawRecord::default();
+        let defaulted = self.fill(row, &mut raw)?;
         validate(&raw, Some(self.feed), checks, seq).map(|r| (r, defaulted))
     }
 
     /// Turns one row into a raw record, not yet validated (a live source completes it first).
     pub fn raw<'r>(&self, row: &'r csv::StringRecord) -> Result<RawRecord<'r>, RecordError> {
-        self.raw_noting(row).map(|(raw, _)| raw)
+        let mut raw = RawRecord::default();
+        self.fill(row, &mut raw).map(|_| raw)
     }
 
     /// Gives an event whose end is missing or not after its start the default duration of
@@ -304,11 +307,12 @@ impl CompiledMapping {
         }
     }
 
-    fn raw_noting<'r>(
+    /// Fills `raw` (a default one) from one row; true when an event's end was defaulted.
+    fn fill<'r>(
         &self,
         row: &'r csv::StringRecord,
-    ) -> Result<(RawRecord<'r>, bool), RecordError> {
-        let mut raw = RawRecord::default();
+        raw: &mut RawRecord<'r>,
+    ) -> Result<bool, RecordError> {
         for f in &self.fields {
             let v = f.eval(row)?;
             if let Some(i) = f.slot {
@@ -357,8 +361,7 @@ impl CompiledMapping {
                 }
             }
         }
-        let defaulted = self.feed == Feed::Event && self.default_end(&mut raw);
-        Ok((raw, defaulted))
+        Ok(self.feed == Feed::Event && self.default_end(raw))
     }
 }
 
