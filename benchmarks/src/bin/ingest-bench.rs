@@ -42,6 +42,10 @@ struct Cli {
     /// Concurrent HTTP connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Timely workers of `vigie run` (`--workers`): worker 0 takes the records in, the others
+    /// share the dataflow's work.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// Folder for ingest.md and ingest.json.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -193,6 +197,7 @@ fn main() -> anyhow::Result<()> {
             .arg("--data")
             .arg(tmp.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--workers", &cli.workers.to_string()])
             .env("BENCH_TOKEN", "bench-token")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -258,7 +263,7 @@ fn main() -> anyhow::Result<()> {
     };
     let update = json!({"p50_ms": q("0.5")?.map(|v| v * 1000.0), "p99_ms": q("0.99")?.map(|v| v * 1000.0), "p999_ms": q("0.999")?.map(|v| v * 1000.0)});
     let report = json!({
-        "machine": machine(), "records": n, "batch": cli.batch, "connections": cli.connections,
+        "machine": machine(), "workers": cli.workers, "records": n, "batch": cli.batch, "connections": cli.connections,
         "http": {"records_per_s": http_rate, "post_wall_s": http_t.as_secs_f64(), "ack_latency": percentiles(&http_h),
                  "baseline_health_requests_per_s": requests as f64 / base_t.as_secs_f64(), "baseline_latency": percentiles(&base_h),
                  "requests_per_s": requests as f64 / http_t.as_secs_f64()},
@@ -269,8 +274,8 @@ fn main() -> anyhow::Result<()> {
     let m = &report["mqtt"];
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let md = format!(
-        "# vigie live ingest benchmark\n\nMachine: {} CPUs ({}). `vigie run` with one timely worker, epochs of 200 ms, a Mosquitto broker, all on loopback; {n} records over each transport (incidents of the last 150 hours in 16 zones).\n\n| transport | records/s into the engine | baseline | ratio |\n|---|---|---|---|\n| HTTP, {} records a request, {} connections | {:.0} | `GET /health` {:.0} requests/s ({:.0} records/s at this batch) | {:.2} |\n| MQTT, one record a QoS 1 message | {:.0} | the broker alone, {:.0} messages/s | {:.2} |\n\n| latency, ms | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|\n| HTTP publish → durable acknowledgement | {:.2} | {:.2} | {:.2} | {:.2} |\n| baseline: `GET /health` | {:.2} | {:.2} | {:.2} | {:.2} |\n| commit → indicator update (engine) | {:.1} | {:.1} | {:.1} | |\n\nPublish → indicator update is the acknowledgement latency plus the commit → update latency (the engine closes an epoch every 200 ms).\n",
-        report["machine"]["cpus"], report["machine"]["cpu"].as_str().unwrap_or("?"),
+        "# vigie live ingest benchmark\n\nMachine: {} CPUs ({}). `vigie run` with {} timely worker(s), epochs of 200 ms, a Mosquitto broker, all on loopback; {n} records over each transport (incidents of the last 150 hours in 16 zones).\n\n| transport | records/s into the engine | baseline | ratio |\n|---|---|---|---|\n| HTTP, {} records a request, {} connections | {:.0} | `GET /health` {:.0} requests/s ({:.0} records/s at this batch) | {:.2} |\n| MQTT, one record a QoS 1 message | {:.0} | the broker alone, {:.0} messages/s | {:.2} |\n\n| latency, ms | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|\n| HTTP publish → durable acknowledgement | {:.2} | {:.2} | {:.2} | {:.2} |\n| baseline: `GET /health` | {:.2} | {:.2} | {:.2} | {:.2} |\n| commit → indicator update (engine) | {:.1} | {:.1} | {:.1} | |\n\nPublish → indicator update is the acknowledgement latency plus the commit → update latency (the engine closes an epoch every 200 ms).\n",
+        report["machine"]["cpus"], report["machine"]["cpu"].as_str().unwrap_or("?"), cli.workers,
         cli.batch, cli.connections, f(&h["records_per_s"]), f(&h["baseline_health_requests_per_s"]),
         f(&h["baseline_health_requests_per_s"]) * cli.batch as f64,
         f(&h["records_per_s"]) / (f(&h["baseline_health_requests_per_s"]) * cli.batch as f64),
