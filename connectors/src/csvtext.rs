@@ -184,24 +184,8 @@ impl<R: Read> StrictCsv<R> {
         let text = std::str::from_utf8(bytes).ok()?;
         self.ends.push(text.len());
         let line = self.lines + 1;
-        let row = match self.width {
-            Some(w) if self.ends.len() != w => bad(
-                line,
-                format!("{} cells where the header has {w}", self.ends.len()),
-            ),
-            _ => {
-                out.clear();
-                let mut start = 0;
-                for &end in &self.ends {
-                    out.push_field(&text[start..end]);
-                    start = end + 1;
-                }
-                let mut position = csv::Position::new();
-                position.set_line(line);
-                out.set_position(Some(position));
-                Row::Cells { line }
-            }
-        };
+        let row = wrong_width(self.width, self.ends.len(), line)
+            .unwrap_or_else(|| record(out, text, &self.ends, 1, line));
         self.input.consume(end + 1);
         self.lines = line;
         Some(row)
@@ -276,28 +260,14 @@ impl<R: Read> StrictCsv<R> {
         if more.is_empty() {
             self.spare = current.bytes;
         }
-        if let Some(w) = self.width {
-            if self.ends.len() != w {
-                return Some(bad(
-                    line,
-                    format!("{} cells where the header has {w}", self.ends.len()),
-                ));
-            }
+        if let Some(wrong) = wrong_width(self.width, self.ends.len(), line) {
+            return Some(wrong);
         }
         let text = match std::str::from_utf8(&self.cells) {
             Ok(t) => t,
             Err(e) => return Some(bad(line, format!("not UTF-8 text: {e}"))),
         };
-        out.clear();
-        let mut start = 0;
-        for &end in &self.ends {
-            out.push_field(&text[start..end]);
-            start = end;
-        }
-        let mut position = csv::Position::new();
-        position.set_line(line);
-        out.set_position(Some(position));
-        Some(Row::Cells { line })
+        Some(record(out, text, &self.ends, 0, line))
     }
 
     /// Puts the lines after a refused row's first back in front of the input, in order.
@@ -366,6 +336,27 @@ impl<R: Read> StrictCsv<R> {
         }
         Ok(())
     }
+}
+
+/// The refusal of a row of `cells` cells at `line` when the header has another width.
+fn wrong_width(width: Option<usize>, cells: usize, line: u64) -> Option<Row> {
+    let w = width?;
+    (cells != w).then(|| bad(line, format!("{cells} cells where the header has {w}")))
+}
+
+/// Puts a row's cells in `out`: the cells of `text` that end at `ends`, each followed by `gap`
+/// bytes (1 for a line's delimiter, 0 for cells already taken out of their line).
+fn record(out: &mut csv::StringRecord, text: &str, ends: &[usize], gap: usize, line: u64) -> Row {
+    out.clear();
+    let mut start = 0;
+    for &end in ends {
+        out.push_field(&text[start..end]);
+        start = end + gap;
+    }
+    let mut position = csv::Position::new();
+    position.set_line(line);
+    out.set_position(Some(position));
+    Row::Cells { line }
 }
 
 fn is_blank(bytes: &[u8]) -> bool {
