@@ -359,6 +359,84 @@ impl Iterator for RecordReader<'_> {
     }
 }
 
+/// Items read ahead per batch handed from a [`ReadAhead`]'s thread.
+const READ_AHEAD_BATCH: usize = 1024;
+/// Batches a [`ReadAhead`]'s thread may have read that were not taken yet.
+const READ_AHEAD_BATCHES: usize = 256;
+
+/// A [`RecordReader`]'s items, read and parsed on a thread of its own, so that reading,
+/// parsing and validating the next lines overlap with what the caller does with the items.
+/// Same items in the same order as the reader gives; at most
+/// `READ_AHEAD_BATCH × READ_AHEAD_BATCHES` items wait between the two. A panic of the
+/// reading thread is raised again in the caller when it reaches the end.
+pub struct ReadAhead {
+    batches: std::sync::mpsc::Receiver<Vec<Item>>,
+    current: std::vec::IntoIter<Item>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+    defaulted_ends: u64,
+}
+
+impl ReadAhead {
+    /// Starts reading `index` of `peers` shares of `inputs` (as [`RecordReader::shared`]).
+    pub fn spawn(
+        config: std::sync::Arc<Config>,
+        inputs: Vec<InputSpec>,
+        index: usize,
+        peers: usize,
+    ) -> std::io::Result<ReadAhead> {
+        let (send, batches) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
+        let thread = std::thread::Builder::new()
+            .name(format!("vigie-reader-{index}"))
+            .spawn(move || {
+                let mut reader = RecordReader::shared(&config, inputs, index, peers);
+                loop {
+                    let batch: Vec<Item> = reader.by_ref().take(READ_AHEAD_BATCH).collect();
+                    let last = batch.len() < READ_AHEAD_BATCH;
+                    // The taker is gone: nobody reads the rest.
+                    if (!batch.is_empty() && send.send(batch).is_err()) || last {
+                        return reader.defaulted_ends();
+                    }
+                }
+            })?;
+        Ok(ReadAhead {
+            batches,
+            current: Vec::new().into_iter(),
+            thread: Some(thread),
+            defaulted_ends: 0,
+        })
+    }
+
+    /// Accepted events that took their mapping's default duration, once every item was taken.
+    pub fn defaulted_ends(&self) -> u64 {
+        self.defaulted_ends
+    }
+}
+
+impl Iterator for ReadAhead {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            match self.batches.recv() {
+                Ok(batch) => self.current = batch.into_iter(),
+                Err(_) => {
+                    // The thread has ended: with what it counted, or with a panic.
+                    if let Some(thread) = self.thread.take() {
+                        match thread.join() {
+                            Ok(n) => self.defaulted_ends = n,
+                            Err(panic) => std::panic::resume_unwind(panic),
+                        }
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// The text of one NDJSON line, without a leading byte-order mark and surrounding whitespace:
 /// `Ok(None)` when it is blank. A line that is not UTF-8 is one bad line (malformed), not the
 /// end of the input. File replay and live ingest read lines through it.

@@ -19,6 +19,6 @@ pub mod raw;
 pub mod sys;
 pub mod validate;
 
-pub use files::{InputSpec, Item, RecordReader, Rejection};
+pub use files::{InputSpec, Item, ReadAhead, RecordReader, Rejection};
 pub use privacy::Privacy;
 pub use validate::{parse_ndjson_line, Checks, RecordError, RejectKind};

@@ -147,6 +147,60 @@ fn read_shared(config: &Config, bytes: &[u8], peers: usize) -> Shares {
     (records, rejections)
 }
 
+/// Every item of a reader, in order: a record as (sequence number, time), a rejection as
+/// (line, error), a failure as its text.
+fn items(reader: impl Iterator<Item = Item>) -> Vec<(u64, String)> {
+    reader
+        .map(|item| match item {
+            Item::Record(r) => (r.seq, r.ts.to_string()),
+            Item::Rejected(r) => (r.line, r.error.to_string()),
+            Item::Failed(e) => (0, e.to_string()),
+        })
+        .collect()
+}
+
+/// A replay's reader on a thread of its own hands out exactly what the reader does where it
+/// runs, in the same order, whatever the share: over many of its batches, the last one
+/// partial, with bad rows among them; and a file that cannot be opened is the same failure.
+#[test]
+fn reading_ahead_on_a_thread_gives_the_same_items_in_the_same_order() {
+    let config = std::sync::Arc::new(unix_time_mapping());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    let mut text = String::from("t,z,s\n");
+    for i in 0..5_003u64 {
+        match i % 97 {
+            13 => text.push_str("NaN,13001,2\n"),
+            14 => text.push_str("1790000000,13001\n"),
+            _ => text.push_str(&format!(
+                "{},1300{},{}\n",
+                1_790_000_000 + i,
+                1 + i % 9,
+                1 + i % 5
+            )),
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    let spec = InputSpec::parse(&format!("m={}", path.display()), &config).unwrap();
+    let missing = InputSpec::parse(
+        &format!("m={}", dir.path().join("none.csv").display()),
+        &config,
+    )
+    .unwrap();
+    for inputs in [vec![spec.clone()], vec![spec.clone(), missing, spec]] {
+        for (index, peers) in [(0, 1), (0, 2), (1, 2)] {
+            let here = items(RecordReader::shared(&config, inputs.clone(), index, peers));
+            let ahead =
+                vigie_connectors::ReadAhead::spawn(config.clone(), inputs.clone(), index, peers);
+            let ahead = items(ahead.unwrap());
+            assert!(here.len() > 2_000, "{}", here.len());
+            // Rejections are among them.
+            assert!(here.iter().any(|(_, e)| e.parse::<i64>().is_err()));
+            assert_eq!(ahead, here, "share {index} of {peers}");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 use vigie_config::Config;
-use vigie_connectors::{InputSpec, Item, RecordReader, Rejection};
+use vigie_connectors::{InputSpec, Item, ReadAhead, RecordReader, Rejection};
 use vigie_engine::{timely, Driver, GraphParams};
 
 use super::progress::Progress;
@@ -60,6 +60,58 @@ pub struct ReplayArgs {
     /// (traffic, weather, events, calls, deployments).
     #[arg(long, value_name = "TIME", value_parser = clock_arg)]
     clock: Option<i64>,
+    /// Whether each worker reads and parses its share of the inputs on a thread of its own,
+    /// overlapping with the dataflow: `auto` does when the machine has a core for each such
+    /// thread beside the workers (one worker on two cores: yes; two: no).
+    #[arg(long, value_enum, default_value_t = ReadAheadMode::Auto)]
+    read_ahead: ReadAheadMode,
+}
+
+/// `--read-ahead`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadAheadMode {
+    Auto,
+    On,
+    Off,
+}
+
+impl ReadAheadMode {
+    /// Whether `workers` workers of a process each get a reading thread.
+    fn enabled(self, workers: usize) -> bool {
+        match self {
+            ReadAheadMode::On => true,
+            ReadAheadMode::Off => false,
+            ReadAheadMode::Auto => {
+                std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2 * workers)
+            }
+        }
+    }
+}
+
+/// A worker's share of the inputs, read where it runs or on a thread of its own.
+enum Items<'c> {
+    Here(RecordReader<'c>),
+    Ahead(ReadAhead),
+}
+
+impl Items<'_> {
+    fn defaulted_ends(&self) -> u64 {
+        match self {
+            Items::Here(r) => r.defaulted_ends(),
+            Items::Ahead(r) => r.defaulted_ends(),
+        }
+    }
+}
+
+impl Iterator for Items<'_> {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        match self {
+            Items::Here(r) => r.next(),
+            Items::Ahead(r) => r.next(),
+        }
+    }
 }
 
 /// `--clock`: an RFC 3339 time with its offset, as microseconds.
@@ -117,6 +169,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let health = Arc::new(FeedHealth::default());
     let shared = (config.clone(), inputs.clone());
+    let read_ahead = args.read_ahead.enabled(workers);
     // The lines to read, counted only for a progress line on a terminal; a process of a
     // cluster reads its share.
     let progress = Progress::new(None);
@@ -131,12 +184,17 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let shown = progress.clone();
 
     eprintln!(
-        "vigie replay: {} input(s), {} zones, {} worker(s) × {} process(es), batches of {}",
+        "vigie replay: {} input(s), {} zones, {} worker(s) × {} process(es), batches of {}{}",
         inputs.len(),
         config.zones.len(),
         workers,
         args.cluster.processes,
-        batch
+        batch,
+        if read_ahead {
+            ", each worker's inputs read on a thread of their own"
+        } else {
+            ""
+        }
     );
     let started = Instant::now();
     let guards = timely::execute(timely_config, move |worker| {
@@ -193,7 +251,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut chunk_count = 0u64;
         let mut chunk_start = Instant::now();
         let mut local_health = LocalHealth::default();
-        let mut reader = RecordReader::shared(config, inputs, worker.index(), worker.peers());
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut reader = match read_ahead {
+            true => match ReadAhead::spawn(shared.0.clone(), inputs.clone(), index, peers) {
+                Ok(r) => Items::Ahead(r),
+                // No thread to be had: read here.
+                Err(_) => Items::Here(RecordReader::shared(config, inputs, index, peers)),
+            },
+            false => Items::Here(RecordReader::shared(config, inputs, index, peers)),
+        };
         let mut unshown = 0;
         for item in reader.by_ref() {
             unshown += 1;
@@ -214,6 +280,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     if chunk_count == 1024 {
                         chunks.push((chunk_start, chunk_count));
                         chunk_count = 0;
+                        // The dataflow goes on with the epochs in flight (in slices: the zone
+                        // operator computes a few zones per step), so that a reading thread
+                        // never waits long for the worker to take its records.
+                        worker.step();
                     }
                 }
                 Item::Rejected(mut rej) => {
