@@ -955,10 +955,10 @@ pub fn zone_rows<'s>(
             let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
             let mut zones: Vec<ZoneState> = (0..n_zones).map(|_| ZoneState::default()).collect();
             let mut stale: Vec<Stale> = (0..n_zones).map(|_| Stale::default()).collect();
-            // The epoch being computed: its capability, its zones with updates, and how many
-            // of them are done.
-            let mut current: Option<(Capability<u64>, Vec<ZoneIdx>, usize)> = None;
-            let mut spare: Vec<ZoneIdx> = Vec::new();
+            // The epoch being computed: its capability and how many of its zones with
+            // updates (`dirty`) are done.
+            let mut current: Option<(Capability<u64>, usize)> = None;
+            let mut dirty: Vec<ZoneIdx> = Vec::new();
             let empty: Vec<IndicatorRow> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -982,7 +982,6 @@ pub fn zone_rows<'s>(
                             break;
                         }
                         let (cap, updates) = first.remove();
-                        let mut dirty = std::mem::take(&mut spare);
                         dirty.clear();
                         for (z, fact, d) in updates {
                             let (state, stale) = (&mut zones[z as usize], &mut stale[z as usize]);
@@ -991,9 +990,9 @@ pub fn zone_rows<'s>(
                         }
                         dirty.sort_unstable();
                         dirty.dedup();
-                        current = Some((cap, dirty, 0));
+                        current = Some((cap, 0));
                     }
-                    let (cap, dirty, done) = current.as_mut().expect("an epoch under way");
+                    let (cap, done) = current.as_mut().expect("an epoch under way");
                     let t = *cap.time();
                     let mut session = output.session(&*cap);
                     while *done < dirty.len() && computed < ROWS_PER_ACTIVATION {
@@ -1032,8 +1031,7 @@ pub fn zone_rows<'s>(
                         activator.activate();
                         break;
                     }
-                    let (_, dirty, _) = current.take().expect("an epoch under way");
-                    spare = dirty;
+                    current = None;
                 }
             }
         });

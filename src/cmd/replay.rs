@@ -252,13 +252,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let mut chunk_start = Instant::now();
         let mut local_health = LocalHealth::default();
         let (index, peers) = (worker.index(), worker.peers());
-        let mut reader = match read_ahead {
-            true => match ReadAhead::spawn(shared.0.clone(), inputs.clone(), index, peers) {
-                Ok(r) => Items::Ahead(r),
-                // No thread to be had: read here.
-                Err(_) => Items::Here(RecordReader::shared(config, inputs, index, peers)),
-            },
-            false => Items::Here(RecordReader::shared(config, inputs, index, peers)),
+        let ahead = read_ahead
+            .then(|| ReadAhead::spawn(shared.0.clone(), inputs.clone(), index, peers).ok())
+            .flatten();
+        // Without a reading thread (not asked for, or none to be had), read here.
+        let mut reader = match ahead {
+            Some(r) => Items::Ahead(r),
+            None => Items::Here(RecordReader::shared(config, inputs, index, peers)),
         };
         let mut unshown = 0;
         for item in reader.by_ref() {
