@@ -192,9 +192,14 @@ impl Writer {
         self.entries.is_empty()
     }
 
-    /// Writes the index and the footer, fsyncs, renames the file to its name and fsyncs the
-    /// folder: the block then exists whole.
-    pub fn finish(mut self) -> Result<Block, StoreError> {
+    /// Ends the block and renames it into its folder: the block then exists whole.
+    pub fn finish(self) -> Result<Block, StoreError> {
+        self.finish_unpublished()?.publish()
+    }
+
+    /// Ends the block and makes it durable under its temporary name, where the store does
+    /// not see it (recovery removes it): [`Unpublished::publish`] renames it into place.
+    pub fn finish_unpublished(mut self) -> Result<Unpublished, StoreError> {
         let mut file = self.file.take().expect("open until finished");
         let count = (self.entries.len() as u32).to_be_bytes();
         let mut crc = crc32fast::Hasher::new();
@@ -216,7 +221,42 @@ impl Writer {
             .map_err(|e| io(&self.tmp)(e.into_error()))?;
         file.sync_all().map_err(io(&self.tmp))?;
         drop(file);
+        Ok(Unpublished {
+            tmp: std::mem::take(&mut self.tmp),
+            path: std::mem::take(&mut self.path),
+            dir: std::mem::take(&mut self.dir),
+            seq: self.seq,
+            part_start: self.part_start,
+            part_end: self.part_end,
+            max_rev: self.max_rev,
+            entries: std::mem::take(&mut self.entries),
+            bytes: index_offset + tail.len() as u64,
+            published: false,
+        })
+    }
+}
+
+/// A block written whole under its temporary name ([`Writer::finish_unpublished`]). Dropped
+/// unpublished, its file goes.
+#[derive(Debug)]
+pub struct Unpublished {
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    pub seq: u64,
+    pub part_start: i64,
+    pub part_end: i64,
+    max_rev: i64,
+    entries: Vec<Entry>,
+    bytes: u64,
+    published: bool,
+}
+
+impl Unpublished {
+    /// Renames the block into its folder, durably, and opens it.
+    pub fn publish(mut self) -> Result<Block, StoreError> {
         fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        self.published = true;
         sync_dir(&self.dir)?;
         let file = File::open(&self.path).map_err(io(&self.path))?;
         Ok(Block {
@@ -226,9 +266,17 @@ impl Writer {
             part_end: self.part_end,
             max_rev: self.max_rev,
             entries: std::mem::take(&mut self.entries),
-            bytes: index_offset + tail.len() as u64,
+            bytes: self.bytes,
             file,
         })
+    }
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 

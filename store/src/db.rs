@@ -11,7 +11,7 @@
 //! drops partitions older than the retention and, if asked, superseded versions older than a
 //! window.
 
-use crate::block::{self, Block, Version};
+use crate::block::{self, Block, Unpublished, Version};
 use crate::series::SeriesKey;
 use crate::wal::Wal;
 use crate::StoreError;
@@ -19,6 +19,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use vigie_model::Point;
 
 const REC_SERIES: u8 = 1;
@@ -42,6 +44,10 @@ pub struct Options {
     /// Versions superseded before `now − keep_revisions` are dropped by [`Store::compact`];
     /// `None` keeps every version (the whole revision history).
     pub keep_revisions_ms: Option<i64>,
+    /// A write that fills the head does not write it out itself: the writer asks
+    /// [`Store::needs_flush`] and has the head written out by [`Store::begin_flush`]'s job,
+    /// off its own path.
+    pub background_flush: bool,
 }
 
 impl Default for Options {
@@ -52,6 +58,7 @@ impl Default for Options {
             wal_segment_bytes: 64 << 20,
             retention_ms: None,
             keep_revisions_ms: None,
+            background_flush: false,
         }
     }
 }
@@ -82,6 +89,169 @@ pub struct CompactReport {
     pub blocks_removed: usize,
     pub versions_pruned: usize,
     pub partitions_dropped: usize,
+}
+
+/// A head set aside by [`Store::begin_flush`], to be written out as blocks.
+#[derive(Debug)]
+pub struct Flush {
+    dir: PathBuf,
+    partition_ms: i64,
+    head: Arc<FxHashMap<u32, Vec<Version>>>,
+    keys: FxHashMap<u32, SeriesKey>,
+    seqs: Arc<AtomicU64>,
+    sealed_below: u64,
+}
+
+/// The blocks of a [`Flush`], for [`Store::finish_flush`].
+#[derive(Debug)]
+pub struct Flushed {
+    blocks: Vec<Unpublished>,
+    sealed_below: u64,
+}
+
+impl Flush {
+    /// Writes the set-aside head as one block per time partition, durable under temporary
+    /// names when this returns; nothing in the store changes until [`Store::finish_flush`]
+    /// renames them into place (a crash before leaves the log, which still holds it all).
+    pub fn run(self) -> Result<Flushed, StoreError> {
+        // Each partition's block is written a series at a time, in the order of the keys.
+        let mut head: Vec<(&SeriesKey, Vec<Version>)> = self
+            .head
+            .iter()
+            .map(|(id, vs)| (&self.keys[id], vs.clone()))
+            .collect();
+        head.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let part_of = |ts: i64| ts.div_euclid(self.partition_ms) * self.partition_ms;
+        let mut parts: BTreeMap<i64, Vec<(usize, std::ops::Range<usize>)>> = BTreeMap::new();
+        for (hi, (_, vs)) in head.iter_mut().enumerate() {
+            normalise(vs);
+            let mut start = 0;
+            while start < vs.len() {
+                let p = part_of(vs[start].ts);
+                let end = start + vs[start..].partition_point(|v| v.ts < p + self.partition_ms);
+                parts.entry(p).or_default().push((hi, start..end));
+                start = end;
+            }
+        }
+        let mut blocks = Vec::with_capacity(parts.len());
+        for (p, series) in parts {
+            let seq = self.seqs.fetch_add(1, Ordering::Relaxed);
+            let mut w = block::Writer::create(&self.dir, seq, p, p + self.partition_ms)?;
+            for (hi, range) in series {
+                let (key, vs) = &head[hi];
+                w.push(key, &vs[range])?;
+            }
+            blocks.push(w.finish_unpublished()?);
+        }
+        Ok(Flushed {
+            blocks,
+            sealed_below: self.sealed_below,
+        })
+    }
+}
+
+/// A compaction planned by [`Store::plan_compaction`]: the partitions to merge and their
+/// blocks (shared with the store, read without it).
+#[derive(Debug)]
+pub struct Compaction {
+    dir: PathBuf,
+    prune_before: Option<i64>,
+    parts: Vec<(i64, Vec<Arc<Block>>)>,
+    seqs: Arc<AtomicU64>,
+    report: CompactReport,
+}
+
+/// The merged blocks of a [`Compaction`], for [`Store::finish_compaction`]: each with the
+/// numbers of the blocks it replaces.
+#[derive(Debug)]
+pub struct Merged {
+    parts: Vec<(Vec<u64>, Unpublished)>,
+    report: CompactReport,
+}
+
+impl Compaction {
+    /// True when there is nothing to merge (the retention, if any, is already applied).
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Merges each planned partition's blocks into one block, durable under a temporary
+    /// name when this returns; nothing in the store changes until
+    /// [`Store::finish_compaction`] renames it into place (a crash before leaves the blocks
+    /// it merges).
+    pub fn run(self) -> Result<Merged, StoreError> {
+        let Compaction {
+            dir,
+            prune_before,
+            parts,
+            seqs,
+            mut report,
+        } = self;
+        let mut merged_parts = Vec::new();
+        for (p, blocks) in parts {
+            // Where each series lies in the partition's blocks; the merge then reads, merges
+            // and writes one series at a time.
+            let mut series: BTreeMap<&SeriesKey, Vec<(usize, usize)>> = BTreeMap::new();
+            for (bi, b) in blocks.iter().enumerate() {
+                for (ei, e) in b.entries.iter().enumerate() {
+                    series.entry(&e.key).or_default().push((bi, ei));
+                }
+            }
+            let merged = |locs: &[(usize, usize)]| -> Result<(Vec<Version>, usize), StoreError> {
+                let mut vs = Vec::new();
+                for &(bi, ei) in locs {
+                    vs.extend(blocks[bi].read(ei)?);
+                }
+                normalise(&mut vs);
+                let Some(before) = prune_before else {
+                    return Ok((vs, 0));
+                };
+                let n = vs.len();
+                let mut kept = Vec::with_capacity(n);
+                for i in 0..n {
+                    let superseded_early =
+                        i + 1 < n && vs[i + 1].ts == vs[i].ts && vs[i + 1].rev < before;
+                    if !superseded_early {
+                        kept.push(vs[i]);
+                    }
+                }
+                let pruned = n - kept.len();
+                Ok((kept, pruned))
+            };
+            if blocks.len() < 2 {
+                // One block: rewritten only if pruning drops something, which a first pass
+                // finds without writing.
+                let mut any = false;
+                for locs in series.values() {
+                    if merged(locs)?.1 > 0 {
+                        any = true;
+                        break;
+                    }
+                }
+                if !any {
+                    continue;
+                }
+            }
+            // The blocks of one partition start may span differently (written with another
+            // partition span): the merged block spans them all.
+            let part_end = blocks.iter().map(|b| b.part_end).max().unwrap_or(p);
+            let seq = seqs.fetch_add(1, Ordering::Relaxed);
+            let mut w = block::Writer::create(&dir, seq, p, part_end)?;
+            let mut pruned = 0;
+            for (k, locs) in &series {
+                let (vs, n) = merged(locs)?;
+                pruned += n;
+                w.push(k, &vs)?;
+            }
+            let b = w.finish_unpublished()?;
+            report.versions_pruned += pruned;
+            merged_parts.push((blocks.iter().map(|b| b.seq).collect(), b));
+        }
+        Ok(Merged {
+            parts: merged_parts,
+            report,
+        })
+    }
 }
 
 /// Sizes, for reports and `/metrics`.
@@ -147,10 +317,17 @@ pub struct Store {
     prefixes: FxHashMap<Vec<u8>, Vec<(String, u32)>>,
     head: FxHashMap<u32, Vec<Version>>,
     head_versions: usize,
-    blocks: Vec<Block>,
+    /// A head being written out by a [`Flush`] job, read as part of the head until
+    /// [`Store::finish_flush`] puts its blocks in place.
+    frozen: Option<Arc<FxHashMap<u32, Vec<Version>>>>,
+    frozen_versions: usize,
+    /// The greatest retention cut applied while a flush job ran, for the blocks it brings.
+    cut_during_flush: Option<i64>,
+    blocks: Vec<Arc<Block>>,
     /// Series id → (block, entry) pairs, rebuilt when the blocks change.
     located: FxHashMap<u32, Vec<(usize, usize)>>,
-    next_block_seq: u64,
+    /// The next block number, shared with the flush and compaction jobs.
+    seqs: Arc<AtomicU64>,
     last_rev: i64,
     scratch: Vec<u8>,
 }
@@ -242,7 +419,7 @@ impl Store {
                         path: path.clone(),
                         reason: "a block file name that is not `SEQ_PARTITION.blk`".into(),
                     })?;
-                blocks.push(Block::open(&path, seq)?);
+                blocks.push(Arc::new(Block::open(&path, seq)?));
             }
         }
         blocks.sort_by_key(|b| b.seq);
@@ -258,7 +435,10 @@ impl Store {
             prefixes: FxHashMap::default(),
             head: FxHashMap::default(),
             head_versions: 0,
-            next_block_seq: blocks.last().map_or(0, |b| b.seq + 1),
+            frozen: None,
+            frozen_versions: 0,
+            cut_during_flush: None,
+            seqs: Arc::new(AtomicU64::new(blocks.last().map_or(0, |b| b.seq + 1))),
             last_rev: blocks.iter().map(|b| b.max_rev).max().unwrap_or(i64::MIN),
             blocks,
             located: FxHashMap::default(),
@@ -355,6 +535,11 @@ impl Store {
         })
     }
 
+    /// The head, and the one a flush job is writing out if any.
+    fn heads(&self) -> impl Iterator<Item = &FxHashMap<u32, Vec<Version>>> {
+        std::iter::once(&self.head).chain(self.frozen.as_deref())
+    }
+
     fn relocate(&mut self) {
         self.located.clear();
         for (bi, b) in self.blocks.iter().enumerate() {
@@ -435,7 +620,10 @@ impl Store {
                 .push(Version { ts, rev, value });
         }
         self.head_versions += samples.len();
-        if self.head_versions >= self.opts.head_max_versions {
+        if !self.opts.background_flush
+            && self.frozen.is_none()
+            && self.head_versions >= self.opts.head_max_versions
+        {
             self.flush()?;
         }
         Ok(Ack {
@@ -448,65 +636,110 @@ impl Store {
         ts.div_euclid(self.opts.partition_ms) * self.opts.partition_ms
     }
 
-    /// Writes the head out as blocks, one per partition, then empties the log.
+    /// True when the head holds enough versions to be written out, and no flush is under way
+    /// (with [`Options::background_flush`]).
+    pub fn needs_flush(&self) -> bool {
+        self.frozen.is_none() && self.head_versions >= self.opts.head_max_versions
+    }
+
+    /// True when a flush is under way and the head has filled twice over meanwhile: a writer
+    /// faster than its flushes waits for one, or the head would grow without bound.
+    pub fn head_overfull(&self) -> bool {
+        self.frozen.is_some() && self.head_versions >= self.opts.head_max_versions.saturating_mul(2)
+    }
+
+    /// Writes the head out as blocks, one per partition, then empties the log: the three
+    /// steps of [`Store::begin_flush`], [`Flush::run`] and [`Store::finish_flush`] in one. An
+    /// error if a flush job is under way.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        if self.head_versions == 0 {
-            return Ok(());
+        if self.frozen.is_some() {
+            return Err(StoreError::FlushUnderWay);
         }
-        // Each partition's block is written a series at a time from the head's own versions.
-        let mut head: Vec<(u32, Vec<Version>)> =
-            std::mem::take(&mut self.head).into_iter().collect();
-        head.sort_unstable_by(|(a, _), (b, _)| self.keys[*a as usize].cmp(&self.keys[*b as usize]));
-        let mut parts: BTreeMap<i64, Vec<(usize, std::ops::Range<usize>)>> = BTreeMap::new();
-        for (hi, (_, vs)) in head.iter_mut().enumerate() {
-            normalise(vs);
-            let mut start = 0;
-            while start < vs.len() {
-                let p = self.part_of(vs[start].ts);
-                let end =
-                    start + vs[start..].partition_point(|v| v.ts < p + self.opts.partition_ms);
-                parts.entry(p).or_default().push((hi, start..end));
-                start = end;
+        match self.begin_flush()? {
+            Some(job) => {
+                let done = job.run()?;
+                self.finish_flush(done)
             }
+            None => Ok(()),
         }
-        let dir = self.dir.join("blocks");
-        for (p, series) in parts {
-            let mut w =
-                block::Writer::create(&dir, self.next_block_seq, p, p + self.opts.partition_ms)?;
-            for (hi, range) in series {
-                let (id, vs) = &head[hi];
-                w.push(&self.keys[*id as usize], &vs[range])?;
-            }
-            self.blocks.push(w.finish()?);
-            self.next_block_seq += 1;
+    }
+
+    /// The first step of a flush, quick: ends the log's segment (what the head holds is all in
+    /// segments the log will not write again), sets the head aside as read-only and starts an
+    /// empty one. The job it returns writes the set-aside head as blocks without the store
+    /// ([`Flush::run`]); meanwhile writes go on into the new head and segment, and reads see
+    /// both heads. `None` when the head is empty or a flush is already under way.
+    pub fn begin_flush(&mut self) -> Result<Option<Flush>, StoreError> {
+        if self.head_versions == 0 || self.frozen.is_some() {
+            return Ok(None);
         }
-        drop(head);
-        self.wal.checkpoint()?;
-        // The log starts with the last revision, so that revisions keep increasing even when
-        // every block that held it is dropped later.
+        let sealed_below = self.wal.seal()?;
+        // The new segment starts with the last revision, so that revisions keep increasing
+        // even when every block that held it is dropped later.
         let mut rec = vec![REC_REV];
         rec.extend_from_slice(&self.last_rev.to_be_bytes());
         self.wal.append(&rec)?;
         self.wal.sync()?;
+        // Series are defined again in the new segment before their first sample there.
         self.wal_defined.clear();
+        let head = Arc::new(std::mem::take(&mut self.head));
+        let keys = head
+            .keys()
+            .map(|&id| (id, self.keys[id as usize].clone()))
+            .collect();
+        self.frozen = Some(Arc::clone(&head));
+        self.frozen_versions = self.head_versions;
         self.head_versions = 0;
+        Ok(Some(Flush {
+            dir: self.dir.join("blocks"),
+            partition_ms: self.opts.partition_ms,
+            head,
+            keys,
+            seqs: Arc::clone(&self.seqs),
+            sealed_below,
+        }))
+    }
+
+    /// The last step of a flush, quick: the blocks join the store, the set-aside head goes,
+    /// and so do the log's segments it came from.
+    pub fn finish_flush(&mut self, done: Flushed) -> Result<(), StoreError> {
+        let mut blocks = Vec::with_capacity(done.blocks.len());
+        for b in done.blocks {
+            blocks.push(Arc::new(b.publish()?));
+        }
+        if let Some(cut) = self.cut_during_flush.take() {
+            // The retention moved while the job ran: it applies to the head the job wrote.
+            blocks = self.cut_blocks(blocks, cut)?.0;
+        }
+        self.blocks.extend(blocks);
+        self.blocks.sort_by_key(|b| b.seq);
+        self.frozen = None;
+        self.frozen_versions = 0;
+        self.wal.remove_sealed(done.sealed_below)?;
         self.relocate();
         Ok(())
     }
 
-    fn apply_drop(&mut self, cutoff: i64) -> Result<usize, StoreError> {
+    /// Of `blocks`, those wholly before `cutoff` deleted and those that straddle it rewritten
+    /// with what lies after; returns what is kept, sorted, and how many went or were
+    /// rewritten.
+    fn cut_blocks(
+        &self,
+        blocks: Vec<Arc<Block>>,
+        cutoff: i64,
+    ) -> Result<(Vec<Arc<Block>>, usize), StoreError> {
         let mut dropped = 0;
-        let mut keep = Vec::with_capacity(self.blocks.len());
+        let mut keep = Vec::with_capacity(blocks.len());
         let dir = self.dir.join("blocks");
-        for b in std::mem::take(&mut self.blocks) {
+        for b in blocks {
             if b.part_end <= cutoff {
                 fs::remove_file(&b.path).map_err(io(&b.path))?;
                 dropped += 1;
             } else if b.part_start < cutoff && b.entries.iter().any(|e| e.min_ts < cutoff) {
                 // A block written with another partition span straddles the cut: rewrite it
                 // with what lies after (the new block is durable before the old one goes).
-                let mut w =
-                    block::Writer::create(&dir, self.next_block_seq, b.part_start, b.part_end)?;
+                let seq = self.seqs.fetch_add(1, Ordering::Relaxed);
+                let mut w = block::Writer::create(&dir, seq, b.part_start, b.part_end)?;
                 for (i, e) in b.entries.iter().enumerate() {
                     let vs: Vec<Version> =
                         b.read(i)?.into_iter().filter(|v| v.ts >= cutoff).collect();
@@ -515,8 +748,7 @@ impl Store {
                     }
                 }
                 if !w.is_empty() {
-                    keep.push(w.finish()?);
-                    self.next_block_seq += 1;
+                    keep.push(Arc::new(w.finish()?));
                 }
                 fs::remove_file(&b.path).map_err(io(&b.path))?;
                 dropped += 1;
@@ -525,10 +757,16 @@ impl Store {
             }
         }
         keep.sort_by_key(|b| b.seq);
-        self.blocks = keep;
         if dropped > 0 {
-            block::sync_dir(&self.dir.join("blocks"))?;
+            block::sync_dir(&dir)?;
         }
+        Ok((keep, dropped))
+    }
+
+    fn apply_drop(&mut self, cutoff: i64) -> Result<usize, StoreError> {
+        let blocks = std::mem::take(&mut self.blocks);
+        let (keep, dropped) = self.cut_blocks(blocks, cutoff)?;
+        self.blocks = keep;
         let mut removed = 0;
         for vs in self.head.values_mut() {
             let before = vs.len();
@@ -537,6 +775,19 @@ impl Store {
         }
         self.head.retain(|_, vs| !vs.is_empty());
         self.head_versions -= removed;
+        // The head a flush job is writing out is read without what the cut dropped; the job's
+        // blocks are cut again when they come in (`finish_flush`).
+        if let Some(frozen) = &mut self.frozen {
+            self.cut_during_flush = Some(self.cut_during_flush.map_or(cutoff, |c| c.max(cutoff)));
+            if frozen.values().flatten().any(|v| v.ts < cutoff) {
+                let mut kept = (**frozen).clone();
+                kept.values_mut()
+                    .for_each(|vs| vs.retain(|v| v.ts >= cutoff));
+                kept.retain(|_, vs| !vs.is_empty());
+                self.frozen_versions = kept.values().map(Vec::len).sum();
+                *frozen = Arc::new(kept);
+            }
+        }
         self.relocate();
         Ok(dropped)
     }
@@ -555,7 +806,21 @@ impl Store {
 
     /// Applies the retention, then merges the blocks of each partition into one (pruning
     /// superseded versions older than `keep_revisions_ms` if set), `now_ms` being the present.
+    /// The three steps of [`Store::plan_compaction`], [`Compaction::run`] and
+    /// [`Store::finish_compaction`] in one.
     pub fn compact(&mut self, now_ms: i64) -> Result<CompactReport, StoreError> {
+        let plan = self.plan_compaction(now_ms)?;
+        let merged = plan.run()?;
+        self.finish_compaction(merged)
+    }
+
+    /// The first step of a compaction, quick: applies the retention and picks the partitions
+    /// to merge, with block numbers for their merged blocks. The merge itself
+    /// ([`Compaction::run`]) reads only block files, which never change once written, so it
+    /// can run without the store: a writer holding the store behind a lock takes the lock for
+    /// this step and for [`Store::finish_compaction`] only, and keeps writing meanwhile. One
+    /// compaction at a time.
+    pub fn plan_compaction(&mut self, now_ms: i64) -> Result<Compaction, StoreError> {
         let mut report = CompactReport::default();
         if let Some(r) = self.opts.retention_ms {
             report.partitions_dropped = self.drop_before(now_ms.saturating_sub(r))?;
@@ -564,84 +829,42 @@ impl Store {
             .opts
             .keep_revisions_ms
             .map(|k| now_ms.saturating_sub(k));
-        let mut by_part: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        for (i, b) in self.blocks.iter().enumerate() {
-            by_part.entry(b.part_start).or_default().push(i);
+        let mut by_part: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+        for b in &self.blocks {
+            by_part.entry(b.part_start).or_default().push(Arc::clone(b));
         }
-        let mut remove: FxHashSet<usize> = FxHashSet::default();
+        let parts: Vec<(i64, Vec<Arc<Block>>)> = by_part
+            .into_iter()
+            .filter(|(_, blocks)| blocks.len() >= 2 || prune_before.is_some())
+            .collect();
+        Ok(Compaction {
+            dir: self.dir.join("blocks"),
+            prune_before,
+            parts,
+            seqs: Arc::clone(&self.seqs),
+            report,
+        })
+    }
+
+    /// The last step of a compaction, quick: the merged blocks replace theirs. A partition
+    /// one of whose blocks went meanwhile (the retention of another compaction) keeps what it
+    /// has now, and its merged block is deleted.
+    pub fn finish_compaction(&mut self, merged: Merged) -> Result<CompactReport, StoreError> {
+        let Merged { parts, mut report } = merged;
+        let present: FxHashSet<u64> = self.blocks.iter().map(|b| b.seq).collect();
+        let mut remove: FxHashSet<u64> = FxHashSet::default();
         let mut added = Vec::new();
-        let dir = self.dir.join("blocks");
-        for (p, idx) in by_part {
-            if idx.len() < 2 && prune_before.is_none() {
-                continue;
+        for (sources, block) in parts {
+            if sources.iter().all(|seq| present.contains(seq)) {
+                remove.extend(sources);
+                added.push(Arc::new(block.publish()?));
+                report.partitions_merged += 1;
             }
-            // Where each series lies in the partition's blocks; the merge then reads, merges
-            // and writes one series at a time.
-            let mut series: BTreeMap<&SeriesKey, Vec<(usize, usize)>> = BTreeMap::new();
-            for &bi in &idx {
-                for (ei, e) in self.blocks[bi].entries.iter().enumerate() {
-                    series.entry(&e.key).or_default().push((bi, ei));
-                }
-            }
-            let merged = |locs: &[(usize, usize)]| -> Result<(Vec<Version>, usize), StoreError> {
-                let mut vs = Vec::new();
-                for &(bi, ei) in locs {
-                    vs.extend(self.blocks[bi].read(ei)?);
-                }
-                normalise(&mut vs);
-                let Some(before) = prune_before else {
-                    return Ok((vs, 0));
-                };
-                let n = vs.len();
-                let mut kept = Vec::with_capacity(n);
-                for i in 0..n {
-                    let superseded_early =
-                        i + 1 < n && vs[i + 1].ts == vs[i].ts && vs[i + 1].rev < before;
-                    if !superseded_early {
-                        kept.push(vs[i]);
-                    }
-                }
-                let pruned = n - kept.len();
-                Ok((kept, pruned))
-            };
-            if idx.len() < 2 {
-                // One block: rewritten only if pruning drops something, which a first pass
-                // finds without writing.
-                let mut any = false;
-                for locs in series.values() {
-                    if merged(locs)?.1 > 0 {
-                        any = true;
-                        break;
-                    }
-                }
-                if !any {
-                    continue;
-                }
-            }
-            // The blocks of one partition start may span differently (written with another
-            // partition span): the merged block spans them all.
-            let part_end = idx
-                .iter()
-                .map(|&i| self.blocks[i].part_end)
-                .max()
-                .unwrap_or(p);
-            let mut w = block::Writer::create(&dir, self.next_block_seq, p, part_end)?;
-            let mut pruned = 0;
-            for (k, locs) in &series {
-                let (vs, n) = merged(locs)?;
-                pruned += n;
-                w.push(k, &vs)?;
-            }
-            let b = w.finish()?;
-            self.next_block_seq += 1;
-            added.push(b);
-            remove.extend(idx.iter().copied());
-            report.partitions_merged += 1;
-            report.versions_pruned += pruned;
+            // Otherwise dropped unpublished: its file goes.
         }
         let mut keep = Vec::with_capacity(self.blocks.len());
-        for (i, b) in std::mem::take(&mut self.blocks).into_iter().enumerate() {
-            if remove.contains(&i) {
+        for b in std::mem::take(&mut self.blocks) {
+            if remove.contains(&b.seq) {
                 fs::remove_file(&b.path).map_err(io(&b.path))?;
                 report.blocks_removed += 1;
             } else {
@@ -652,7 +875,7 @@ impl Store {
         keep.sort_by_key(|b| b.seq);
         self.blocks = keep;
         if report.blocks_removed > 0 {
-            block::sync_dir(&dir)?;
+            block::sync_dir(&self.dir.join("blocks"))?;
         }
         self.relocate();
         Ok(report)
@@ -720,8 +943,10 @@ impl Store {
                     .filter(|v| v.ts >= start && v.ts < end),
             );
         }
-        if let Some(vs) = self.head.get(&id) {
-            out.extend(vs.iter().filter(|v| v.ts >= start && v.ts < end));
+        for head in self.heads() {
+            if let Some(vs) = head.get(&id) {
+                out.extend(vs.iter().filter(|v| v.ts >= start && v.ts < end));
+            }
         }
         normalise(&mut out);
         Ok(out)
@@ -777,7 +1002,8 @@ impl Store {
                 parts.push((b.part_start, b.part_end.min(end)));
             }
         }
-        for v in self.head.get(&id).map(Vec::as_slice).unwrap_or_default() {
+        let in_heads = self.heads().filter_map(|h| h.get(&id)).flatten();
+        for v in in_heads {
             if v.ts < end {
                 let p = self.part_of(v.ts);
                 parts.push((p, p.saturating_add(self.opts.partition_ms).min(end)));
@@ -826,7 +1052,7 @@ impl Store {
     pub fn stats(&self) -> Result<Stats, StoreError> {
         Ok(Stats {
             series: self.keys.len(),
-            head_versions: self.head_versions,
+            head_versions: self.head_versions + self.frozen_versions,
             blocks: self.blocks.len(),
             block_versions: self
                 .blocks

@@ -22,7 +22,10 @@ use std::path::PathBuf;
 
 pub use block::Version;
 pub use chunk::{integral, ChunkDecoder, ChunkEncoder, DecodeError, Values};
-pub use db::{downsample, resolve, Ack, Agg, CompactReport, OpenReport, Options, Stats, Store};
+pub use db::{
+    downsample, resolve, Ack, Agg, CompactReport, Compaction, Flush, Flushed, Merged, OpenReport,
+    Options, Stats, Store,
+};
 pub use series::SeriesKey;
 pub use wal::{Recovered, Wal, WalError};
 
@@ -42,4 +45,6 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Wal(#[from] WalError),
+    #[error("a flush of the store's head is already under way")]
+    FlushUnderWay,
 }

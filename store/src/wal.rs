@@ -281,14 +281,17 @@ impl Wal {
     }
 
     /// Starts a new segment and deletes every older one. Call it once what the log held is
-    /// durable elsewhere (the store calls it after writing the head out as blocks).
+    /// durable elsewhere ([`Wal::seal`] then [`Wal::remove_sealed`], which the store's flush
+    /// does in two steps, its blocks written in between).
     pub fn checkpoint(&mut self) -> Result<(), WalError> {
-        if self.current_len > 0 {
-            self.roll()?;
-        }
-        // Newest first: a crash part-way leaves the oldest segments, which hold the start of
-        // what the later ones refer to (the store's series definitions).
-        for (_, path) in segments(&self.dir)?.into_iter().rev() {
+        let below = self.seal()?;
+        self.remove_sealed(below)
+    }
+
+    /// Deletes the sealed segments named below `below` (from [`Wal::seal`]), newest first:
+    /// call it once what they held is durable elsewhere.
+    pub fn remove_sealed(&mut self, below: u64) -> Result<(), WalError> {
+        for (_, path) in sealed_segments(&self.dir, below)?.into_iter().rev() {
             if path != self.current_path {
                 fs::remove_file(&path).map_err(io_err(&path))?;
             }

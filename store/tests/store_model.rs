@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
-use vigie_store::{Agg, Options, SeriesKey, Store};
+use vigie_store::{Agg, Compaction, Flush, Flushed, Merged, Options, SeriesKey, Store, StoreError};
 
 const PART: i64 = 10;
 const KEYS: usize = 4;
@@ -31,6 +31,26 @@ enum Op {
     Reopen(bool),
     Compact,
     DropBefore(i64),
+    /// The steps of a flush or a compaction done apart, as a writer with an upkeep thread
+    /// does them, with writes, reads, crashes and the rest in between.
+    Begin(Job),
+    Run(Job),
+    Finish(Job),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    Flush,
+    Compaction,
+}
+
+/// The jobs under way: set aside or planned, then run.
+#[derive(Default)]
+struct Jobs {
+    flush: Option<Flush>,
+    flushed: Option<Flushed>,
+    compaction: Option<Compaction>,
+    merged: Option<Merged>,
 }
 
 fn value() -> impl Strategy<Value = u64> {
@@ -50,6 +70,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Reopen),
         1 => Just(Op::Compact),
         1 => (-5i64..30).prop_map(Op::DropBefore),
+        3 => (0..3usize, any::<bool>()).prop_map(|(step, flush)| {
+            let job = if flush { Job::Flush } else { Job::Compaction };
+            [Op::Begin(job), Op::Run(job), Op::Finish(job)][step].clone()
+        }),
     ]
 }
 
@@ -83,6 +107,7 @@ fn opts(part: i64) -> Options {
         wal_segment_bytes: 300,
         retention_ms: None,
         keep_revisions_ms: None,
+        background_flush: false,
     }
 }
 
@@ -158,6 +183,7 @@ proptest! {
         let mut part = PART;
         let mut store = Some(Store::open(dir.path(), opts(part)).unwrap().0);
         let mut model = Model::default();
+        let mut jobs = Jobs::default();
         for (op, probe) in ops {
             let s = store.as_mut().unwrap();
             match op {
@@ -179,8 +205,49 @@ proptest! {
                         }
                     }
                 }
-                Op::Flush => s.flush().unwrap(),
+                Op::Flush => {
+                    let under_way = jobs.flush.is_some() || jobs.flushed.is_some();
+                    match s.flush() {
+                        Err(StoreError::FlushUnderWay) => prop_assert!(under_way),
+                        Err(e) => panic!("{e}"),
+                        Ok(()) => prop_assert!(!under_way),
+                    }
+                }
+                Op::Begin(Job::Flush) => {
+                    if jobs.flush.is_none() && jobs.flushed.is_none() {
+                        jobs.flush = s.begin_flush().unwrap();
+                    } else {
+                        prop_assert!(s.begin_flush().unwrap().is_none());
+                    }
+                }
+                Op::Run(Job::Flush) => {
+                    if let Some(job) = jobs.flush.take() {
+                        jobs.flushed = Some(job.run().unwrap());
+                    }
+                }
+                Op::Finish(Job::Flush) => {
+                    if let Some(done) = jobs.flushed.take() {
+                        s.finish_flush(done).unwrap();
+                    }
+                }
+                Op::Begin(Job::Compaction) => {
+                    if jobs.compaction.is_none() && jobs.merged.is_none() {
+                        jobs.compaction = Some(s.plan_compaction(0).unwrap());
+                    }
+                }
+                Op::Run(Job::Compaction) => {
+                    if let Some(plan) = jobs.compaction.take() {
+                        jobs.merged = Some(plan.run().unwrap());
+                    }
+                }
+                Op::Finish(Job::Compaction) => {
+                    if let Some(merged) = jobs.merged.take() {
+                        s.finish_compaction(merged).unwrap();
+                    }
+                }
                 Op::Crash(torn) => {
+                    // What the jobs wrote stays on disk, put in place or not.
+                    jobs = Jobs::default();
                     drop(store.take());
                     if torn {
                         tear_the_log(dir.path());
@@ -188,6 +255,14 @@ proptest! {
                     store = Some(Store::open(dir.path(), opts(part)).unwrap().0);
                 }
                 Op::Reopen(other) => {
+                    // A flush under way is seen through before the store closes.
+                    if let Some(job) = jobs.flush.take() {
+                        jobs.flushed = Some(job.run().unwrap());
+                    }
+                    if let Some(done) = jobs.flushed.take() {
+                        s.finish_flush(done).unwrap();
+                    }
+                    jobs = Jobs::default();
                     store.take().unwrap().close().unwrap();
                     part = if other { 7 } else { PART };
                     let (s, report) = Store::open(dir.path(), opts(part)).unwrap();
