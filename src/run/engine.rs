@@ -157,10 +157,14 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
             tracing::info!("vigie run: {n} records read back from the ingest log");
         }
         let mut first = true;
+        // Epochs close on a fixed cadence: one period after the previous one was due, not one
+        // period after its work ended, so a record that arrives while an epoch is computed
+        // waits for the rest of the period, not for the work and a whole period more. An epoch
+        // whose work outlasts the period is followed at once by one with what came meanwhile.
+        let mut deadline = Instant::now();
         let mut last_clock = None;
         let mut last_rejections = None;
         loop {
-            let deadline = Instant::now() + epoch;
             let mut arrived: Vec<(Instant, usize)> = Vec::new();
             let mut closed = false;
             if !first {
@@ -173,6 +177,10 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                                 .queued
                                 .fetch_sub(batch.len() as i64, Ordering::Relaxed);
                             take(&mut driver, batch);
+                            // A steady flood does not hold the epoch open past its time.
+                            if Instant::now() >= deadline {
+                                break;
+                            }
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -228,6 +236,7 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
             }
             last_clock = Some(hour);
             first = false;
+            deadline = (deadline + epoch).max(Instant::now());
             if closed {
                 break;
             }
