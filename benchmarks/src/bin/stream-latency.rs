@@ -94,6 +94,21 @@ struct Stream {
     resets: Arc<AtomicU64>,
 }
 
+/// What the probe reads of an `indicators` event.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(borrow)]
+    rows: Vec<Row<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Row<'a> {
+    #[serde(borrow)]
+    zone: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    hour: std::borrow::Cow<'a, str>,
+}
+
 fn open_stream(port: u16, stop: Arc<AtomicBool>) -> anyhow::Result<Stream> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_nodelay(true)?;
@@ -136,17 +151,17 @@ fn open_stream(port: u16, stop: Arc<AtomicBool>) -> anyhow::Result<Stream> {
                 if event != "indicators" {
                     continue;
                 }
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                // Only the rows' zone and hour are read (the other fields skipped, not built
+                // into values): the time taken here delays the lines after, and is the
+                // client's, not vigie's.
+                let Ok(ev) = serde_json::from_str::<Event>(data.trim()) else {
                     continue;
                 };
                 let mut seen = seen_w.lock().unwrap_or_else(|e| e.into_inner());
-                for row in v["rows"].as_array().into_iter().flatten() {
-                    let (Some(zone), Some(hour)) = (row["zone"].as_str(), row["hour"].as_str())
-                    else {
-                        continue;
-                    };
-                    if let Some(us) = vigie_model::time::parse_ts_str(hour) {
-                        seen.entry((zone.to_string(), us / 1_000_000)).or_insert(at);
+                for row in ev.rows {
+                    if let Some(us) = vigie_model::time::parse_ts_str(&row.hour) {
+                        seen.entry((row.zone.to_string(), us / 1_000_000))
+                            .or_insert(at);
                     }
                 }
             }
