@@ -163,6 +163,9 @@ impl Upkeep {
             if let Some(e) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Err(e);
             }
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                anyhow::bail!("the store's upkeep thread has stopped");
+            }
             if !store
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
