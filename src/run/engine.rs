@@ -160,7 +160,8 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
         // Epochs close on a fixed cadence: one period after the previous one was due, not one
         // period after its work ended, so a record that arrives while an epoch is computed
         // waits for the rest of the period, not for the work and a whole period more. An epoch
-        // whose work outlasts the period is followed at once by one with what came meanwhile.
+        // whose work outlasts the period is followed at once by one with all that came
+        // meanwhile (not a batch at a time: under overload, epochs stay large).
         let mut deadline = Instant::now();
         let mut last_clock = None;
         let mut last_rejections = None;
@@ -177,10 +178,6 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                                 .queued
                                 .fetch_sub(batch.len() as i64, Ordering::Relaxed);
                             take(&mut driver, batch);
-                            // A steady flood does not hold the epoch open past its time.
-                            if Instant::now() >= deadline {
-                                break;
-                            }
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
