@@ -91,6 +91,11 @@ pub struct CompactReport {
     pub partitions_dropped: usize,
 }
 
+/// The start of the time partition of span `partition_ms` that holds `ts`.
+fn partition_start(ts: i64, partition_ms: i64) -> i64 {
+    ts.div_euclid(partition_ms) * partition_ms
+}
+
 /// A head set aside by [`Store::begin_flush`], to be written out as blocks.
 #[derive(Debug)]
 pub struct Flush {
@@ -121,13 +126,12 @@ impl Flush {
             .map(|(id, vs)| (&self.keys[id], vs.clone()))
             .collect();
         head.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let part_of = |ts: i64| ts.div_euclid(self.partition_ms) * self.partition_ms;
         let mut parts: BTreeMap<i64, Vec<(usize, std::ops::Range<usize>)>> = BTreeMap::new();
         for (hi, (_, vs)) in head.iter_mut().enumerate() {
             normalise(vs);
             let mut start = 0;
             while start < vs.len() {
-                let p = part_of(vs[start].ts);
+                let p = partition_start(vs[start].ts, self.partition_ms);
                 let end = start + vs[start..].partition_point(|v| v.ts < p + self.partition_ms);
                 parts.entry(p).or_default().push((hi, start..end));
                 start = end;
@@ -633,7 +637,7 @@ impl Store {
     }
 
     fn part_of(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.opts.partition_ms) * self.opts.partition_ms
+        partition_start(ts, self.opts.partition_ms)
     }
 
     /// True when the head holds enough versions to be written out, and no flush is under way
