@@ -17,6 +17,9 @@ const S = {
   bands: { risk: [25, 50, 75], fluidity: [0.9, 0.75, 0.5] },
   zones: [], rows: new Map(), current: new Map(), selected: null, series: null, source: null,
   layer: "risk", dataAt: null, connected: false, changes: [], alerts: [], clashes: [],
+  // The stream's id as of the last rows fetched (the stream resumes from it), the hour loads
+  // under way, and the rows the stream sent meanwhile (applied again over the loaded rows).
+  eventId: null, loading: 0, pending: [],
 };
 
 // ---- the token: from ?token=… (kept in localStorage, then taken out of the address) or typed.
@@ -304,10 +307,18 @@ function showHour() {
 }
 async function loadHour() {
   const hour = S.hour;
-  const body = await api("/api/v1/indicators?hour=" + encodeURIComponent(new Date(hour).toISOString()));
-  if (hour !== S.hour) return; // the slider moved on meanwhile
-  S.rows = new Map(body.indicators.map((r) => [r.zone, r]));
-  if (hour === S.clock) S.current = new Map(S.rows);
+  S.loading++;
+  try {
+    const body = await api("/api/v1/indicators?hour=" + encodeURIComponent(new Date(hour).toISOString()));
+    if (hour !== S.hour) return; // the slider moved on meanwhile
+    S.rows = new Map(body.indicators.map((r) => [r.zone, r]));
+    if (hour === S.clock) S.current = new Map(S.rows);
+    // Rows the stream sent while this answer was on its way may be newer than it: the answer
+    // says which event it takes in last, and those after it are applied again, in order.
+    for (const e of S.pending) if (!(e.id <= body.event_id)) applyRows(e.rows, false);
+  } finally {
+    if (--S.loading === 0) S.pending = [];
+  }
   S.dataAt = Date.now();
   paintAll();
   $("map").dataset.hour = new Date(hour).toISOString();
@@ -568,6 +579,7 @@ async function loadAll() {
   $("layers").hidden = S.model < 2;
   if (S.model < 2) S.layer = "risk";
   const ind = await api("/api/v1/indicators");
+  S.eventId = ind.event_id;
   setHorizon(hourMs(ind.clock), hourMs(ind.horizon.from), hourMs(ind.horizon.to));
   if (!S.zones.length) drawMap(zones.features);
   legend();
@@ -576,9 +588,43 @@ async function loadAll() {
   if (S.selected) await selectZone(S.selected);
 }
 
+// Rows of an `indicators` event: the map, the zone shown and, when `noted`, the list of
+// changes (rows applied again after a load are not noted twice, and the load redraws the
+// zone shown itself).
+function applyRows(rows, noted) {
+  S.dataAt = Date.now();
+  let selectedChanged = false;
+  for (const r of rows) {
+    const t = hourMs(r.hour);
+    const z = S.zones.find((z) => z.id === r.zone);
+    if (t === S.clock) {
+      const before = S.current.get(r.zone);
+      if (noted && before && levelOf(before) !== levelOf(r)) { noteChange(r.zone, t, levelOf(before), levelOf(r)); if (z) pulse(z); }
+      S.current.set(r.zone, r);
+    }
+    if (t === S.hour) { S.rows.set(r.zone, r); if (z) paintZone(z); }
+    if (r.zone === S.selected && S.series) {
+      for (const [k, f] of [["risk", "risk_score"], ["prot", "protection_rate"]]) {
+        const p = S.series[k].find((q) => hourMs(q.time) === t);
+        if (p) p.value = r[f]; else S.series[k].push({ time: r.hour, value: r[f] });
+      }
+      selectedChanged = true;
+    }
+  }
+  if (selectedChanged) {
+    for (const k of ["risk", "prot"]) S.series[k].sort((a, b) => hourMs(a.time) - hourMs(b.time));
+    if (noted) { renderZone(); loadExplain(); }
+  }
+}
+
 function connect() {
   if (S.source) S.source.close();
-  const url = "/api/v1/stream" + (S.token ? "?access_token=" + encodeURIComponent(S.token) : "");
+  // From the event the rows fetched last take in: what changed since comes first (or a
+  // `reset`, when the server no longer keeps it).
+  const q = new URLSearchParams();
+  if (S.token) q.set("access_token", S.token);
+  if (S.eventId !== null && S.eventId !== undefined) q.set("last_event_id", S.eventId);
+  const url = "/api/v1/stream" + (q.toString() ? "?" + q : "");
   const es = new EventSource(url);
   S.source = es;
   es.onopen = () => setConnected(true);
@@ -589,29 +635,8 @@ function connect() {
   };
   es.addEventListener("indicators", (m) => {
     const { rows } = JSON.parse(m.data);
-    S.dataAt = Date.now();
-    let selectedChanged = false;
-    for (const r of rows) {
-      const t = hourMs(r.hour);
-      const z = S.zones.find((z) => z.id === r.zone);
-      if (t === S.clock) {
-        const before = S.current.get(r.zone);
-        if (before && levelOf(before) !== levelOf(r)) { noteChange(r.zone, t, levelOf(before), levelOf(r)); if (z) pulse(z); }
-        S.current.set(r.zone, r);
-      }
-      if (t === S.hour) { S.rows.set(r.zone, r); if (z) paintZone(z); }
-      if (r.zone === S.selected && S.series) {
-        for (const [k, f] of [["risk", "risk_score"], ["prot", "protection_rate"]]) {
-          const p = S.series[k].find((q) => hourMs(q.time) === t);
-          if (p) p.value = r[f]; else S.series[k].push({ time: r.hour, value: r[f] });
-        }
-        selectedChanged = true;
-      }
-    }
-    if (selectedChanged) {
-      for (const k of ["risk", "prot"]) S.series[k].sort((a, b) => hourMs(a.time) - hourMs(b.time));
-      renderZone(); loadExplain();
-    }
+    if (S.loading) S.pending.push({ id: Number(m.lastEventId), rows });
+    applyRows(rows, true);
   });
   es.addEventListener("clashes", () => loadClashes().catch(showError));
   es.addEventListener("feeds", (m) => { S.dataAt = Date.now(); renderFeeds(JSON.parse(m.data)); });

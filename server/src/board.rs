@@ -184,6 +184,15 @@ impl Board {
         (missed, rx)
     }
 
+    /// The id of the last event published (the first id less one before any). The board
+    /// takes an epoch in before its events go out, so every event up to this id is in the
+    /// board: read before the board, it marks an answer, and a stream opened with it as
+    /// `last_event_id` gets every change the answer may lack (and perhaps a few it has, which
+    /// are no older than it).
+    pub fn last_event_id(&self) -> u64 {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner()).next - 1
+    }
+
     /// Reads the board.
     pub fn read<T>(&self, f: impl FnOnce(&BoardState) -> T) -> T {
         f(&self.state.read().unwrap_or_else(|e| e.into_inner()))

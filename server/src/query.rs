@@ -321,12 +321,15 @@ pub(crate) async fn indicators(
     only(&p, &["hour"])?;
     let (clock, hour) = hour_param(&state, &p)?;
     let (from, to) = horizon(&state, clock);
+    // Read before the rows: the stream's events after it carry every change they may lack.
+    let event_id = state.board().last_event_id();
     let rows: Vec<Value> = rows_at(&state, hour).into_iter().flatten().collect();
     Ok(Json(json!({
         "clock": hour_text(clock),
         "hour": hour_text(hour),
         "horizon": { "from": hour_text(from), "to": hour_text(to) },
         "model": state.config().model.version,
+        "event_id": event_id,
         "indicators": rows,
     })))
 }

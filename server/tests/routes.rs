@@ -837,6 +837,29 @@ async fn the_stream_carries_v2_rows_and_resumes_with_last_event_id() {
     assert_eq!(r, row(&h, "13004", hour).await);
     let mut stayed = SseReader::open(&h, "", None, Some(VIEWER)).await.unwrap();
     drop(stream);
+    // An answer names the last event it takes in: 13004's, not yet 13005's.
+    let answer = h
+        .get(
+            &format!("/api/v1/indicators?hour={}", hour * 3600),
+            Some(VIEWER),
+        )
+        .await;
+    let taken_in = answer.json["event_id"].as_u64().expect("event_id");
+    assert!(taken_in >= mark, "{taken_in} < {mark}");
+    let zones_in = |a: &Value| -> Vec<Value> {
+        a["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["incidents"].as_u64().is_some_and(|n| n > 0))
+            .map(|r| r["zone"].clone())
+            .collect()
+    };
+    let before = zones_in(&answer.json);
+    assert!(
+        before.contains(&json!("13004")) && !before.contains(&json!("13005")),
+        "{before:?}"
+    );
     post(&h, POLICE, &[incident("13005", hour * 3600 + 300, 1)]).await;
     h.epoch();
     post(&h, POLICE, &[incident("13006", hour * 3600 + 300, 1)]).await;
@@ -850,6 +873,27 @@ async fn the_stream_carries_v2_rows_and_resumes_with_last_event_id() {
         .collect();
     let m = h.get("/metrics", Some(VIEWER)).await.text;
     assert!(m.contains("vigie_wall_streams 1"), "{m}");
+    // A stream opened from it, once both epochs are out, brings both changes the answer lacks
+    // (the wall opens its stream so after its first answer).
+    let after: Vec<Value> = SseReader::open(
+        &h,
+        &format!("?last_event_id={taken_in}"),
+        None,
+        Some(VIEWER),
+    )
+    .await
+    .unwrap()
+    .until(10, wanted)
+    .await
+    .iter()
+    .flat_map(rows_of)
+    .filter(|r| r["hour"] == rfc3339(hour))
+    .map(|r| r["zone"].clone())
+    .collect();
+    assert!(
+        after.contains(&json!("13005")) && after.contains(&json!("13006")),
+        "{after:?}"
+    );
     // The token in the address (as EventSource sends it), and Last-Event-ID as a parameter.
     let mut back = SseReader::open(
         &h,
