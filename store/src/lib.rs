@@ -15,6 +15,7 @@ pub mod bits;
 pub mod block;
 pub mod chunk;
 mod db;
+mod jobs;
 pub mod series;
 pub mod wal;
 
@@ -22,10 +23,8 @@ use std::path::PathBuf;
 
 pub use block::Version;
 pub use chunk::{integral, ChunkDecoder, ChunkEncoder, DecodeError, Values};
-pub use db::{
-    downsample, resolve, Ack, Agg, CompactReport, Compaction, Flush, Flushed, Merged, OpenReport,
-    Options, Stats, Store,
-};
+pub use db::{downsample, resolve, Ack, Agg, OpenReport, Options, Stats, Store};
+pub use jobs::{CompactReport, Compaction, Flush, Flushed, Merged};
 pub use series::SeriesKey;
 pub use wal::{Recovered, Wal, WalError};
 
