@@ -21,6 +21,7 @@
 //! - [`board`]: the latest rows, clashes and feeds, and the events of the live stream.
 //! - [`shutdown`]: the stop signal the server shares with the sources and the engine loop.
 //! - [`state`]: the application state, and how a request's token names its caller.
+//! - [`streams`]: the live streams open, against their caps.
 //!
 //! Build the state with [`AppState::new`] from its [`Parts`] (every collaborator handed in
 //! before the first request), then [`app`] gives the router and [`serve`] serves it until the
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod query;
 pub mod shutdown;
 pub mod state;
+pub mod streams;
 
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
