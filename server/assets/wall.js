@@ -52,6 +52,16 @@ async function api(path, opts = {}) {
   return body;
 }
 
+// Loads of one kind (the alerts, the clashes, an explanation) may overlap when events come
+// close together, and their answers come back in any order: only the last one asked is shown.
+const STALE = Symbol("stale");
+const asked = {};
+async function latest(kind, path) {
+  const n = (asked[kind] = (asked[kind] || 0) + 1);
+  const body = await api(path);
+  return n === asked[kind] ? body : STALE;
+}
+
 const $ = (id) => document.getElementById(id);
 const SVG = ["svg", "g", "path", "text", "polyline", "line", "rect", "pattern", "defs", "title"];
 const el = (tag, attrs = {}, ...kids) => {
@@ -404,9 +414,9 @@ async function loadExplain() {
   const [zone, hour] = [S.selected, S.hour];
   let e;
   try {
-    e = await api(`/api/v1/explain?zone=${encodeURIComponent(zone)}&hour=${encodeURIComponent(new Date(hour).toISOString())}`);
+    e = await latest("explain", `/api/v1/explain?zone=${encodeURIComponent(zone)}&hour=${encodeURIComponent(new Date(hour).toISOString())}`);
   } catch (err) { box.replaceChildren(el("p", { class: "hint", text: "why: " + err.message })); return; }
-  if (zone !== S.selected || hour !== S.hour) return;
+  if (e === STALE || zone !== S.selected || hour !== S.hour) return;
   const t = el("table", { id: "contributions" }, el("tr", {}, el("th", {}, "Why, at ", timeEl(hour)), el("th", { text: "value" }), el("th", { text: "unit" }), el("th", { text: "" })));
   const base = e.contributions.filter((c) => c.part === "base");
   const max = Math.max(1e-9, ...base.map((c) => c.value * (c.weight || 1)));
@@ -443,8 +453,9 @@ function alertSentence(a) {
 async function loadAlerts() {
   const ul = $("alerts");
   let list;
-  try { list = await api("/api/v1/alerts?state=active"); }
+  try { list = await latest("alerts", "/api/v1/alerts?state=active"); }
   catch (err) { ul.replaceChildren(el("li", { class: "hint", text: "alerts: " + err.message })); return; }
+  if (list === STALE) return;
   S.alerts = list;
   $("alert-count").textContent = list.length ? `(${list.length})` : "";
   renderAlerts();
@@ -505,7 +516,9 @@ function renderChanges() {
   }));
 }
 async function loadClashes() {
-  S.clashes = await api("/api/v1/clashes");
+  const list = await latest("clashes", "/api/v1/clashes");
+  if (list === STALE) return;
+  S.clashes = list;
   renderClashes();
   paintAll();
 }
