@@ -2194,6 +2194,16 @@ fn vigie_run_demo_plays_marseille_over_mqtt_and_http_and_a_second_run_upserts() 
     wait_for(30, "two epochs after the last record", || {
         metric(port, "vigie_engine_epochs_total", "") >= epochs + 2.0
     });
+    // Where the epochs' time went, by phase, and the epochs with news that were measured.
+    for phase in ["dataflow", "sinks", "publish"] {
+        let spent = metric(
+            port,
+            "vigie_engine_epoch_phase_seconds_total",
+            &format!("phase=\"{phase}\""),
+        );
+        assert!(spent > 0.0, "{phase}: {spent} s");
+    }
+    assert!(metric(port, "vigie_engine_epoch_seconds_count", "") >= 2.0);
     let mqtt = metric(port, "vigie_mqtt_records_accepted_total", "");
     let http = metric(port, "vigie_ingest_accepted_total", "source=\"demo\"");
     assert!(

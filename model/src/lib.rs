@@ -23,4 +23,4 @@ pub use health::{FeedHealth, LocalHealth};
 pub use point::Point;
 pub use record::{Body, EventKind, Feed, Record, WeatherKind, ZoneIdx};
 pub use rows::{ClashReason, ClashRow, Confidence, IndicatorRow, Missing, RowV2, Trend};
-pub use stats::{EngineStats, Latency};
+pub use stats::{EngineStats, Latency, Phase};

@@ -1,10 +1,35 @@
 //! What the engine of `vigie run` tells about itself: records taken in, epochs closed, the
-//! queue from the ingest log, the latest event time, store writes, and the update latency's
-//! quantiles. The engine thread writes it, the server renders it on `/metrics` and the wall's
+//! queue from the ingest log, the latest event time, store writes, the update latency's
+//! quantiles, and where the epochs' time goes (each [`Phase`]'s total, the quantiles of an
+//! epoch's work). The engine thread writes it, the server renders it on `/metrics` and the wall's
 //! feed table; plain atomics, no lock on the engine's path but the latency's.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// The parts of an epoch's work, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// From the epoch's close until the dataflow has computed it.
+    Dataflow,
+    /// Its changes drained and written: the store (durable) and InfluxDB's buffer.
+    Sinks,
+    /// Its changes handed to the observers: the wall's board and stream, the alerting.
+    Publish,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Dataflow, Phase::Sinks, Phase::Publish];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Dataflow => "dataflow",
+            Phase::Sinks => "sinks",
+            Phase::Publish => "publish",
+        }
+    }
+}
 
 /// The engine's counters (see the module's text).
 #[derive(Debug)]
@@ -18,16 +43,22 @@ pub struct EngineStats {
     /// Revisions the store acknowledged.
     pub store_writes: AtomicU64,
     latency: Mutex<Option<Latency>>,
+    /// Time the closed epochs spent in each phase, in the order of [`Phase::ALL`] (µs).
+    phase_us: [AtomicU64; 3],
+    /// Quantiles of an epoch's work, from its close until its changes are published (the
+    /// epochs that had news).
+    epoch_work: Mutex<Option<Latency>>,
 }
 
-/// Quantiles of the time from a record's commit to the indicator update it causes.
+/// Quantiles of a duration: the time from a record's commit to the indicator update it
+/// causes, or an epoch's work.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Latency {
     /// Seconds at the 0.5, 0.99 and 0.999 quantiles.
     pub p50: f64,
     pub p99: f64,
     pub p999: f64,
-    /// Records measured.
+    /// Records (or epochs) measured.
     pub count: u64,
 }
 
@@ -40,6 +71,8 @@ impl Default for EngineStats {
             last_event_us: AtomicI64::new(i64::MIN),
             store_writes: AtomicU64::new(0),
             latency: Mutex::new(None),
+            phase_us: Default::default(),
+            epoch_work: Mutex::new(None),
         }
     }
 }
@@ -74,5 +107,25 @@ impl EngineStats {
     /// Sets the latency's quantiles (the engine thread, after each epoch).
     pub fn set_latency(&self, l: Latency) {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+    }
+
+    /// Adds `d` to the time spent in `phase`.
+    pub fn add_phase(&self, phase: Phase, d: Duration) {
+        self.phase_us[phase as usize].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The time the closed epochs spent in `phase` so far (seconds).
+    pub fn phase_seconds(&self, phase: Phase) -> f64 {
+        self.phase_us[phase as usize].load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// The quantiles of an epoch's work so far, if an epoch with news was measured.
+    pub fn epoch_work(&self) -> Option<Latency> {
+        *self.epoch_work.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the quantiles of an epoch's work (the engine thread, after each epoch with news).
+    pub fn set_epoch_work(&self, l: Latency) {
+        *self.epoch_work.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
     }
 }

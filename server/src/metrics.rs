@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use vigie_model::clock::now_us;
-use vigie_model::EngineStats;
+use vigie_model::{EngineStats, Phase};
 
 const ROUTE_METRICS: &str = "/metrics";
 
@@ -71,6 +71,22 @@ pub fn render_engine(e: &EngineStats, out: &mut String) {
             );
         }
         let _ = writeln!(out, "vigie_update_latency_seconds_count {}", l.count);
+    }
+    let _ = writeln!(out, "# HELP vigie_engine_epoch_phase_seconds_total Time the epochs spent in each phase: dataflow (computing the epoch), sinks (writing its changes to the store and InfluxDB's buffer), publish (the wall's board and stream, the alerting).\n# TYPE vigie_engine_epoch_phase_seconds_total counter");
+    for phase in Phase::ALL {
+        let _ = writeln!(
+            out,
+            "vigie_engine_epoch_phase_seconds_total{{phase=\"{}\"}} {:.6}",
+            phase.name(),
+            e.phase_seconds(phase)
+        );
+    }
+    if let Some(w) = e.epoch_work() {
+        let _ = writeln!(out, "# HELP vigie_engine_epoch_seconds An epoch's work, from its close until its changes are published (epochs with news).\n# TYPE vigie_engine_epoch_seconds summary");
+        for (q, v) in [("0.5", w.p50), ("0.99", w.p99), ("0.999", w.p999)] {
+            let _ = writeln!(out, "vigie_engine_epoch_seconds{{quantile=\"{q}\"}} {v:.6}");
+        }
+        let _ = writeln!(out, "vigie_engine_epoch_seconds_count {}", w.count);
     }
 }
 

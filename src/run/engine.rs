@@ -25,7 +25,7 @@ use vigie_config::Config;
 use vigie_connectors::ingest::Keep;
 use vigie_engine::{timely, Driver, Expiry, GraphParams};
 use vigie_model::clock::{now_ms, wall_hour};
-use vigie_model::{Changes, EngineStats, Feed, FeedHealth, Latency, Point, Record};
+use vigie_model::{Changes, EngineStats, Feed, FeedHealth, Latency, Phase, Point, Record};
 use vigie_queries::recent::RecentRecords;
 
 /// Something that watches each complete epoch's changes, after the sinks have taken them:
@@ -131,6 +131,9 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
         let health = FeedHealth::default();
         let mut latency =
             Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+        // An epoch's work, from its close until its changes are published (µs).
+        let mut work =
+            Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
         // The log read back, a batch an epoch: each epoch's state is consolidated before the
         // next batch is read, so memory follows the state, not the log.
         // A batch into the dataflow, counted, indexed for explain and seen by the health.
@@ -188,11 +191,14 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                 }
             }
             let hour = wall_hour();
+            let closed_at = Instant::now();
             driver.set_clock_hour(hour);
             recent.advance(hour);
             let e = driver.advance();
             driver.wait(worker, e);
             stats.epochs.fetch_add(1, Ordering::Relaxed);
+            let computed = Instant::now();
+            stats.add_phase(Phase::Dataflow, computed - closed_at);
             let extra: Vec<Point> = point_sources.iter_mut().flat_map(|p| p()).collect();
             // Rejections alone (no record accepted) also show in the feeds' health.
             let rejected = rejections();
@@ -211,10 +217,21 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                 // Live, a revision is the wall-clock time it was computed at.
                 sinks.publish(points, &health, now_ms(), Some(e))?;
                 stats.store_writes.fetch_add(1, Ordering::Relaxed);
+                let written = Instant::now();
+                stats.add_phase(Phase::Sinks, written - computed);
                 for observe in observers.iter_mut() {
                     observe(&changes, hour, &health);
                 }
                 let done = Instant::now();
+                stats.add_phase(Phase::Publish, done - written);
+                work.saturating_record(done.duration_since(closed_at).as_micros().max(1) as u64);
+                let q = |q: f64| work.value_at_quantile(q) as f64 / 1e6;
+                stats.set_epoch_work(Latency {
+                    p50: q(0.5),
+                    p99: q(0.99),
+                    p999: q(0.999),
+                    count: work.len(),
+                });
                 for (at, n) in arrived {
                     latency.saturating_record_n(
                         done.duration_since(at).as_micros().max(1) as u64,
