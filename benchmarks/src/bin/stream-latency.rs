@@ -85,6 +85,24 @@ struct Measured {
     seen: Histogram<u64>,
     lost: usize,
     resets: u64,
+    /// Time the engine's epochs spent in each of [`PHASES`] while the probes ran (seconds),
+    /// and the epochs with news meanwhile.
+    phases: [f64; 3],
+    epochs: f64,
+}
+
+/// The phases of an epoch's work on `/metrics` (`vigie_engine_epoch_phase_seconds_total`).
+const PHASES: [&str; 3] = ["dataflow", "sinks", "publish"];
+
+/// The epochs with news so far and the time the epochs spent in each of [`PHASES`].
+fn epoch_phases(port: u16) -> anyhow::Result<(f64, [f64; 3])> {
+    let epochs = metric(port, "vigie_engine_epoch_seconds_count")?.unwrap_or(0.0);
+    let mut spent = [0.0; 3];
+    for (s, phase) in spent.iter_mut().zip(PHASES) {
+        let name = format!("vigie_engine_epoch_phase_seconds_total{{phase=\"{phase}\"}}");
+        *s = metric(port, &name)?.unwrap_or(0.0);
+    }
+    Ok((epochs, spent))
 }
 
 /// The stream's reader: rows seen, by (zone, hour start in seconds), each with the instant it
@@ -273,6 +291,7 @@ fn measure(cli: &Cli, vigie: &std::path::Path, load: u64) -> anyhow::Result<Meas
     let mut seen_h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut lost = 0;
     let resets_before = stream.resets.load(Ordering::Relaxed);
+    let phases_before = epoch_phases(port)?;
     for p in 0..cli.probes {
         let zone = p % ZONES;
         let hour = now_hour - 48 - (p / ZONES) as i64;
@@ -307,6 +326,7 @@ fn measure(cli: &Cli, vigie: &std::path::Path, load: u64) -> anyhow::Result<Meas
     }
     let seconds = bg_started.0.elapsed().as_secs_f64();
     let sent_background = sent.load(Ordering::Relaxed) - bg_started.1;
+    let phases_after = epoch_phases(port)?;
     stop.store(true, Ordering::Relaxed);
     let _ = background.join();
     Ok(Measured {
@@ -317,6 +337,8 @@ fn measure(cli: &Cli, vigie: &std::path::Path, load: u64) -> anyhow::Result<Meas
         seen: seen_h,
         lost,
         resets: stream.resets.load(Ordering::Relaxed) - resets_before,
+        phases: std::array::from_fn(|i| phases_after.1[i] - phases_before.1[i]),
+        epochs: phases_after.0 - phases_before.0,
     })
 }
 
@@ -329,14 +351,14 @@ fn main() -> anyhow::Result<()> {
     let vigie = vigie_binary(cli.vigie.clone())?;
     let mut rows = Vec::new();
     let mut table = String::from(
-        "| background load | achieved | acknowledged (POST round trip) p50 / p99 | on the stream p50 / p99 / max | probes lost | resets |\n|---|---|---|---|---|---|\n",
+        "| background load | achieved | acknowledged (POST round trip) p50 / p99 | on the stream p50 / p99 / max | probes lost | resets | engine thread busy: dataflow / sinks / publish | epochs with news |\n|---|---|---|---|---|---|---|---|\n",
     );
     for &load in &cli.loads {
         eprintln!("stream-latency: {load} records/s of background");
         let m = measure(&cli, &vigie, load)?;
         let achieved = m.sent_background as f64 / m.seconds;
         table.push_str(&format!(
-            "| {} rec/s | {:.0} rec/s | {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} of {} | {} |\n",
+            "| {} rec/s | {:.0} rec/s | {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} of {} | {} | {:.1} / {:.1} / {:.1} % | {:.1}/s |\n",
             m.load,
             achieved,
             ms(&m.ack, 0.5),
@@ -346,17 +368,23 @@ fn main() -> anyhow::Result<()> {
             m.seen.max() as f64 / 1000.0,
             m.lost,
             cli.probes,
-            m.resets
+            m.resets,
+            m.phases[0] / m.seconds * 100.0,
+            m.phases[1] / m.seconds * 100.0,
+            m.phases[2] / m.seconds * 100.0,
+            m.epochs / m.seconds,
         ));
         rows.push(serde_json::json!({
             "load": m.load, "achieved": achieved,
             "ack_ms": {"p50": ms(&m.ack, 0.5), "p99": ms(&m.ack, 0.99)},
             "stream_ms": {"p50": ms(&m.seen, 0.5), "p99": ms(&m.seen, 0.99), "max": m.seen.max() as f64 / 1000.0},
             "lost": m.lost, "probes": cli.probes, "resets": m.resets,
+            "phase_seconds": PHASES.iter().zip(m.phases).map(|(p, s)| (p.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
+            "epochs_with_news": m.epochs, "seconds": m.seconds,
         }));
     }
     let report = format!(
-        "# Ingest-to-stream latency of `vigie run`, from outside\n\n`stream-latency --loads {} --probes {} --epoch-ms {} --history-per-hour {}` (benchmarks/src/bin/stream-latency.rs): 100 zones, a year of history, one probe at a time; latency from just before the probe's POST is written to the `indicators` event carrying its zone and hour read off `GET /api/v1/stream`. Machine: {}.\n\n{table}",
+        "# Ingest-to-stream latency of `vigie run`, from outside\n\n`stream-latency --loads {} --probes {} --epoch-ms {} --history-per-hour {}` (benchmarks/src/bin/stream-latency.rs): 100 zones, a year of history, one probe at a time; latency from just before the probe's POST is written to the `indicators` event carrying its zone and hour read off `GET /api/v1/stream`; the engine thread's time by phase while the probes ran, from `/metrics` (`vigie_engine_epoch_phase_seconds_total`, as a share of the wall time). Machine: {}.\n\n{table}",
         cli.loads.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","),
         cli.probes,
         cli.epoch_ms,
