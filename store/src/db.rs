@@ -432,10 +432,7 @@ impl Store {
                 .push(Version { ts, rev, value });
         }
         self.head_versions += samples.len();
-        if !self.opts.background_flush
-            && self.frozen.is_none()
-            && self.head_versions >= self.opts.head_max_versions
-        {
+        if !self.opts.background_flush && self.needs_flush() {
             self.flush()?;
         }
         Ok(Ack {
