@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use vigie_model::clock::now_us;
-use vigie_model::{EngineStats, Phase};
+use vigie_model::{EngineStats, Latency, Phase};
 
 const ROUTE_METRICS: &str = "/metrics";
 
@@ -63,14 +63,12 @@ pub fn render_engine(e: &EngineStats, out: &mut String) {
         e.store_writes.load(Ordering::Relaxed),
     );
     if let Some(l) = e.latency() {
-        let _ = writeln!(out, "# HELP vigie_update_latency_seconds From a record's commit to the indicator update it causes.\n# TYPE vigie_update_latency_seconds summary");
-        for (q, v) in [("0.5", l.p50), ("0.99", l.p99), ("0.999", l.p999)] {
-            let _ = writeln!(
-                out,
-                "vigie_update_latency_seconds{{quantile=\"{q}\"}} {v:.6}"
-            );
-        }
-        let _ = writeln!(out, "vigie_update_latency_seconds_count {}", l.count);
+        summary(
+            out,
+            "vigie_update_latency_seconds",
+            "From a record's commit to the indicator update it causes.",
+            &l,
+        );
     }
     let _ = writeln!(out, "# HELP vigie_engine_epoch_phase_seconds_total Time the epochs spent in each phase: dataflow (computing the epoch), sinks (writing its changes to the store and InfluxDB's buffer), publish (the wall's board and stream, the alerting).\n# TYPE vigie_engine_epoch_phase_seconds_total counter");
     for phase in Phase::ALL {
@@ -82,12 +80,22 @@ pub fn render_engine(e: &EngineStats, out: &mut String) {
         );
     }
     if let Some(w) = e.epoch_work() {
-        let _ = writeln!(out, "# HELP vigie_engine_epoch_seconds An epoch's work, from its close until its changes are published (epochs with news).\n# TYPE vigie_engine_epoch_seconds summary");
-        for (q, v) in [("0.5", w.p50), ("0.99", w.p99), ("0.999", w.p999)] {
-            let _ = writeln!(out, "vigie_engine_epoch_seconds{{quantile=\"{q}\"}} {v:.6}");
-        }
-        let _ = writeln!(out, "vigie_engine_epoch_seconds_count {}", w.count);
+        summary(
+            out,
+            "vigie_engine_epoch_seconds",
+            "An epoch's work, from its close until its changes are published (epochs with news).",
+            &w,
+        );
     }
+}
+
+/// A summary's lines: its quantiles (seconds) and count.
+fn summary(out: &mut String, name: &str, help: &str, l: &Latency) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    for (q, v) in [("0.5", l.p50), ("0.99", l.p99), ("0.999", l.p999)] {
+        let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v:.6}");
+    }
+    let _ = writeln!(out, "{name}_count {}", l.count);
 }
 
 fn render_log(state: &AppState, out: &mut String) {

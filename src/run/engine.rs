@@ -225,13 +225,7 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                 let done = Instant::now();
                 stats.add_phase(Phase::Publish, done - written);
                 work.saturating_record(done.duration_since(closed_at).as_micros().max(1) as u64);
-                let q = |q: f64| work.value_at_quantile(q) as f64 / 1e6;
-                stats.set_epoch_work(Latency {
-                    p50: q(0.5),
-                    p99: q(0.99),
-                    p999: q(0.999),
-                    count: work.len(),
-                });
+                stats.set_epoch_work(quantiles(&work));
                 for (at, n) in arrived {
                     latency.saturating_record_n(
                         done.duration_since(at).as_micros().max(1) as u64,
@@ -239,13 +233,7 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
                     );
                 }
                 if !latency.is_empty() {
-                    let q = |q: f64| latency.value_at_quantile(q) as f64 / 1e6;
-                    stats.set_latency(Latency {
-                        p50: q(0.5),
-                        p99: q(0.99),
-                        p999: q(0.999),
-                        count: latency.len(),
-                    });
+                    stats.set_latency(quantiles(&latency));
                 }
             }
             last_clock = Some(hour);
@@ -259,6 +247,17 @@ fn lead(worker: &mut timely::worker::Worker, engine: Engine) -> anyhow::Result<(
         worker.step_while(|| !driver.finished());
         sinks.finish(Duration::from_secs(30))?;
         Ok(())
+    }
+}
+
+/// The quantiles `/metrics` shows of a histogram of microseconds, in seconds.
+fn quantiles(h: &Histogram<u64>) -> Latency {
+    let q = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    Latency {
+        p50: q(0.5),
+        p99: q(0.99),
+        p999: q(0.999),
+        count: h.len(),
     }
 }
 
