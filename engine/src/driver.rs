@@ -384,7 +384,10 @@ impl Collected {
         let Some(mut tr) = self.tracker.take() else {
             return out;
         };
-        for key in std::mem::take(&mut tr.dirty) {
+        // In key order, so the rows come out sorted by zone and hour without moving them.
+        let mut dirty: Vec<(ZoneIdx, i64)> = tr.dirty.drain().collect();
+        dirty.sort_unstable();
+        for key in dirty {
             match self.current(&key) {
                 Some(now) => {
                     let before = tr.emitted.get(&key);
@@ -398,7 +401,6 @@ impl Collected {
                 }
             }
         }
-        out.indicators.sort_by_key(|(_, r)| (r.zone, r.hour));
         for c in std::mem::take(&mut tr.clash_dirty) {
             let present = self.clashes.get(&c).is_some_and(|d| *d > 0);
             if present && tr.clash_emitted.insert(c.clone()) {
