@@ -484,9 +484,30 @@ impl ZoneComputer {
         h: i64,
     ) -> HourFacts {
         let mut f = HourFacts::default();
-        for (j, g) in (h - 2..=h).enumerate() {
-            if let Some(Fact::Incidents { n, sum, calls, .. }) = incidents_at(facts, g) {
-                f.inc[j] = (*n, *sum, *calls);
+        // The tallies of h−2..=h in one walk down the tree, not three: of each hour, the
+        // first fact, as `incidents_at` reads it.
+        let lowest = Fact::Incidents {
+            hour: h - 2,
+            n: 0,
+            sum: i64::MIN,
+            calls: 0,
+        };
+        let mut seen = h - 3;
+        for (fact, m) in facts.range(lowest..) {
+            match fact {
+                Fact::Incidents {
+                    hour,
+                    n,
+                    sum,
+                    calls,
+                    ..
+                } if *hour <= h => {
+                    if *hour > seen && *m > 0 {
+                        f.inc[(hour - (h - 2)) as usize] = (*n, *sum, *calls);
+                    }
+                    seen = *hour;
+                }
+                _ => break,
             }
         }
         let [obs, traffic, weather] = values_at(facts, h);
