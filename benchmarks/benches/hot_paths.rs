@@ -1,7 +1,8 @@
 //! criterion micro-benchmarks of the hot paths: parsing and validating a record (an NDJSON
 //! line, and a CSV row through a mapping, as the peers' workload is read), locating a point in
 //! the Marseille polygons, the indicator formula, one zone's computation over the horizon, and
-//! encoding and decoding a chunk of the store; one evaluation of the alert rules.
+//! encoding and decoding a chunk of the store; one evaluation of the alert rules; a burst's
+//! changed rows written as the live stream's JSON.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use vigie_config::Config;
@@ -137,6 +138,56 @@ fn hot_paths(c: &mut Criterion) {
         "alert rules: 10 rules x 100 zones, 5 looking 720 h ahead",
         |b| b.iter(|| evaluator.evaluate(black_box(1000)).len()),
     );
+
+    // The live stream's text of a burst's epoch: 2,000 changed rows (half of them model v2's),
+    // as the board writes them on the engine's thread, each hour written once.
+    let changed: Vec<vigie_model::IndicatorRow> = (0..2000u32)
+        .map(|i| vigie_model::IndicatorRow {
+            zone: i % 100,
+            hour: hc - 47 + (i / 100) as i64,
+            risk_score: vigie_model::F64(12.5 + i as f64 / 7.0),
+            risk_level: 1 + (i % 4) as u8,
+            protection_rate: vigie_model::F64(1.0 / (1.0 + i as f64)),
+            required_agents: 3,
+            deployed_agents: 2,
+            trend: vigie_model::Trend::Rising,
+            crowd: vigie_model::F64(5210.25),
+            load: vigie_model::F64(0.52),
+            incidents: (i % 5) as u64,
+            baseline: vigie_model::F64(0.8 + i as f64 / 3.0),
+            recent: vigie_model::F64(3.0),
+            events: vigie_model::F64(0.0),
+            weather: vigie_model::F64(1.1),
+            demonstration: 0,
+            v2: (i % 2 == 0).then(|| vigie_model::RowV2 {
+                calls: 1,
+                criticality: 2,
+                traffic: Some(vigie_model::F64(812.5)),
+                fluidity: Some(vigie_model::F64(0.8125)),
+                fluidity_level: Some(2),
+                load_trend: vigie_model::Trend::Stable,
+                fluidity_trend: None,
+                missing: vigie_model::Missing(i as u8 % 8),
+                exposure: vigie_model::F64(1.0 / 3.0),
+                spill: vigie_model::F64(0.1),
+                surge: vigie_model::F64(0.0),
+            }),
+        })
+        .collect();
+    let mut text = Vec::with_capacity(2000 * 768);
+    c.bench_function("2,000 changed rows as the live stream's JSON", |b| {
+        b.iter(|| {
+            text.clear();
+            let mut hours = std::collections::HashMap::new();
+            for r in &changed {
+                let hour = hours
+                    .entry(r.hour)
+                    .or_insert_with(|| vigie_model::time::format_hour(r.hour));
+                serde_json::to_writer(&mut text, &r.to_json_at("13001", &**hour)).unwrap();
+            }
+            text.len()
+        })
+    });
 }
 
 fn toml_rule(text: &str) -> vigie_config::AlertRule {

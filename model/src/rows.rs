@@ -347,6 +347,32 @@ mod tests {
             serde_json::to_string(&row.to_json("13001")).unwrap(),
             r#"{"type":"indicator","zone":"13001","hour":"2025-11-28T14:00:00Z","risk_score":41.2,"risk_level":2,"protection_rate":0.75,"required_agents":4,"deployed_agents":3,"trend":"rising","crowd":5210.0,"load":0.52,"incidents":3,"contributions":{"baseline":0.8,"recent":3.0,"events":1200.0,"weather":1.0,"demonstration":0}}"#
         );
+        // Model v2's keys after `incidents` and in the contributions; an absent figure as
+        // null, the missing inputs as a list.
+        let v2 = IndicatorRow {
+            v2: Some(RowV2 {
+                calls: 2,
+                criticality: 3,
+                traffic: None,
+                fluidity: Some(F64(0.8125)),
+                fluidity_level: None,
+                load_trend: Trend::Falling,
+                fluidity_trend: Some(Trend::Stable),
+                missing: Missing::DENSITY.with(Missing::WEATHER, true),
+                exposure: F64(1.5),
+                spill: F64(0.25),
+                surge: F64(0.0),
+            }),
+            ..row.clone()
+        };
+        assert_eq!(
+            serde_json::to_string(&v2.to_json("13001")).unwrap(),
+            r#"{"type":"indicator","zone":"13001","hour":"2025-11-28T14:00:00Z","risk_score":41.2,"risk_level":2,"protection_rate":0.75,"required_agents":4,"deployed_agents":3,"trend":"rising","crowd":5210.0,"load":0.52,"incidents":3,"calls":2,"criticality":3,"traffic":null,"fluidity":0.8125,"fluidity_level":null,"load_trend":"falling","fluidity_trend":"stable","confidence":"low","missing":["density","weather"],"contributions":{"baseline":0.8,"recent":3.0,"events":1200.0,"weather":1.0,"demonstration":0,"exposure":1.5,"spill":0.25,"surge":0.0}}"#
+        );
+        // Also as a JSON value (the API's answers): the same keys and values.
+        let value = serde_json::to_value(v2.to_json("13001")).unwrap();
+        assert_eq!(value["missing"], serde_json::json!(["density", "weather"]));
+        assert_eq!(value["contributions"]["spill"], serde_json::json!(0.25));
         let clash = ClashRow {
             zone: 7,
             a: "ev-12".into(),
