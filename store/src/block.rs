@@ -254,10 +254,13 @@ pub struct Unpublished {
 
 impl Unpublished {
     /// Renames the block into its folder, durably, and opens it.
-    pub fn publish(mut self) -> Result<Block, StoreError> {
-        fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
-        self.published = true;
-        sync_dir(&self.dir)?;
+    pub fn publish(self) -> Result<Block, StoreError> {
+        Ok(publish_all(vec![self])?
+            .pop()
+            .expect("one block in, one out"))
+    }
+
+    fn open(mut self) -> Result<Block, StoreError> {
         let file = File::open(&self.path).map_err(io(&self.path))?;
         Ok(Block {
             path: self.path.clone(),
@@ -270,6 +273,26 @@ impl Unpublished {
             file,
         })
     }
+}
+
+/// Renames blocks into their folders, then syncs each folder once (not once a block: a sync
+/// of the folder takes milliseconds, and a flush publishes a block per partition while
+/// writers wait), and opens them, in order.
+pub fn publish_all(blocks: Vec<Unpublished>) -> Result<Vec<Block>, StoreError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut renamed = Vec::with_capacity(blocks.len());
+    for mut b in blocks {
+        fs::rename(&b.tmp, &b.path).map_err(io(&b.path))?;
+        b.published = true;
+        if !dirs.contains(&b.dir) {
+            dirs.push(b.dir.clone());
+        }
+        renamed.push(b);
+    }
+    for dir in &dirs {
+        sync_dir(dir)?;
+    }
+    renamed.into_iter().map(Unpublished::open).collect()
 }
 
 impl Drop for Unpublished {

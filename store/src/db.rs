@@ -205,6 +205,24 @@ pub fn downsample(points: &[(i64, f64)], start: i64, step: i64, agg: Agg) -> Vec
     out
 }
 
+/// What a finished flush leaves to do once the store is let go ([`Store::finish_flush`]):
+/// delete the log's segments that its blocks now hold. Until it runs they stay, and a store
+/// opened meanwhile (after a crash) reads them again: the same versions as its blocks, as
+/// when a crash falls between the blocks' publication and the deletion.
+#[must_use = "the log's segments written out stay until it runs"]
+#[derive(Debug)]
+pub struct LogCleanup {
+    dir: std::path::PathBuf,
+    below: u64,
+}
+
+impl LogCleanup {
+    /// Deletes the segments and syncs the log's folder.
+    pub fn run(self) -> Result<(), StoreError> {
+        Ok(crate::wal::remove_sealed_in(&self.dir, self.below)?)
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, recovering from the log what was acknowledged
     /// after the last flush.
@@ -467,7 +485,7 @@ impl Store {
         match self.begin_flush()? {
             Some(job) => {
                 let done = job.run()?;
-                self.finish_flush(done)
+                self.finish_flush(done)?.run()
             }
             None => Ok(()),
         }
@@ -509,13 +527,15 @@ impl Store {
         }))
     }
 
-    /// The last step of a flush, quick: the blocks join the store, the set-aside head goes,
-    /// and so do the log's segments it came from.
-    pub fn finish_flush(&mut self, done: Flushed) -> Result<(), StoreError> {
-        let mut blocks = Vec::with_capacity(done.blocks.len());
-        for b in done.blocks {
-            blocks.push(Arc::new(b.publish()?));
-        }
+    /// The last step of a flush, quick: the blocks join the store (renamed into place, the
+    /// folder synced once) and the set-aside head goes. The log's segments it came from are
+    /// deleted by the [`LogCleanup`] it returns, to run once the store is let go: writers need
+    /// not wait for the deletion of large files.
+    pub fn finish_flush(&mut self, done: Flushed) -> Result<LogCleanup, StoreError> {
+        let mut blocks: Vec<Arc<Block>> = block::publish_all(done.blocks)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         if let Some(cut) = self.cut_during_flush.take() {
             // The retention moved while the job ran: it applies to the head the job wrote.
             blocks = self.cut_blocks(blocks, cut)?.0;
@@ -524,9 +544,11 @@ impl Store {
         self.blocks.sort_by_key(|b| b.seq);
         self.frozen = None;
         self.frozen_versions = 0;
-        self.wal.remove_sealed(done.sealed_below)?;
         self.relocate();
-        Ok(())
+        Ok(LogCleanup {
+            dir: self.wal.dir().to_path_buf(),
+            below: done.sealed_below,
+        })
     }
 
     /// Of `blocks`, those wholly before `cutoff` deleted and those that straddle it rewritten

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 pub use block::Version;
 pub use chunk::{integral, ChunkDecoder, ChunkEncoder, DecodeError, Values};
-pub use db::{downsample, resolve, Ack, Agg, OpenReport, Options, Stats, Store};
+pub use db::{downsample, resolve, Ack, Agg, LogCleanup, OpenReport, Options, Stats, Store};
 pub use jobs::{CompactReport, Compaction, Flush, Flushed, Merged};
 pub use series::SeriesKey;
 pub use wal::{Recovered, Wal, WalError};

@@ -291,14 +291,12 @@ impl Wal {
     /// Deletes the sealed segments named below `below` (from [`Wal::seal`]), newest first:
     /// call it once what they held is durable elsewhere.
     pub fn remove_sealed(&mut self, below: u64) -> Result<(), WalError> {
-        for (_, path) in sealed_segments(&self.dir, below)?.into_iter().rev() {
-            if path != self.current_path {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-            }
-        }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))
+        remove_sealed_in(&self.dir, below)
+    }
+
+    /// The log's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Ends the current segment (if it holds anything) so that every record appended so far
@@ -345,6 +343,25 @@ pub fn sealed_segments(dir: &Path, below: u64) -> Result<Vec<(u64, PathBuf)>, Wa
         .into_iter()
         .filter(|(s, _)| *s < below)
         .collect())
+}
+
+/// Deletes the sealed segments of the log in `dir` named below `below` (from [`Wal::seal`]),
+/// newest first, then syncs the folder: what [`Wal::remove_sealed`] does, without the log, so
+/// that a store's flush can do it after letting the store go (deleting a large segment takes
+/// tens of milliseconds on some file systems). Segments below `below` are sealed: the log never
+/// writes them again. One already gone is no error (two clean-ups may overlap).
+pub fn remove_sealed_in(dir: &Path, below: u64) -> Result<(), WalError> {
+    for (_, path) in sealed_segments(dir, below)?.into_iter().rev() {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err(&path)(e));
+            }
+            _ => {}
+        }
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// Gives `f` the records of sealed segments `sealed`, in order, one at a time, so that a

@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
-use vigie_store::{Agg, Compaction, Flush, Flushed, Merged, Options, SeriesKey, Store, StoreError};
+use vigie_store::{
+    Agg, Compaction, Flush, Flushed, LogCleanup, Merged, Options, SeriesKey, Store, StoreError,
+};
 
 const PART: i64 = 10;
 const KEYS: usize = 4;
@@ -36,6 +38,9 @@ enum Op {
     Begin(Job),
     Run(Job),
     Finish(Job),
+    /// A finished flush's deletion of the log's segments, run apart (as the upkeep thread
+    /// runs it once it has let the store go): the newest pending one.
+    Cleanup,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +56,8 @@ struct Jobs {
     flushed: Option<Flushed>,
     compaction: Option<Compaction>,
     merged: Option<Merged>,
+    /// Finished flushes' deletions of the log's segments, not run yet.
+    cleanups: Vec<LogCleanup>,
 }
 
 fn value() -> impl Strategy<Value = u64> {
@@ -70,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Reopen),
         1 => Just(Op::Compact),
         1 => (-5i64..30).prop_map(Op::DropBefore),
+        1 => Just(Op::Cleanup),
         3 => (0..3usize, any::<bool>()).prop_map(|(step, flush)| {
             let job = if flush { Job::Flush } else { Job::Compaction };
             [Op::Begin(job), Op::Run(job), Op::Finish(job)][step].clone()
@@ -227,7 +235,12 @@ proptest! {
                 }
                 Op::Finish(Job::Flush) => {
                     if let Some(done) = jobs.flushed.take() {
-                        s.finish_flush(done).unwrap();
+                        jobs.cleanups.push(s.finish_flush(done).unwrap());
+                    }
+                }
+                Op::Cleanup => {
+                    if let Some(cleanup) = jobs.cleanups.pop() {
+                        cleanup.run().unwrap();
                     }
                 }
                 Op::Begin(Job::Compaction) => {
@@ -260,7 +273,10 @@ proptest! {
                         jobs.flushed = Some(job.run().unwrap());
                     }
                     if let Some(done) = jobs.flushed.take() {
-                        s.finish_flush(done).unwrap();
+                        jobs.cleanups.push(s.finish_flush(done).unwrap());
+                    }
+                    for cleanup in jobs.cleanups.drain(..) {
+                        cleanup.run().unwrap();
                     }
                     jobs = Jobs::default();
                     store.take().unwrap().close().unwrap();
