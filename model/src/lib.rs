@@ -22,5 +22,5 @@ pub use float::F64;
 pub use health::{FeedHealth, LocalHealth};
 pub use point::Point;
 pub use record::{Body, EventKind, Feed, Record, WeatherKind, ZoneIdx};
-pub use rows::{ClashReason, ClashRow, Confidence, IndicatorRow, Missing, RowV2, Trend};
+pub use rows::{ClashReason, ClashRow, Confidence, IndicatorRow, Lines, Missing, RowV2, Trend};
 pub use stats::{EngineStats, Latency, Phase};

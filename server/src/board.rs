@@ -17,13 +17,13 @@
 //! moved: every row of the horizon shifts, refetch), `alert` (from the alerting), `reset`.
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 use vigie_config::{Config, ZoneSet};
 use vigie_model::clock::now_us;
-use vigie_model::time::{format_hour, format_ts};
-use vigie_model::{Changes, ClashRow, EngineStats, FeedHealth, IndicatorRow};
+use vigie_model::time::format_ts;
+use vigie_model::{Changes, ClashRow, EngineStats, FeedHealth, IndicatorRow, Lines};
 
 /// Events kept for clients that reconnect…
 pub const RING: usize = 4096;
@@ -246,8 +246,7 @@ impl Board {
         // the engine's thread at every epoch, and building a `Value` per row (a map of some 30
         // keys, each hashed and allocated) cost that thread more than the epoch's computation
         // under a load of 10,000 records/s.
-        // An epoch's rows span a few hundred hours at most: each hour is written once.
-        let mut hours: HashMap<i64, String> = HashMap::new();
+        let mut lines = Lines::default();
         for batch in changes.indicators.chunks(MAX_ROWS_PER_EVENT) {
             let mut text = Vec::with_capacity(64 + batch.len() * 768);
             text.extend_from_slice(b"{\"rows\":[");
@@ -255,8 +254,7 @@ impl Board {
                 if i > 0 {
                     text.push(b',');
                 }
-                let hour = hours.entry(r.hour).or_insert_with(|| format_hour(r.hour));
-                serde_json::to_writer(&mut text, &r.to_json_at(self.zone_id(r.zone), &**hour))
+                serde_json::to_writer(&mut text, &lines.line(r, self.zone_id(r.zone)))
                     .expect("an indicator row serializes");
             }
             text.extend_from_slice(b"]}");
