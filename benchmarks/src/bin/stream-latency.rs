@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigie_benchmarks::live::{free_port, http, metric, Killed};
 use vigie_benchmarks::{machine, vigie_binary};
+use vigie_model::Phase;
 
 #[derive(Parser)]
 struct Cli {
@@ -85,21 +86,22 @@ struct Measured {
     seen: Histogram<u64>,
     lost: usize,
     resets: u64,
-    /// Time the engine's epochs spent in each of [`PHASES`] while the probes ran (seconds),
+    /// Time the engine's epochs spent in each of [`Phase::ALL`] while the probes ran (seconds),
     /// and the epochs with news meanwhile.
     phases: [f64; 3],
     epochs: f64,
 }
 
-/// The phases of an epoch's work on `/metrics` (`vigie_engine_epoch_phase_seconds_total`).
-const PHASES: [&str; 3] = ["dataflow", "sinks", "publish"];
-
-/// The epochs with news so far and the time the epochs spent in each of [`PHASES`].
+/// The epochs with news so far and the time the epochs spent in each phase, in the order of
+/// [`Phase::ALL`] (`vigie_engine_epoch_phase_seconds_total` on `/metrics`).
 fn epoch_phases(port: u16) -> anyhow::Result<(f64, [f64; 3])> {
     let epochs = metric(port, "vigie_engine_epoch_seconds_count")?.unwrap_or(0.0);
     let mut spent = [0.0; 3];
-    for (s, phase) in spent.iter_mut().zip(PHASES) {
-        let name = format!("vigie_engine_epoch_phase_seconds_total{{phase=\"{phase}\"}}");
+    for (s, phase) in spent.iter_mut().zip(Phase::ALL) {
+        let name = format!(
+            "vigie_engine_epoch_phase_seconds_total{{phase=\"{}\"}}",
+            phase.name()
+        );
         *s = metric(port, &name)?.unwrap_or(0.0);
     }
     Ok((epochs, spent))
@@ -379,7 +381,7 @@ fn main() -> anyhow::Result<()> {
             "ack_ms": {"p50": ms(&m.ack, 0.5), "p99": ms(&m.ack, 0.99)},
             "stream_ms": {"p50": ms(&m.seen, 0.5), "p99": ms(&m.seen, 0.99), "max": m.seen.max() as f64 / 1000.0},
             "lost": m.lost, "probes": cli.probes, "resets": m.resets,
-            "phase_seconds": PHASES.iter().zip(m.phases).map(|(p, s)| (p.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
+            "phase_seconds": Phase::ALL.iter().zip(m.phases).map(|(p, s)| (p.name().to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
             "epochs_with_news": m.epochs, "seconds": m.seconds,
         }));
     }
