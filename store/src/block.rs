@@ -276,8 +276,8 @@ impl Unpublished {
 }
 
 /// Renames blocks into their folders, then syncs each folder once (not once a block: a sync
-/// of the folder takes milliseconds, and a flush publishes a block per partition while
-/// writers wait), and opens them, in order.
+/// of the folder takes milliseconds, and a flush or a compaction publishes a block per
+/// partition under the store's lock, while writers wait), and opens them, in order.
 pub fn publish_all(blocks: Vec<Unpublished>) -> Result<Vec<Block>, StoreError> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut renamed = Vec::with_capacity(blocks.len());

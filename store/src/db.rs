@@ -684,15 +684,16 @@ impl Store {
         let Merged { parts, mut report } = merged;
         let present: FxHashSet<u64> = self.blocks.iter().map(|b| b.seq).collect();
         let mut remove: FxHashSet<u64> = FxHashSet::default();
-        let mut added = Vec::new();
+        let mut publish = Vec::new();
         for (sources, block) in parts {
             if sources.iter().all(|seq| present.contains(seq)) {
                 remove.extend(sources);
-                added.push(Arc::new(block.publish()?));
+                publish.push(block);
                 report.partitions_merged += 1;
             }
             // Otherwise dropped unpublished: its file goes.
         }
+        let added = block::publish_all(publish)?.into_iter().map(Arc::new);
         let mut keep = Vec::with_capacity(self.blocks.len());
         for b in std::mem::take(&mut self.blocks) {
             if remove.contains(&b.seq) {
