@@ -250,19 +250,38 @@ fn point_hour(f: &Fact) -> Option<i64> {
     }
 }
 
-/// The incidents' tally of hour `g`.
-fn incidents_at(facts: &BTreeMap<Fact, isize>, g: i64) -> Option<&Fact> {
+/// The incidents' tallies of hours `lo..=hi`, in hour order: of each hour, its first fact,
+/// when it counts. One walk down the facts' tree for the whole span.
+fn incidents_in(
+    facts: &BTreeMap<Fact, isize>,
+    lo: i64,
+    hi: i64,
+) -> impl Iterator<Item = (i64, &Fact)> {
     let lowest = Fact::Incidents {
-        hour: g,
+        hour: lo,
         n: 0,
         sum: i64::MIN,
         calls: 0,
     };
+    let mut last = lo - 1;
     facts
         .range(lowest..)
-        .next()
-        .filter(|(f, m)| **m > 0 && matches!(f, Fact::Incidents { hour, .. } if *hour == g))
-        .map(|(f, _)| f)
+        .map_while(move |(f, m)| match f {
+            Fact::Incidents { hour, .. } if *hour <= hi => Some((*hour, f, *m)),
+            _ => None,
+        })
+        .filter(move |(hour, _, _)| {
+            let first = *hour > last;
+            last = *hour;
+            first
+        })
+        .filter(|(_, _, m)| *m > 0)
+        .map(|(hour, f, _)| (hour, f))
+}
+
+/// The incidents' tally of hour `g`.
+fn incidents_at(facts: &BTreeMap<Fact, isize>, g: i64) -> Option<&Fact> {
+    incidents_in(facts, g, g).next().map(|(_, f)| f)
 }
 
 /// The `observed`, `traffic_obs` and `f_w` facts of hour `g`.
@@ -484,30 +503,10 @@ impl ZoneComputer {
         h: i64,
     ) -> HourFacts {
         let mut f = HourFacts::default();
-        // The tallies of h−2..=h in one walk down the tree, not three: of each hour, the
-        // first fact, as `incidents_at` reads it.
-        let lowest = Fact::Incidents {
-            hour: h - 2,
-            n: 0,
-            sum: i64::MIN,
-            calls: 0,
-        };
-        let mut seen = h - 3;
-        for (fact, m) in facts.range(lowest..) {
-            match fact {
-                Fact::Incidents {
-                    hour,
-                    n,
-                    sum,
-                    calls,
-                    ..
-                } if *hour <= h => {
-                    if *hour > seen && *m > 0 {
-                        f.inc[(hour - (h - 2)) as usize] = (*n, *sum, *calls);
-                    }
-                    seen = *hour;
-                }
-                _ => break,
+        // The tallies of h−2..=h in one walk down the tree, not three.
+        for (g, fact) in incidents_in(facts, h - 2, h) {
+            if let Fact::Incidents { n, sum, calls, .. } = fact {
+                f.inc[(g - (h - 2)) as usize] = (*n, *sum, *calls);
             }
         }
         let [obs, traffic, weather] = values_at(facts, h);
